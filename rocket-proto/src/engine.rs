@@ -1,0 +1,388 @@
+//! The Rocket protocol engine for one hub.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+
+use crate::config::{HubConfig, Limits};
+use crate::reply::{self, ErrorCode};
+use crate::request::Request;
+use crate::{ClientId, CloseCode, Frame, Output, Payload, Permissions, Protocol, Token};
+
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// Why [`Engine::handle_connect`] refused a client. Both mean a bug in the frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The `ClientId` is already connected.
+    #[error("client id {0} is already connected")]
+    DuplicateClient(ClientId),
+    /// Another live client has the same token.
+    #[error("token is already in use by a live client")]
+    DuplicateToken,
+}
+
+/// Keys for the engine's hash maps. Channel names come from clients, so the maps are
+/// keyed with secret seeds that the frontend draws from the OS (the engine has no
+/// randomness of its own); equal seeds make runs reproducible in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HashSeed(pub [u64; 4]);
+
+struct User {
+    secret: Box<[u8]>,
+    permission: Permissions,
+}
+
+struct Client {
+    token: Token,
+    /// The authenticated user's permissions; `None` while anonymous.
+    session: Option<Permissions>,
+    /// Subscribed channels, each with this client's index in the channel's member list.
+    subscriptions: Map<Arc<str>, usize>,
+    failed_auth: u32,
+}
+
+/// The Rocket protocol for one hub: users, channels and clients, with no IO.
+///
+/// Methods come in three kinds, as in quinn-proto:
+/// - getters (`&self`): [`client_count`](Self::client_count),
+///   [`channel_count`](Self::channel_count), [`subscriber_count`](Self::subscriber_count);
+/// - inputs (`handle_*`): [`handle_connect`](Self::handle_connect),
+///   [`handle_frame`](Self::handle_frame), [`handle_disconnect`](Self::handle_disconnect),
+///   [`handle_remote_broadcast`](Self::handle_remote_broadcast);
+/// - outputs: [`poll_output`](Self::poll_output) or [`drain_outputs`](Self::drain_outputs).
+///
+/// After every input, drain the outputs before the next input of another thread could
+/// interleave (see the crate docs for the driver loop).
+pub struct Engine {
+    users: Map<Box<str>, User>,
+    clients: Map<ClientId, Client>,
+    tokens: Map<Token, ClientId>,
+    /// Channel name to its subscribers. A channel exists while it has a subscriber.
+    channels: Map<Arc<str>, Vec<ClientId>>,
+    max_subscriptions: usize,
+    max_failed_auth: u32,
+    hasher: ahash::RandomState,
+    outputs: VecDeque<Output>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("users", &self.users.len())
+            .field("clients", &self.clients.len())
+            .field("channels", &self.channels.len())
+            .field("pending_outputs", &self.outputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine serving `hub` under `limits`. `seed` keys the hash maps (draw it from the
+    /// OS in production).
+    pub fn new(hub: &HubConfig, limits: &Limits, seed: HashSeed) -> Self {
+        let [a, b, c, d] = seed.0;
+        let hasher = ahash::RandomState::with_seeds(a, b, c, d);
+        let mut users = Map::with_hasher(hasher.clone());
+        for (name, user) in &hub.users {
+            users.insert(
+                name.as_str().into(),
+                User {
+                    secret: user.secret.as_bytes().into(),
+                    permission: user.permission,
+                },
+            );
+        }
+        Self {
+            users,
+            clients: Map::with_hasher(hasher.clone()),
+            tokens: Map::with_hasher(hasher.clone()),
+            channels: Map::with_hasher(hasher.clone()),
+            max_subscriptions: limits.max_subscriptions_per_client,
+            max_failed_auth: limits.max_failed_auth,
+            hasher,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// Connected clients.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Channels that exist (have at least one subscriber).
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Subscribers of `channel` (0 when it does not exist).
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, Vec::len)
+    }
+
+    /// Whether the engine holds no client, channel or pending output: what is left after
+    /// every client has disconnected and the outputs were drained.
+    pub fn is_idle(&self) -> bool {
+        self.clients.is_empty()
+            && self.tokens.is_empty()
+            && self.channels.is_empty()
+            && self.outputs.is_empty()
+    }
+
+    /// A client connected. Queues its greeting, `{"connected":"<token>"}`.
+    pub fn handle_connect(&mut self, client: ClientId, token: Token) -> Result<(), ConnectError> {
+        if self.clients.contains_key(&client) {
+            return Err(ConnectError::DuplicateClient(client));
+        }
+        if self.tokens.contains_key(&token) {
+            return Err(ConnectError::DuplicateToken);
+        }
+        self.tokens.insert(token, client);
+        self.clients.insert(
+            client,
+            Client {
+                token,
+                session: None,
+                subscriptions: Map::with_hasher(self.hasher.clone()),
+                failed_auth: 0,
+            },
+        );
+        self.send(client, reply::connected(&token));
+        Ok(())
+    }
+
+    /// A client's connection ended. Forgets it and its subscriptions. Unknown clients
+    /// (already closed by the engine) are ignored.
+    pub fn handle_disconnect(&mut self, client: ClientId) {
+        self.forget(client);
+    }
+
+    /// A message read from `client`. Frames from unknown clients are ignored.
+    pub fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>) {
+        if !self.clients.contains_key(&client) {
+            return;
+        }
+        let request = match frame {
+            Frame::Text(text) => Request::parse(text),
+            Frame::Binary(_) => None,
+        };
+        let Some(request) = request else {
+            return self.error(client, ErrorCode::InvalidPayload);
+        };
+        match request {
+            Request::Authenticate { user, secret } => self.authenticate(client, &user, &secret),
+            Request::Subscribe { channel } => self.subscribe(client, &channel),
+            Request::Unsubscribe { channel } => {
+                self.unsubscribe(client, &channel);
+                self.send(client, reply::keyed("unsubscribed", &channel));
+            }
+            Request::Broadcast {
+                event,
+                channel,
+                data,
+            } => {
+                if !self.may(client, Permissions::WRITE) {
+                    return self.error(client, ErrorCode::AccessDenied);
+                }
+                let Some(members) = self.channels.get(&*channel) else {
+                    return self.error(client, ErrorCode::InvalidChannel);
+                };
+                let payload = reply::event(&event, "channel", &channel, data);
+                Self::fan_out(&mut self.outputs, members, &payload);
+                self.send(client, reply::keyed("broadcasted", &channel));
+            }
+            Request::Direct {
+                event,
+                client: target,
+                data,
+            } => {
+                if !self.may(client, Permissions::WRITE) {
+                    return self.error(client, ErrorCode::AccessDenied);
+                }
+                let Some(&to) = Token::parse(&target).and_then(|t| self.tokens.get(&t)) else {
+                    return self.error(client, ErrorCode::InvalidClient);
+                };
+                let from = self.clients[&client].token.to_hex();
+                let from = std::str::from_utf8(&from).expect("hex is ASCII");
+                self.send(to, reply::event(&event, "from", from, data));
+                self.send(client, reply::keyed("directSent", &target));
+            }
+            Request::Logout => {
+                self.end_session(client);
+                self.send(client, reply::LOGGED_OUT);
+            }
+            Request::Disconnect => self.close(client, CloseCode::NORMAL, ""),
+        }
+    }
+
+    /// A broadcast accepted by another node of a cluster: delivers `payload` (a complete
+    /// event, as built by the accepting node) to this node's subscribers of `channel`.
+    /// Does nothing when the channel has no subscribers here.
+    pub fn handle_remote_broadcast(&mut self, channel: &str, payload: Payload) {
+        if let Some(members) = self.channels.get(channel) {
+            Self::fan_out(&mut self.outputs, members, &payload);
+        }
+    }
+
+    /// The next action for the frontend, in the order the engine produced them.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Moves every pending action into `out`, in order.
+    pub fn drain_outputs(&mut self, out: &mut Vec<Output>) {
+        out.extend(self.outputs.drain(..));
+    }
+
+    fn authenticate(&mut self, id: ClientId, user: &str, secret: &str) {
+        self.end_session(id);
+        let verdict = match self.users.get(user) {
+            None => Err(ErrorCode::InvalidUser),
+            Some(u) if u.secret.is_empty() || bool::from(u.secret.ct_eq(secret.as_bytes())) => {
+                Ok(u.permission)
+            }
+            Some(_) => Err(ErrorCode::InvalidCredentials),
+        };
+        // The client exists: handle_frame checked it.
+        let client = self.clients.get_mut(&id).expect("live client");
+        match verdict {
+            Ok(permission) => {
+                client.session = Some(permission);
+                self.send(id, reply::keyed("authenticated", user));
+            }
+            Err(code) => {
+                client.failed_auth += 1;
+                let exhausted =
+                    self.max_failed_auth != 0 && client.failed_auth >= self.max_failed_auth;
+                self.error(id, code);
+                if exhausted {
+                    self.close(id, CloseCode::POLICY, "too many failed authentications");
+                }
+            }
+        }
+    }
+
+    fn subscribe(&mut self, id: ClientId, channel: &str) {
+        if !self.may(id, Permissions::READ) {
+            return self.error(id, ErrorCode::AccessDenied);
+        }
+        let client = self.clients.get_mut(&id).expect("live client");
+        if !client.subscriptions.contains_key(channel) {
+            if self.max_subscriptions != 0 && client.subscriptions.len() >= self.max_subscriptions {
+                return self.error(id, ErrorCode::LimitExceeded);
+            }
+            let name = match self.channels.get_key_value(channel) {
+                Some((name, _)) => Arc::clone(name),
+                None => Arc::from(channel),
+            };
+            let members = self.channels.entry(Arc::clone(&name)).or_default();
+            client.subscriptions.insert(name, members.len());
+            members.push(id);
+        }
+        self.send(id, reply::keyed("subscribed", channel));
+    }
+
+    /// Removes `id` from `channel` if subscribed; removes the channel when it empties.
+    fn unsubscribe(&mut self, id: ClientId, channel: &str) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let Some((name, index)) = client.subscriptions.remove_entry(channel) else {
+            return;
+        };
+        self.leave(&name, id, index);
+    }
+
+    fn leave(&mut self, name: &Arc<str>, id: ClientId, index: usize) {
+        let members = self
+            .channels
+            .get_mut(name)
+            .expect("subscribed channels exist");
+        debug_assert_eq!(members[index], id);
+        members.swap_remove(index);
+        if let Some(&moved) = members.get(index) {
+            // The last member took `index`; record its new place.
+            let moved = self
+                .clients
+                .get_mut(&moved)
+                .expect("members are live clients");
+            *moved
+                .subscriptions
+                .get_mut(name)
+                .expect("member is subscribed") = index;
+        } else if members.is_empty() {
+            self.channels.remove(name);
+        }
+    }
+
+    /// Drops the session and every subscription; the client stays connected.
+    fn end_session(&mut self, id: ClientId) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.session = None;
+        let empty = Map::with_hasher(self.hasher.clone());
+        let subscriptions = std::mem::replace(&mut client.subscriptions, empty);
+        for (name, index) in &subscriptions {
+            self.leave(name, id, *index);
+        }
+    }
+
+    fn forget(&mut self, id: ClientId) {
+        self.end_session(id);
+        if let Some(client) = self.clients.remove(&id) {
+            self.tokens.remove(&client.token);
+        }
+    }
+
+    fn close(&mut self, id: ClientId, code: CloseCode, reason: &'static str) {
+        self.forget(id);
+        self.outputs.push_back(Output::Close {
+            client: id,
+            code,
+            reason: reason.into(),
+        });
+    }
+
+    fn may(&self, id: ClientId, needed: Permissions) -> bool {
+        self.clients[&id]
+            .session
+            .is_some_and(|p| p.contains(needed))
+    }
+
+    fn fan_out(outputs: &mut VecDeque<Output>, members: &[ClientId], payload: &Payload) {
+        outputs.reserve(members.len());
+        outputs.extend(members.iter().map(|&client| Output::Send {
+            client,
+            payload: payload.clone(),
+        }));
+    }
+
+    fn send(&mut self, client: ClientId, payload: Payload) {
+        self.outputs.push_back(Output::Send { client, payload });
+    }
+
+    fn error(&mut self, client: ClientId, code: ErrorCode) {
+        self.send(client, code.payload());
+    }
+}
+
+impl Protocol for Engine {
+    fn handle_connect(&mut self, client: ClientId, token: Token) -> Result<(), ConnectError> {
+        Engine::handle_connect(self, client, token)
+    }
+    fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>) {
+        Engine::handle_frame(self, client, frame)
+    }
+    fn handle_disconnect(&mut self, client: ClientId) {
+        Engine::handle_disconnect(self, client)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Engine::poll_output(self)
+    }
+    fn drain_outputs(&mut self, out: &mut Vec<Output>) {
+        Engine::drain_outputs(self, out)
+    }
+}

@@ -1,0 +1,125 @@
+//! What crosses the engine's boundary: [`Frame`]s in, [`Output`]s out, and the shared
+//! [`Payload`] bytes they carry.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::ClientId;
+
+/// One WebSocket message as a frontend read it from a socket (already defragmented and,
+/// for text, already checked to be UTF-8 by the WebSocket library).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A text message.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+/// Bytes to send to a client as one WebSocket message. Cloning is O(1) and allocation-free
+/// (a reference count), so a broadcast shares one encoding among all its recipients.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload {
+    bytes: Bytes,
+    text: bool,
+}
+
+impl Payload {
+    /// A text message. The bytes come from a `str`, so they are UTF-8.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            bytes: Bytes::from(text.into()),
+            text: true,
+        }
+    }
+
+    /// A text message from a static string (no allocation).
+    pub const fn from_static(text: &'static str) -> Self {
+        Self {
+            bytes: Bytes::from_static(text.as_bytes()),
+            text: true,
+        }
+    }
+
+    /// A binary message.
+    pub fn binary(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            bytes: bytes.into(),
+            text: false,
+        }
+    }
+
+    /// Whether this is a text message (its bytes are then valid UTF-8).
+    pub fn is_text(&self) -> bool {
+        self.text
+    }
+
+    /// The message bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The message bytes as a cheap, shareable handle.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The text of a text message; `None` for binary.
+    pub fn as_text(&self) -> Option<&str> {
+        // Text payloads are only built from `str`, so this never fails for them.
+        self.text
+            .then(|| std::str::from_utf8(&self.bytes).expect("text payloads are UTF-8"))
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_text() {
+            Some(text) => write!(f, "Text({text})"),
+            None => write!(f, "Binary({} bytes)", self.bytes.len()),
+        }
+    }
+}
+
+/// A WebSocket close code (RFC 6455 §7.4) with the codes Rocket uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    /// 1000: the client asked to disconnect.
+    pub const NORMAL: Self = Self(1000);
+    /// 1001: the server is shutting down, or the client was idle too long.
+    pub const GOING_AWAY: Self = Self(1001);
+    /// 1007: a text message was not UTF-8.
+    pub const INVALID_DATA: Self = Self(1007);
+    /// 1008: a policy was violated (slow consumer, too many failed authentications).
+    pub const POLICY: Self = Self(1008);
+    /// 1009: a message exceeded `MaxMessageBytes`.
+    pub const TOO_BIG: Self = Self(1009);
+}
+
+/// What the engine asks its frontend to do. Drained in order with
+/// [`Protocol::poll_output`](crate::Protocol::poll_output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Queue `payload` to `client`, after everything queued to it before.
+    Send {
+        /// Recipient.
+        client: ClientId,
+        /// The message; shared with the other recipients of the same broadcast.
+        payload: Payload,
+    },
+    /// Flush what is queued to `client`, then close it with `code` and `reason`. The engine
+    /// has already forgotten the client; a later `handle_disconnect` for it is a no-op.
+    Close {
+        /// The client to close.
+        client: ClientId,
+        /// WebSocket close code.
+        code: CloseCode,
+        /// Close reason (at most 123 bytes).
+        reason: Cow<'static, str>,
+    },
+}

@@ -1,0 +1,91 @@
+//! # rocket-proto: the Rocket pub/sub protocol, sans IO
+//!
+//! This crate is the whole Rocket protocol (see `docs/PROTOCOL.md`) as a plain state
+//! machine. It never touches a socket, a clock or the operating system's randomness, and it
+//! runs on no async runtime: a *frontend* (`rocket-tokio`, `rocket-async-std`, a test, a
+//! fuzzer) reads WebSocket messages, feeds them in, and carries out what comes out.
+//!
+//! ## Who does what
+//! - The **frontend** owns the sockets. It accepts connections, picks the hub by request
+//!   path, gives each connection a [`ClientId`] and a [`Token`] drawn from the OS's secure
+//!   generator, enforces transport limits (message size, UTF-8, handshake and idle
+//!   timeouts, slow consumers), and writes each [`Output`] to its client's socket.
+//! - The **[`Engine`]** (one per hub) owns users, sessions, channels and the routing of
+//!   messages. Inputs are `handle_*` calls; outputs queue inside the engine until drained.
+//! - Payloads fan out without copies: a broadcast is encoded **once** into a [`Payload`],
+//!   and each recipient's [`Output::Send`] holds a reference-counted clone of the same bytes.
+//!
+//! ## The driver loop
+//! Feed one event, then drain every output before the next event:
+//!
+//! ```
+//! use rocket_proto::{ClientId, Config, Engine, Frame, HashSeed, Output, Token};
+//!
+//! let config = Config::demo();
+//! let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed::default());
+//! let mut outputs = Vec::new();
+//! let alice = ClientId(1);
+//! engine.handle_connect(alice, Token::from_bytes([7; 16])).unwrap(); // on accept
+//! engine.handle_frame(alice, Frame::Text(r#"{"subscribe":{"channel":"news"}}"#)); // on read
+//! engine.drain_outputs(&mut outputs);
+//! for output in outputs.drain(..) {
+//!     match output {
+//!         Output::Send { client, payload } => { /* queue payload on client's socket */ }
+//!         Output::Close { client, code, reason } => { /* flush, then close with code */ }
+//!         _ => {} // outputs may grow (the enum is non-exhaustive)
+//!     }
+//! }
+//! engine.handle_disconnect(alice); // on socket close
+//! ```
+//!
+//! ## The contract
+//! - **Order.** Outputs come out in the order the engine produced them. For one client,
+//!   replies follow the order of its requests, and deliveries of one channel follow the
+//!   order in which the engine accepted the broadcasts. A frontend that keeps per-client
+//!   order when writing keeps the whole guarantee.
+//! - **At most once.** A broadcast answered with `broadcasted` yields exactly one
+//!   [`Output::Send`] for each client subscribed at that moment, the sender included if
+//!   subscribed; a `direct` answered with `directSent` yields one to its target. The engine
+//!   never retries or stores messages: a frontend that cannot deliver (a full queue, a dead
+//!   socket) must close that client, never skip a message silently.
+//! - **Replies.** Every request gets exactly one reply (`{"err":…}` or its success reply),
+//!   except `disconnect`, which yields [`Output::Close`] with code 1000. Errors are checked
+//!   in the order shape, permission, limit, target.
+//! - **Close.** [`Output::Close`] means: flush what is queued for that client, then close
+//!   with the given code. The engine has already forgotten the client, and frames that
+//!   still arrive from it are ignored. The engine closes a client on `disconnect` (1000)
+//!   and on its `MaxFailedAuth`-th failed authentication (1008).
+//! - **Hygiene.** A channel exists only while it has a subscriber; a disconnected client
+//!   leaves nothing behind ([`Engine::is_idle`] after everyone left).
+//! - **No panics on input.** Any byte sequence, from any client, in any state, is handled.
+//!
+//! ## Other protocols and clusters
+//! Frontends drive the [`Protocol`] trait, which [`Engine`] implements, so they can serve
+//! any protocol written the same way (the original Rocket let users define their own per
+//! path). For a cluster, [`Engine::handle_remote_broadcast`] is the input for a broadcast
+//! that another node accepted; a matching output for "publish this to the other nodes" can
+//! be added to the non-exhaustive [`Output`] without changing the rest.
+//!
+//! ## Frontend support
+//! [`Config`] is the configuration shared by every frontend.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod client;
+pub mod config;
+mod engine;
+mod frame;
+mod permissions;
+mod protocol;
+mod reply;
+mod request;
+
+pub use client::{ClientId, Token};
+pub use config::{Config, ConfigError, HubConfig, Limits, UserConfig};
+pub use engine::{ConnectError, Engine, HashSeed};
+pub use frame::{CloseCode, Frame, Output, Payload};
+pub use permissions::Permissions;
+pub use protocol::Protocol;
+pub use reply::ErrorCode;
+pub use request::{MAX_NAME_BYTES, MAX_NESTING};

@@ -1,0 +1,55 @@
+//! The small sans-IO trait every frontend drives. [`Engine`](crate::Engine) is the Rocket
+//! implementation; any other type can be served by the same frontends.
+
+use crate::{ClientId, ConnectError, Frame, Output, Token};
+
+/// A protocol served on one hub path: connection events and frames in, [`Output`]s out.
+///
+/// A frontend owns one value per hub and, for every event, calls one `handle_*` method and
+/// then drains the outputs ([`poll_output`](Self::poll_output) until `None`, or
+/// [`drain_outputs`](Self::drain_outputs)) before feeding the next event. Outputs for one
+/// client must be carried out in the order they were produced.
+///
+/// ```
+/// use rocket_proto::{ClientId, ConnectError, Frame, Output, Payload, Protocol, Token};
+///
+/// /// Echoes every message back to its sender.
+/// #[derive(Default)]
+/// struct Echo { out: std::collections::VecDeque<Output> }
+///
+/// impl Protocol for Echo {
+///     fn handle_connect(&mut self, _: ClientId, _: Token) -> Result<(), ConnectError> { Ok(()) }
+///     fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>) {
+///         let payload = match frame {
+///             Frame::Text(t) => Payload::text(t),
+///             Frame::Binary(b) => Payload::binary(b.to_vec()),
+///         };
+///         self.out.push_back(Output::Send { client, payload });
+///     }
+///     fn handle_disconnect(&mut self, _: ClientId) {}
+///     fn poll_output(&mut self) -> Option<Output> { self.out.pop_front() }
+/// }
+/// ```
+pub trait Protocol: Send + 'static {
+    /// A client finished the WebSocket handshake. `token` is its 128-bit public identity.
+    /// An error means the frontend broke its own promise (a reused id or token); the
+    /// frontend then drops the connection.
+    fn handle_connect(&mut self, client: ClientId, token: Token) -> Result<(), ConnectError>;
+
+    /// A complete message arrived from `client`.
+    fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>);
+
+    /// The client's connection is gone (closed by either side, or dropped). Must be a no-op
+    /// for a client the protocol already closed with [`Output::Close`].
+    fn handle_disconnect(&mut self, client: ClientId);
+
+    /// The next output, or `None` when everything was drained.
+    fn poll_output(&mut self) -> Option<Output>;
+
+    /// Moves every pending output into `out`, in order.
+    fn drain_outputs(&mut self, out: &mut Vec<Output>) {
+        while let Some(o) = self.poll_output() {
+            out.push(o);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The wire text the engine sends: error names (defined here and nowhere else) and the
+//! encoders for replies and deliveries.
+
+use serde_json::value::RawValue;
+
+use crate::{Payload, Token};
+
+/// Every error a request can get, as `{"err":"NAME"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not a valid request.
+    InvalidPayload,
+    /// The session lacks the permission the action needs.
+    AccessDenied,
+    /// A per-client limit (subscriptions) is reached.
+    LimitExceeded,
+    /// `broadcast` to a channel with no subscribers.
+    InvalidChannel,
+    /// `direct` to a token no live client of this hub has.
+    InvalidClient,
+    /// `authenticate` as a user the hub does not have.
+    InvalidUser,
+    /// `authenticate` with the wrong secret.
+    InvalidCredentials,
+}
+
+impl ErrorCode {
+    /// Every code, for tests and documentation.
+    pub const ALL: [Self; 7] = [
+        Self::InvalidPayload,
+        Self::AccessDenied,
+        Self::LimitExceeded,
+        Self::InvalidChannel,
+        Self::InvalidClient,
+        Self::InvalidUser,
+        Self::InvalidCredentials,
+    ];
+
+    /// The name on the wire, e.g. `INVALID_PAYLOAD`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::InvalidPayload => "INVALID_PAYLOAD",
+            Self::AccessDenied => "ACCESS_DENIED",
+            Self::LimitExceeded => "LIMIT_EXCEEDED",
+            Self::InvalidChannel => "INVALID_CHANNEL",
+            Self::InvalidClient => "INVALID_CLIENT",
+            Self::InvalidUser => "INVALID_USER",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+        }
+    }
+
+    /// The complete reply, `{"err":"NAME"}`, without allocating.
+    pub const fn payload(self) -> Payload {
+        Payload::from_static(match self {
+            Self::InvalidPayload => r#"{"err":"INVALID_PAYLOAD"}"#,
+            Self::AccessDenied => r#"{"err":"ACCESS_DENIED"}"#,
+            Self::LimitExceeded => r#"{"err":"LIMIT_EXCEEDED"}"#,
+            Self::InvalidChannel => r#"{"err":"INVALID_CHANNEL"}"#,
+            Self::InvalidClient => r#"{"err":"INVALID_CLIENT"}"#,
+            Self::InvalidUser => r#"{"err":"INVALID_USER"}"#,
+            Self::InvalidCredentials => r#"{"err":"INVALID_CREDENTIALS"}"#,
+        })
+    }
+}
+
+pub(crate) const LOGGED_OUT: Payload = Payload::from_static(r#"{"loggedOut":true}"#);
+
+/// `{"key":"value"}` with `value` escaped as a JSON string.
+pub(crate) fn keyed(key: &str, value: &str) -> Payload {
+    let mut out = String::with_capacity(key.len() + value.len() + 8);
+    out.push_str("{\"");
+    out.push_str(key);
+    out.push_str("\":");
+    push_json_string(&mut out, value);
+    out.push('}');
+    Payload::text(out)
+}
+
+/// The greeting, `{"connected":"<token>"}`.
+pub(crate) fn connected(token: &Token) -> Payload {
+    let hex = token.to_hex();
+    keyed(
+        "connected",
+        std::str::from_utf8(&hex).expect("hex is ASCII"),
+    )
+}
+
+/// A delivery: `{"event":E,"<route_key>":R,"data":D}`, `data` omitted when absent.
+/// `route_key` is `channel` for broadcasts and `from` for direct messages.
+pub(crate) fn event(event: &str, route_key: &str, route: &str, data: Option<&RawValue>) -> Payload {
+    let data_len = data.map_or(0, |d| d.get().len() + 8);
+    let mut out = String::with_capacity(event.len() + route.len() + data_len + 32);
+    out.push_str("{\"event\":");
+    push_json_string(&mut out, event);
+    out.push_str(",\"");
+    out.push_str(route_key);
+    out.push_str("\":");
+    push_json_string(&mut out, route);
+    if let Some(data) = data {
+        out.push_str(",\"data\":");
+        out.push_str(data.get());
+    }
+    out.push('}');
+    Payload::text(out)
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    // Fast path: nothing to escape.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // Serializing a str into a String cannot fail.
+        out.push_str(&serde_json::to_string(s).expect("a str serializes"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_payloads_match_names() {
+        for code in ErrorCode::ALL {
+            let v: serde_json::Value = serde_json::from_slice(code.payload().as_bytes()).unwrap();
+            assert_eq!(v, serde_json::json!({ "err": code.name() }));
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let p = keyed("subscribed", "a\"b\\c\n\u{1}é");
+        let v: serde_json::Value = serde_json::from_slice(p.as_bytes()).unwrap();
+        assert_eq!(v["subscribed"], "a\"b\\c\n\u{1}é");
+        let raw = RawValue::from_string("[1, {\"x\": null}]".into()).unwrap();
+        let p = event("e\"", "channel", "c", Some(&raw));
+        assert_eq!(
+            p.as_text().unwrap(),
+            r#"{"event":"e\"","channel":"c","data":[1, {"x": null}]}"#
+        );
+        assert_eq!(
+            event("e", "from", "t", None).as_text().unwrap(),
+            r#"{"event":"e","from":"t"}"#
+        );
+    }
+}
