@@ -1,0 +1,658 @@
+//! The end-to-end suite, written once and run against every frontend (as rustls runs one
+//! test file per crypto provider). A frontend's test file includes this module, implements
+//! [`Frontend`], and instantiates the tests with `e2e_tests!(TheFrontend);`.
+//!
+//! Each test starts a real server on an ephemeral loopback port and talks to it with a
+//! real WebSocket client (tokio-tungstenite).
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rocket_proto::Config;
+use rocket_server::Service;
+use rocket_server::rustls;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::{self, Message, protocol::frame::coding::CloseCode};
+
+/// How long any single expected event may take.
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// Graceful shutdown of a started server; resolves to the connections still open after
+/// the grace period.
+pub type Stop = Box<dyn FnOnce(Duration) -> Pin<Box<dyn Future<Output = usize> + Send>> + Send>;
+
+/// A server started by a frontend for one test.
+pub struct Started {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its shared state, to observe connection counts.
+    pub service: Arc<Service>,
+    /// Graceful shutdown.
+    pub stop: Stop,
+}
+
+/// What a frontend must provide to run the suite.
+pub trait Frontend {
+    /// Starts serving `service` on 127.0.0.1 with an ephemeral port; `tls` selects `wss://`.
+    /// Called inside the test's tokio runtime.
+    fn start(service: Service, tls: Option<Arc<rustls::ServerConfig>>) -> Started;
+}
+
+/// Hubs `/echo` and `/other`, each with users `backend`/`secret` (7), `frontend` with any
+/// secret (3), `reader`/`r` (1), `writer`/`w` (2), `none`/`n` (0); `limits` is spliced
+/// into `Limits`.
+pub fn config(limits: &str) -> Config {
+    let users = r#"{
+        "backend": {"Name": "backend", "Secret": "secret", "Permission": 7},
+        "frontend": {"Name": "frontend", "Secret": "", "Permission": 3},
+        "reader": {"Name": "reader", "Secret": "r", "Permission": 1},
+        "writer": {"Name": "writer", "Secret": "w", "Permission": 2},
+        "none": {"Name": "none", "Secret": "n", "Permission": 0}}"#;
+    Config::from_json(&format!(
+        r#"{{"Host":"127.0.0.1","Port":0,
+            "Hubs":[{{"Path":"/echo","Codec":"JSON","Users":{users}}},
+                    {{"Path":"/other","Codec":"JSON","Users":{users}}},
+                    {{"Path":"/web","Users":{users},"AllowedOrigins":["https://app.example.com"]}}],
+            "Limits":{{{limits}}}}}"#
+    ))
+    .expect("test config is valid")
+}
+
+pub fn start<F: Frontend>(limits: &str) -> Started {
+    F::start(Service::new(config(limits)), None)
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A test client.
+pub struct Client {
+    ws: WebSocketStream<Box<dyn Io>>,
+    /// The token from the greeting.
+    pub token: String,
+}
+
+impl Client {
+    /// Connects to `path` and reads the greeting.
+    pub async fn connect(addr: SocketAddr, path: &str) -> Client {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        Self::handshake(Box::new(tcp), addr, path)
+            .await
+            .expect("handshake")
+    }
+
+    async fn handshake(
+        io: Box<dyn Io>,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<Client, tungstenite::Error> {
+        let url = format!("ws://{addr}{path}");
+        let (ws, _) = tokio_tungstenite::client_async(url, io).await?;
+        let mut client = Client {
+            ws,
+            token: String::new(),
+        };
+        let greeting = client.recv().await;
+        client.token = greeting["connected"].as_str().expect("greeting").to_owned();
+        Ok(client)
+    }
+
+    /// Connects and authenticates.
+    pub async fn login(addr: SocketAddr, user: &str, secret: &str) -> Client {
+        let mut c = Self::connect(addr, "/echo").await;
+        c.send(json!({"authenticate": {"user": user, "secret": secret}}))
+            .await;
+        assert_eq!(c.recv().await, json!({"authenticated": user}));
+        c
+    }
+
+    /// Connects, authenticates and subscribes.
+    pub async fn subscriber(addr: SocketAddr, channel: &str) -> Client {
+        let mut c = Self::login(addr, "backend", "secret").await;
+        c.subscribe(channel).await;
+        c
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) {
+        self.send(json!({"subscribe": {"channel": channel}})).await;
+        assert_eq!(self.recv().await, json!({"subscribed": channel}));
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_message(&mut self, m: Message) {
+        self.ws.send(m).await.expect("send");
+    }
+
+    /// The next data message as JSON; panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let m = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .expect("timed out waiting for a message");
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(&t).expect("server sends JSON");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code (None: no close frame).
+    pub async fn closed(&mut self) -> Option<(u16, String)> {
+        loop {
+            let m = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match m {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for a short while.
+    pub async fn quiet(&mut self) {
+        if let Ok(Some(Ok(m))) =
+            tokio::time::timeout(Duration::from_millis(150), self.ws.next()).await
+        {
+            assert!(
+                matches!(m, Message::Ping(_) | Message::Pong(_)),
+                "unexpected message {m:?}"
+            );
+        }
+    }
+}
+
+/// Waits until `f` holds, for at most [`STEP`].
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn hub_connections(s: &Started, path: &str) -> usize {
+    s.service.hub(path).expect("hub").connection_count()
+}
+
+// ---------------------------------------------------------------------------------------
+
+pub async fn greeting_is_a_fresh_token<F: Frontend>() {
+    let s = start::<F>("");
+    let a = Client::connect(s.addr, "/echo").await;
+    let b = Client::connect(s.addr, "/echo").await;
+    for t in [&a.token, &b.token] {
+        assert_eq!(t.len(), 32);
+        assert!(
+            t.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{t}"
+        );
+    }
+    assert_ne!(a.token, b.token);
+    let c = Client::connect(s.addr, "/echo?x=1").await;
+    assert_eq!(c.token.len(), 32, "query strings are ignored");
+}
+
+pub async fn every_action_and_error<F: Frontend>() {
+    let s = start::<F>("");
+    let mut a = Client::connect(s.addr, "/echo").await;
+    // Anonymous: no permission.
+    a.send(json!({"subscribe": {"channel": "c"}})).await;
+    assert_eq!(a.recv().await, json!({"err": "ACCESS_DENIED"}));
+    a.send(json!({"broadcast": {"event": "e", "channel": "c"}}))
+        .await;
+    assert_eq!(a.recv().await, json!({"err": "ACCESS_DENIED"}));
+    a.send(json!({"authenticate": {"user": "nobody", "secret": "x"}}))
+        .await;
+    assert_eq!(a.recv().await, json!({"err": "INVALID_USER"}));
+    a.send(json!({"authenticate": {"user": "backend", "secret": "wrong"}}))
+        .await;
+    assert_eq!(a.recv().await, json!({"err": "INVALID_CREDENTIALS"}));
+    a.send(json!({"authenticate": {"user": "frontend", "secret": "anything"}}))
+        .await;
+    assert_eq!(a.recv().await, json!({"authenticated": "frontend"}));
+    a.send(json!({"broadcast": {"event": "e", "channel": "nobody-here", "data": 1}}))
+        .await;
+    assert_eq!(a.recv().await, json!({"err": "INVALID_CHANNEL"}));
+    a.subscribe("c").await;
+    a.subscribe("c").await; // harmless again
+    let mut b = Client::login(s.addr, "backend", "secret").await;
+    b.send(json!({"broadcast": {"event": "e", "channel": "c", "data": {"x": [1, "two", null]}}}))
+        .await;
+    assert_eq!(b.recv().await, json!({"broadcasted": "c"}));
+    assert_eq!(
+        a.recv().await,
+        json!({"event": "e", "channel": "c", "data": {"x": [1, "two", null]}})
+    );
+    a.quiet().await; // exactly once despite the double subscribe
+    b.send(json!({"broadcast": {"event": "e", "channel": "c"}}))
+        .await;
+    assert_eq!(b.recv().await, json!({"broadcasted": "c"}));
+    assert_eq!(a.recv().await, json!({"event": "e", "channel": "c"}));
+    // direct
+    b.send(json!({"direct": {"event": "dm", "client": a.token, "data": "hi"}}))
+        .await;
+    assert_eq!(b.recv().await, json!({"directSent": a.token}));
+    assert_eq!(
+        a.recv().await,
+        json!({"event": "dm", "from": b.token, "data": "hi"})
+    );
+    for bad in ["", "0123", &a.token.to_uppercase()] {
+        b.send(json!({"direct": {"event": "dm", "client": bad}}))
+            .await;
+        assert_eq!(b.recv().await, json!({"err": "INVALID_CLIENT"}));
+    }
+    // unsubscribe, then the channel is gone
+    a.send(json!({"unsubscribe": {"channel": "c"}})).await;
+    assert_eq!(a.recv().await, json!({"unsubscribed": "c"}));
+    a.send(json!({"unsubscribe": {"channel": "never"}})).await;
+    assert_eq!(a.recv().await, json!({"unsubscribed": "never"}));
+    b.send(json!({"broadcast": {"event": "e", "channel": "c"}}))
+        .await;
+    assert_eq!(b.recv().await, json!({"err": "INVALID_CHANNEL"}));
+    // malformed requests keep the connection usable
+    for bad in [
+        "nope",
+        "{}",
+        "[1]",
+        r#"{"subscribe":{"channel":""}}"#,
+        r#"{"logout":false}"#,
+        r#"{"logout":true,"disconnect":true}"#,
+        r#"{"shout":{}}"#,
+    ] {
+        a.send_text(bad).await;
+        assert_eq!(a.recv().await, json!({"err": "INVALID_PAYLOAD"}), "{bad}");
+    }
+    a.send_message(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(a.recv().await, json!({"err": "INVALID_PAYLOAD"}));
+    // logout drops the session
+    a.send(json!({"logout": true})).await;
+    assert_eq!(a.recv().await, json!({"loggedOut": true}));
+    a.send(json!({"subscribe": {"channel": "c"}})).await;
+    assert_eq!(a.recv().await, json!({"err": "ACCESS_DENIED"}));
+    // disconnect: close 1000, and the server forgets the client
+    a.send(json!({"disconnect": true})).await;
+    assert_eq!(a.closed().await.map(|c| c.0), Some(1000));
+    b.send(json!({"direct": {"event": "dm", "client": a.token}}))
+        .await;
+    assert_eq!(b.recv().await, json!({"err": "INVALID_CLIENT"}));
+    eventually("the client is gone", || hub_connections(&s, "/echo") == 1).await;
+}
+
+pub async fn permissions_are_enforced<F: Frontend>() {
+    let s = start::<F>("");
+    let mut target = Client::subscriber(s.addr, "p").await;
+    for (user, secret, read, write) in [
+        ("reader", "r", true, false),
+        ("writer", "w", false, true),
+        ("none", "n", false, false),
+    ] {
+        let mut c = Client::login(s.addr, user, secret).await;
+        c.send(json!({"subscribe": {"channel": "p"}})).await;
+        let want = if read {
+            json!({"subscribed": "p"})
+        } else {
+            json!({"err": "ACCESS_DENIED"})
+        };
+        assert_eq!(c.recv().await, want, "{user} subscribe");
+        c.send(json!({"direct": {"event": "e", "client": target.token}}))
+            .await;
+        let want = if write {
+            json!({"directSent": target.token})
+        } else {
+            json!({"err": "ACCESS_DENIED"})
+        };
+        assert_eq!(c.recv().await, want, "{user} direct");
+        if write {
+            assert_eq!(target.recv().await["from"], json!(c.token));
+        }
+    }
+}
+
+pub async fn hubs_are_isolated<F: Frontend>() {
+    let s = start::<F>("");
+    let mut here = Client::subscriber(s.addr, "shared").await;
+    let mut there = Client::connect(s.addr, "/other").await;
+    there
+        .send(json!({"authenticate": {"user": "backend", "secret": "secret"}}))
+        .await;
+    assert_eq!(there.recv().await, json!({"authenticated": "backend"}));
+    there
+        .send(json!({"broadcast": {"event": "e", "channel": "shared"}}))
+        .await;
+    assert_eq!(there.recv().await, json!({"err": "INVALID_CHANNEL"}));
+    there
+        .send(json!({"direct": {"event": "e", "client": here.token}}))
+        .await;
+    assert_eq!(there.recv().await, json!({"err": "INVALID_CLIENT"}));
+    here.quiet().await;
+}
+
+pub async fn unknown_path_is_404<F: Frontend>() {
+    let s = start::<F>("");
+    for path in ["/nope", "/echo/", "/"] {
+        let tcp = TcpStream::connect(s.addr).await.unwrap();
+        match Client::handshake(Box::new(tcp), s.addr, path).await {
+            Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404, "{path}"),
+            Err(e) => panic!("{path}: expected HTTP 404, got {e}"),
+            Ok(_) => panic!("{path}: expected HTTP 404, got a connection"),
+        }
+    }
+}
+
+pub async fn thousand_broadcasts_arrive_in_order<F: Frontend>() {
+    let s = start::<F>("");
+    let mut sub = Client::subscriber(s.addr, "seq").await;
+    let mut publisher = Client::login(s.addr, "backend", "secret").await;
+    for i in 0..1000 {
+        publisher
+            .send(json!({"broadcast": {"event": "n", "channel": "seq", "data": i}}))
+            .await;
+    }
+    for _ in 0..1000 {
+        assert_eq!(publisher.recv().await, json!({"broadcasted": "seq"}));
+    }
+    for i in 0..1000 {
+        assert_eq!(sub.recv().await["data"], json!(i));
+    }
+}
+
+pub async fn fan_out_to_hundreds<F: Frontend>() {
+    let s = start::<F>("");
+    let mut subs = Vec::new();
+    for _ in 0..300 {
+        subs.push(Client::subscriber(s.addr, "wide").await);
+    }
+    let mut publisher = Client::login(s.addr, "writer", "w").await;
+    for i in 0..20 {
+        publisher
+            .send(json!({"broadcast": {"event": "n", "channel": "wide", "data": i}}))
+            .await;
+        assert_eq!(publisher.recv().await, json!({"broadcasted": "wide"}));
+    }
+    let readers = subs.into_iter().map(|mut c| {
+        tokio::spawn(async move {
+            for i in 0..20 {
+                assert_eq!(c.recv().await["data"], json!(i));
+            }
+        })
+    });
+    for r in readers.collect::<Vec<_>>() {
+        r.await.unwrap();
+    }
+}
+
+pub async fn a_vanishing_client_hurts_nobody<F: Frontend>() {
+    let s = start::<F>("");
+    let mut healthy = Client::subscriber(s.addr, "v").await;
+    let mut doomed = Some(Client::subscriber(s.addr, "v").await);
+    let mut publisher = Client::login(s.addr, "backend", "secret").await;
+    for i in 0..2000 {
+        if i == 500 {
+            doomed.take(); // gone without a close handshake
+        }
+        publisher
+            .send(json!({"broadcast": {"event": "n", "channel": "v", "data": i}}))
+            .await;
+    }
+    for i in 0..2000 {
+        assert_eq!(healthy.recv().await["data"], json!(i));
+    }
+    eventually("the vanished client is forgotten", || {
+        hub_connections(&s, "/echo") == 2
+    })
+    .await;
+}
+
+pub async fn oversized_message_closes_1009<F: Frontend>() {
+    let s = start::<F>(r#""MaxMessageBytes": 1024"#);
+    let mut c = Client::login(s.addr, "backend", "secret").await;
+    c.send_text(&format!(
+        r#"{{"subscribe":{{"channel":"{}"}}}}"#,
+        "x".repeat(256)
+    ))
+    .await;
+    assert_eq!(
+        c.recv().await,
+        json!({"err": "INVALID_PAYLOAD"}),
+        "a 256-byte name is invalid, not too big"
+    );
+    c.send_text(&"x".repeat(2000)).await;
+    assert_eq!(c.closed().await.map(|c| c.0), Some(1009));
+}
+
+pub async fn invalid_utf8_closes_1007<F: Frontend>() {
+    let s = start::<F>("");
+    let mut c = Client::connect(s.addr, "/echo").await;
+    let frame = tungstenite::protocol::frame::Frame::message(
+        vec![b'{', 0xff, 0xfe, b'}'],
+        tungstenite::protocol::frame::coding::OpCode::Data(
+            tungstenite::protocol::frame::coding::Data::Text,
+        ),
+        true,
+    );
+    c.send_message(Message::Frame(frame)).await;
+    assert_eq!(c.closed().await.map(|c| c.0), Some(1007));
+}
+
+pub async fn slow_consumer_is_closed_and_others_lose_nothing<F: Frontend>() {
+    let s = start::<F>(r#""SendQueueMessages": 256"#);
+    let mut healthy = Client::subscriber(s.addr, "fire").await;
+    let _slow = Client::subscriber(s.addr, "fire").await; // never reads again
+    let mut publisher = Client::login(s.addr, "backend", "secret").await;
+    let pad = "y".repeat(4000);
+    // 20 MB in all: more than the kernel buffers between server and client plus the
+    // queue. The healthy subscriber keeps up (at most 100 messages behind).
+    let mut seq = 0;
+    for _ in 0..50 {
+        for i in seq..seq + 100 {
+            let data = json!({"i": i, "pad": pad});
+            publisher
+                .send(json!({"broadcast": {"event": "n", "channel": "fire", "data": data}}))
+                .await;
+        }
+        for i in seq..seq + 100 {
+            assert_eq!(publisher.recv().await, json!({"broadcasted": "fire"}));
+            assert_eq!(healthy.recv().await["data"]["i"], json!(i));
+        }
+        seq += 100;
+    }
+    eventually("the slow consumer is disconnected", || {
+        hub_connections(&s, "/echo") == 2
+    })
+    .await;
+}
+
+pub async fn graceful_shutdown_sends_1001<F: Frontend>() {
+    let s = start::<F>("");
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(Client::subscriber(s.addr, "bye").await);
+    }
+    let stop = tokio::spawn((s.stop)(Duration::from_secs(5)));
+    for c in &mut clients {
+        assert_eq!(
+            c.closed().await,
+            Some((1001, "server shutting down".into()))
+        );
+    }
+    assert_eq!(
+        stop.await.unwrap(),
+        0,
+        "every connection ended within the grace period"
+    );
+    assert!(TcpStream::connect(s.addr).await.is_err() || s.service.is_shutting_down());
+}
+
+pub async fn tls_serves_wss<F: Frontend>() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let s = F::start(Service::new(config("")), Some(Arc::new(server_tls)));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let client_tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_tls));
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let mut c = Client::handshake(Box::new(tls), s.addr, "/echo")
+        .await
+        .expect("wss handshake");
+    c.send(json!({"authenticate": {"user": "backend", "secret": "secret"}}))
+        .await;
+    assert_eq!(c.recv().await, json!({"authenticated": "backend"}));
+    // Plain ws:// to a TLS port fails.
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    assert!(
+        Client::handshake(Box::new(tcp), s.addr, "/echo")
+            .await
+            .is_err()
+    );
+}
+
+pub async fn idle_clients_are_closed_and_live_ones_kept<F: Frontend>() {
+    let s = start::<F>(r#""PingIntervalMs": 100, "IdleTimeoutMs": 400"#);
+    let mut live = Client::connect(s.addr, "/echo").await;
+    let mut idle = Client::connect(s.addr, "/echo").await;
+    // `live` reads (and so answers pings) for 1 s; `idle` reads nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
+    while tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(50), live.ws.next()).await;
+    }
+    assert_eq!(idle.closed().await, Some((1001, "idle timeout".into())));
+    live.send(json!({"logout": true})).await;
+    assert_eq!(live.recv().await, json!({"loggedOut": true}));
+}
+
+pub async fn stalled_handshakes_are_dropped<F: Frontend>() {
+    let s = start::<F>(r#""HandshakeTimeoutMs": 300"#);
+    let mut silent = TcpStream::connect(s.addr).await.unwrap();
+    let mut partial = TcpStream::connect(s.addr).await.unwrap();
+    partial
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for sock in [&mut silent, &mut partial] {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(STEP, sock.read(&mut buf))
+            .await
+            .expect("dropped in time");
+        assert!(matches!(n, Ok(0) | Err(_)), "the server closes the socket");
+    }
+    Client::connect(s.addr, "/echo").await; // still serving
+}
+
+pub async fn connection_limit_refuses_with_503<F: Frontend>() {
+    let s = start::<F>(r#""MaxConnections": 2"#);
+    let a = Client::connect(s.addr, "/echo").await;
+    let _b = Client::connect(s.addr, "/echo").await;
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    match Client::handshake(Box::new(tcp), s.addr, "/echo").await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    drop(a);
+    eventually("a place is free", || s.service.active_connections() < 2).await;
+    Client::connect(s.addr, "/echo").await;
+}
+
+pub async fn disallowed_origin_is_403<F: Frontend>() {
+    let s = start::<F>("");
+    let attempt = |origin: Option<&'static str>| async move {
+        let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/web",
+            s.addr
+        ))
+        .unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("Origin", o.parse().unwrap());
+        }
+        let tcp = TcpStream::connect(s.addr).await.unwrap();
+        tokio_tungstenite::client_async(req, tcp).await.map(|_| ())
+    };
+    match attempt(Some("https://evil.example")).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    attempt(Some("https://app.example.com"))
+        .await
+        .expect("allowed origin");
+    attempt(None)
+        .await
+        .expect("no Origin: a non-browser client");
+}
+
+pub fn close_code(c: CloseCode) -> u16 {
+    c.into()
+}
+
+/// Instantiates every test of the suite for a [`Frontend`].
+#[macro_export]
+macro_rules! e2e_tests {
+    ($frontend:ty) => {
+        $crate::e2e_tests!(@each $frontend;
+            greeting_is_a_fresh_token,
+            every_action_and_error,
+            permissions_are_enforced,
+            hubs_are_isolated,
+            unknown_path_is_404,
+            thousand_broadcasts_arrive_in_order,
+            fan_out_to_hundreds,
+            a_vanishing_client_hurts_nobody,
+            oversized_message_closes_1009,
+            invalid_utf8_closes_1007,
+            slow_consumer_is_closed_and_others_lose_nothing,
+            graceful_shutdown_sends_1001,
+            tls_serves_wss,
+            idle_clients_are_closed_and_live_ones_kept,
+            stalled_handshakes_are_dropped,
+            connection_limit_refuses_with_503,
+            disallowed_origin_is_403,
+        );
+    };
+    (@each $frontend:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                suite::$name::<$frontend>().await
+            }
+        )*
+    };
+}

@@ -1,0 +1,256 @@
+//! The connection driver: one async task per WebSocket connection, written once over the
+//! `futures` `Stream`/`Sink` traits and a [`Timer`], so every runtime runs the same code.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use rocket_proto::{ClientId, CloseCode, Frame, Output};
+use tungstenite::Message;
+use tungstenite::error::{CapacityError, Error as WsError};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+
+use crate::outbox::{End, Next, Outbox};
+use crate::service::{Admission, Service};
+
+/// The one thing the driver needs from a runtime: a timer.
+pub trait Timer: Send + Sync + 'static {
+    /// A future that completes after `duration`.
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves one upgraded WebSocket connection until it ends: greets it, feeds its messages
+/// to the hub, writes what the hub queues (everything queued, then one flush), pings it,
+/// and closes it on idle timeout, oversize (1009), invalid UTF-8 (1007), slow consumption
+/// (1008) or shutdown (1001).
+pub async fn serve_connection<S>(ws: S, admission: Admission, service: &Service, timer: &dyn Timer)
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    let limits = service.limits();
+    let outbox = Arc::new(Outbox::new(limits.send_queue_messages));
+    let mut scratch = Vec::new();
+    let hub = &admission.hub;
+    let Ok(id) = hub.connect(
+        crate::hub::random_token(),
+        Arc::clone(&outbox),
+        &mut scratch,
+    ) else {
+        tracing::error!("protocol refused a fresh connection");
+        return;
+    };
+    tracing::debug!(client = %id, hub = hub.path(), "connection open");
+    let mut conn = Connection {
+        ws,
+        id,
+        outbox: &outbox,
+        timer,
+        ping_every: millis(limits.ping_interval_ms),
+        idle_after: millis(limits.idle_timeout_ms),
+        last_seen: Instant::now(),
+        active: false,
+        batch: Vec::new(),
+    };
+    let reason = conn
+        .run(
+            |frame, scratch: &mut Vec<Output>| hub.handle_frame(id, frame, scratch),
+            &mut scratch,
+        )
+        .await;
+    hub.disconnect(id, &mut scratch);
+    tracing::debug!(client = %id, hub = hub.path(), %reason, "connection closed");
+}
+
+fn millis(ms: u64) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms))
+}
+
+struct Connection<'a, S> {
+    ws: S,
+    id: ClientId,
+    outbox: &'a Outbox,
+    timer: &'a dyn Timer,
+    ping_every: Option<Duration>,
+    idle_after: Option<Duration>,
+    last_seen: Instant,
+    active: bool,
+    batch: Vec<Message>,
+}
+
+enum Event {
+    Outbox(Next),
+    Incoming(Option<Result<Message, WsError>>),
+    Tick,
+}
+
+impl<S> Connection<'_, S>
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    async fn run(
+        &mut self,
+        mut feed: impl FnMut(Frame<'_>, &mut Vec<Output>),
+        scratch: &mut Vec<Output>,
+    ) -> String {
+        let mut tick = self.next_tick();
+        loop {
+            let event = poll_fn(|cx| {
+                if let Poll::Ready(next) = self.outbox.poll_next(cx, &mut self.batch) {
+                    return Poll::Ready(Event::Outbox(next));
+                }
+                if let Poll::Ready(item) = self.ws.poll_next_unpin(cx) {
+                    return Poll::Ready(Event::Incoming(item));
+                }
+                if let Some(t) = tick.as_mut() {
+                    if t.poll_unpin(cx).is_ready() {
+                        return Poll::Ready(Event::Tick);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Outbox(Next::Batch) => {
+                    if let Err(why) = self.write_batch().await {
+                        return why;
+                    }
+                }
+                Event::Outbox(Next::End(End::Close { code, reason })) => {
+                    self.close(code, &reason).await;
+                    return format!("closed by server: {code} {reason}");
+                }
+                Event::Outbox(Next::End(End::SlowConsumer)) => {
+                    return self.drop_slow_consumer().await;
+                }
+                Event::Incoming(None) => return "connection ended".into(),
+                Event::Incoming(Some(Ok(message))) => {
+                    self.active = true;
+                    match message {
+                        Message::Text(text) => feed(Frame::Text(text.as_str()), scratch),
+                        Message::Binary(bytes) => feed(Frame::Binary(&bytes), scratch),
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                        Message::Close(_) => {
+                            // tungstenite queued the close reply; flush it.
+                            let _ = self.ws.flush().await;
+                            return "closed by client".into();
+                        }
+                    }
+                }
+                Event::Incoming(Some(Err(e))) => return self.read_failed(e).await,
+                Event::Tick => {
+                    let now = Instant::now();
+                    if std::mem::take(&mut self.active) {
+                        self.last_seen = now;
+                    }
+                    if self
+                        .idle_after
+                        .is_some_and(|idle| now - self.last_seen >= idle)
+                    {
+                        self.close(CloseCode::GOING_AWAY.0, "idle timeout").await;
+                        return "idle timeout".into();
+                    }
+                    if self.ping_every.is_some()
+                        && self
+                            .ws
+                            .send(Message::Ping(Default::default()))
+                            .await
+                            .is_err()
+                    {
+                        return "ping failed".into();
+                    }
+                    tick = self.next_tick();
+                }
+            }
+        }
+    }
+
+    /// The timer for the next ping or idle check.
+    fn next_tick(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        let period = match (self.ping_every, self.idle_after) {
+            (Some(p), Some(i)) => p.min(i),
+            (p, i) => p.or(i)?,
+        };
+        Some(self.timer.sleep(period))
+    }
+
+    /// Writes everything drained from the outbox with one flush, giving up at once if the
+    /// client becomes a slow consumer meanwhile.
+    async fn write_batch(&mut self) -> Result<(), String> {
+        let outbox = self.outbox;
+        let result = {
+            let (ws, batch) = (&mut self.ws, &mut self.batch);
+            let mut write = pin!(async {
+                for message in batch.drain(..) {
+                    ws.feed(message).await?;
+                }
+                ws.flush().await
+            });
+            poll_fn(|cx| {
+                if outbox.poll_slow_consumer(cx).is_ready() {
+                    return Poll::Ready(Err(None));
+                }
+                write.as_mut().poll(cx).map_err(Some)
+            })
+            .await
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(None) => {
+                self.batch.clear();
+                Err(self.drop_slow_consumer().await)
+            }
+            Err(Some(e)) => Err(format!("write failed: {e}")),
+        }
+    }
+
+    async fn drop_slow_consumer(&mut self) -> String {
+        tracing::warn!(client = %self.id, "slow consumer: send queue full, closing with 1008");
+        let frame = close_frame(CloseCode::POLICY.0, "slow consumer");
+        // The client is not reading, so the close frame may never leave: try briefly.
+        let attempt = self.ws.send(Message::Close(Some(frame)));
+        let _ = futures_util::future::select(attempt, self.timer.sleep(Duration::from_millis(200)))
+            .await;
+        "slow consumer".into()
+    }
+
+    async fn read_failed(&mut self, e: WsError) -> String {
+        let (code, reason) = match &e {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                (CloseCode::TOO_BIG.0, "message too big")
+            }
+            WsError::Utf8(_) => (CloseCode::INVALID_DATA.0, "invalid UTF-8"),
+            WsError::Protocol(_) => (1002, "protocol error"),
+            _ => return format!("read failed: {e}"),
+        };
+        self.close(code, reason).await;
+        format!("{reason} ({code})")
+    }
+
+    /// Sends a close frame, then waits briefly for the client's close reply.
+    async fn close(&mut self, code: u16, reason: &str) {
+        if self
+            .ws
+            .send(Message::Close(Some(close_frame(code, reason))))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
+        let _ = futures_util::future::select(pin!(drain), self.timer.sleep(CLOSE_TIMEOUT)).await;
+    }
+}
+
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
+        code: WsCloseCode::from(code),
+        reason: reason.to_owned().into(),
+    }
+}

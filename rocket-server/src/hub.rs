@@ -1,0 +1,169 @@
+//! A hub shared by many connection tasks: one [`Protocol`] value plus the outboxes of its
+//! connections.
+//!
+//! Each event locks the protocol, feeds it, drains its outputs, then takes the dispatch
+//! lock *before* releasing the protocol lock and hands the outputs to the outboxes. The
+//! handoff keeps outputs in the order the protocol produced them (so every subscriber sees
+//! a channel's broadcasts in acceptance order) while the next event can already run in the
+//! protocol. Dispatch never waits on a client: a full outbox makes a slow consumer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use rocket_proto::{ClientId, ConnectError, Frame, Output, Payload, Protocol, Token};
+use tungstenite::Message;
+use tungstenite::protocol::frame::Utf8Bytes;
+
+use crate::outbox::Outbox;
+
+/// One hub: a request path served by one protocol instance.
+pub struct Hub {
+    path: String,
+    protocol: Mutex<Box<dyn Protocol>>,
+    peers: Mutex<HashMap<ClientId, Arc<Outbox>>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub on `path` serving `protocol`.
+    pub fn new(path: impl Into<String>, protocol: Box<dyn Protocol>) -> Self {
+        Self {
+            path: path.into(),
+            protocol: Mutex::new(protocol),
+            peers: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The request path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Registers a connection whose outbound messages go to `outbox`, and tells the
+    /// protocol (which usually queues a greeting).
+    pub fn connect(
+        &self,
+        token: Token,
+        outbox: Arc<Outbox>,
+        scratch: &mut Vec<Output>,
+    ) -> Result<ClientId, ConnectError> {
+        let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        lock(&self.peers).insert(id, outbox);
+        let mut result = Ok(id);
+        self.run(scratch, |p| {
+            result = p.handle_connect(id, token).map(|()| id)
+        });
+        if result.is_err() {
+            lock(&self.peers).remove(&id);
+        }
+        result
+    }
+
+    /// A message from `client`.
+    pub fn handle_frame(&self, client: ClientId, frame: Frame<'_>, scratch: &mut Vec<Output>) {
+        self.run(scratch, |p| p.handle_frame(client, frame));
+    }
+
+    /// `client`'s connection is gone.
+    pub fn disconnect(&self, client: ClientId, scratch: &mut Vec<Output>) {
+        self.run(scratch, |p| p.handle_disconnect(client));
+        lock(&self.peers).remove(&client);
+    }
+
+    /// Asks every connection to flush and close with `code` and `reason`.
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        for outbox in lock(&self.peers).values() {
+            outbox.close(code, reason);
+        }
+    }
+
+    /// Live connections on this hub.
+    pub fn connection_count(&self) -> usize {
+        lock(&self.peers).len()
+    }
+
+    fn run(&self, scratch: &mut Vec<Output>, input: impl FnOnce(&mut dyn Protocol)) {
+        let mut protocol = lock(&self.protocol);
+        input(&mut **protocol);
+        protocol.drain_outputs(scratch);
+        if scratch.is_empty() {
+            return;
+        }
+        let peers = lock(&self.peers);
+        drop(protocol);
+        dispatch(&peers, scratch);
+    }
+}
+
+fn dispatch(peers: &HashMap<ClientId, Arc<Outbox>>, outputs: &mut Vec<Output>) {
+    // Consecutive sends of one broadcast share a payload: convert it to a message once.
+    let mut last: Option<(Payload, Message)> = None;
+    for output in outputs.drain(..) {
+        match output {
+            Output::Send { client, payload } => {
+                let Some(outbox) = peers.get(&client) else {
+                    continue;
+                };
+                let message = match &last {
+                    Some((p, m)) if same_bytes(p, &payload) => m.clone(),
+                    _ => {
+                        let m = to_message(&payload);
+                        last = Some((payload, m.clone()));
+                        m
+                    }
+                };
+                if outbox.push(message).is_err() {
+                    tracing::warn!(%client, "slow consumer: send queue full, disconnecting");
+                }
+            }
+            Output::Close {
+                client,
+                code,
+                reason,
+            } => {
+                if let Some(outbox) = peers.get(&client) {
+                    outbox.close(code.0, reason);
+                }
+            }
+            other => tracing::error!(?other, "unsupported protocol output ignored"),
+        }
+    }
+}
+
+fn same_bytes(a: &Payload, b: &Payload) -> bool {
+    let (a, b) = (a.bytes(), b.bytes());
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// The WebSocket message for a payload.
+pub fn to_message(payload: &Payload) -> Message {
+    if payload.is_text() {
+        // Text payloads are UTF-8 by construction; the check runs once per broadcast.
+        Message::Text(Utf8Bytes::try_from(payload.bytes().clone()).expect("text payload is UTF-8"))
+    } else {
+        Message::Binary(payload.bytes().clone())
+    }
+}
+
+/// Draws a fresh client token from the operating system's secure generator.
+pub fn random_token() -> Token {
+    let mut bytes = [0u8; 16];
+    // Without OS randomness no token can be safe; the server cannot run correctly.
+    getrandom::fill(&mut bytes).expect("the OS random generator is available");
+    Token::from_bytes(bytes)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Protocols are written not to panic; if one did, its state is still the best we have.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,36 @@
+//! # rocket-server: what Rocket's frontends share
+//!
+//! `rocket-tokio` and `rocket-async-std` are thin: they accept sockets, run the WebSocket
+//! handshake on their runtime, and hand each upgraded connection to
+//! [`serve_connection`]. Everything that does not depend on the runtime lives here, once:
+//!
+//! - [`Service`]: the hubs built from a [`Config`](rocket_proto::Config), request path to
+//!   hub routing (404), `AllowedOrigins` (403), `MaxConnections` and `MaxConnectionsPerIp`
+//!   (503), the tungstenite `WebSocketConfig`, and graceful shutdown (1001);
+//! - [`Hub`]: one [`Protocol`](rocket_proto::Protocol) shared by many connections, with
+//!   ordered, non-blocking dispatch of its outputs;
+//! - [`Outbox`]: a connection's bounded send queue and the slow-consumer policy;
+//! - [`serve_connection`]: the per-connection loop over the `futures` `Stream`/`Sink`
+//!   traits, with pings, idle timeout and close codes; a runtime supplies only a [`Timer`].
+//!
+//! Client tokens are 128 bits from the operating system's secure generator
+//! ([`random_token`]).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod admission;
+mod driver;
+mod hub;
+mod outbox;
+mod service;
+mod tls;
+
+pub use admission::{Full, Gate, Permit};
+pub use driver::{Timer, serve_connection};
+pub use hub::{Hub, random_token, to_message};
+pub use outbox::{End, Next, Outbox, Overflow};
+pub use rustls;
+pub use service::{Admission, Refusal, Service};
+pub use tls::{TlsError, load_tls_config};
+pub use tungstenite;

@@ -1,0 +1,270 @@
+//! Everything a frontend shares across connections: the hubs built from a [`Config`], the
+//! admission rules of the handshake, and shutdown.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rocket_proto::{Config, Engine, HashSeed, Limits, Protocol};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::http::{StatusCode, header};
+use tungstenite::protocol::WebSocketConfig;
+
+use crate::admission::{Full, Gate, Permit};
+use crate::hub::Hub;
+
+/// The shared state of one server: hubs by path, limits, connection counts.
+#[derive(Debug)]
+pub struct Service {
+    config: Config,
+    hubs: Vec<HubEntry>,
+    gate: Arc<Gate>,
+    shutting_down: AtomicBool,
+}
+
+#[derive(Debug)]
+struct HubEntry {
+    hub: Arc<Hub>,
+    allowed_origins: Option<Vec<String>>,
+}
+
+/// A handshake that passed admission: the hub it selected and its connection permit.
+#[derive(Debug)]
+pub struct Admission {
+    /// The hub chosen by the request path.
+    pub hub: Arc<Hub>,
+    /// Holds the connection's place under `MaxConnections`; dropped when it ends.
+    pub permit: Permit,
+}
+
+impl Service {
+    /// A service running the Rocket protocol on every hub of `config`.
+    pub fn new(config: Config) -> Self {
+        let hubs = config
+            .hubs
+            .iter()
+            .map(|h| HubEntry {
+                hub: Arc::new(Hub::new(
+                    h.path.clone(),
+                    Box::new(Engine::new(h, &config.limits, random_seed())),
+                )),
+                allowed_origins: h.allowed_origins.clone(),
+            })
+            .collect();
+        let gate = Gate::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
+        Self {
+            config,
+            hubs,
+            gate,
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Serves `protocol` on `path` instead of (or besides) the configured hubs: the way to
+    /// run a custom protocol with the same frontends.
+    pub fn with_protocol(mut self, path: impl Into<String>, protocol: impl Protocol) -> Self {
+        let path = path.into();
+        self.hubs.retain(|e| e.hub.path() != path);
+        self.hubs.push(HubEntry {
+            hub: Arc::new(Hub::new(path, Box::new(protocol))),
+            allowed_origins: None,
+        });
+        self
+    }
+
+    /// The configuration served.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// The hub on `path`, if any.
+    pub fn hub(&self, path: &str) -> Option<&Arc<Hub>> {
+        self.hubs.iter().map(|e| &e.hub).find(|h| h.path() == path)
+    }
+
+    /// Paths of the hubs served.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.hubs.iter().map(|e| e.hub.path())
+    }
+
+    /// Live WebSocket connections.
+    pub fn active_connections(&self) -> usize {
+        self.gate.active()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Starts a graceful shutdown: new handshakes get 503 and every connection flushes and
+    /// closes with 1001 "server shutting down". Frontends then wait for
+    /// [`active_connections`](Self::active_connections) to reach 0.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for e in &self.hubs {
+            e.hub.close_all(1001, "server shutting down");
+        }
+    }
+
+    /// The tungstenite settings for every connection: a small read buffer, a bounded write
+    /// buffer, and `MaxMessageBytes` as the message and frame size limit.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        let max = self.config.limits.max_message_bytes;
+        WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(16 * 1024)
+            .max_write_buffer_size(1024 * 1024 + max)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max))
+    }
+
+    /// Decides a handshake: the path (query ignored) must name a hub (else 404), a present
+    /// `Origin` must be allowed by the hub (else 403), and a connection place must be free
+    /// (else 503).
+    pub fn admit(&self, request: &Request, peer: IpAddr) -> Result<Admission, Refusal> {
+        if self.is_shutting_down() {
+            return Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server shutting down",
+            ));
+        }
+        let path = request.uri().path();
+        let Some(entry) = self.hubs.iter().find(|e| e.hub.path() == path) else {
+            return Err(Refusal(StatusCode::NOT_FOUND, "no hub on this path"));
+        };
+        if let (Some(allowed), Some(origin)) = (
+            &entry.allowed_origins,
+            request.headers().get(header::ORIGIN),
+        ) {
+            if !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) {
+                return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
+            }
+        }
+        match self.gate.try_admit(peer) {
+            Ok(permit) => Ok(Admission {
+                hub: Arc::clone(&entry.hub),
+                permit,
+            }),
+            Err(Full::Total) => Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections",
+            )),
+            Err(Full::PerIp) => Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections from this address",
+            )),
+        }
+    }
+
+    /// The tungstenite handshake callback for a connection from `peer`: runs
+    /// [`admit`](Self::admit) and leaves the admission in `slot`.
+    #[allow(clippy::result_large_err)] // tungstenite fixes the callback's error type
+    pub fn handshake_callback<'a>(
+        &'a self,
+        peer: IpAddr,
+        slot: &'a mut Option<Admission>,
+    ) -> impl FnOnce(&Request, Response) -> Result<Response, ErrorResponse> + 'a {
+        move |request, response| match self.admit(request, peer) {
+            Ok(admission) => {
+                *slot = Some(admission);
+                Ok(response)
+            }
+            Err(refusal) => {
+                tracing::debug!(%peer, path = request.uri().path(), %refusal, "handshake refused");
+                Err(refusal.into_response())
+            }
+        }
+    }
+}
+
+/// A handshake refused by [`Service::admit`]: the HTTP status and a short reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal(pub StatusCode, pub &'static str);
+
+impl Refusal {
+    /// The HTTP response carrying this refusal.
+    pub fn into_response(self) -> ErrorResponse {
+        let mut response = ErrorResponse::new(Some(format!("{}\n", self.1)));
+        *response.status_mut() = self.0;
+        response
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0.as_u16(), self.1)
+    }
+}
+
+fn random_seed() -> HashSeed {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random generator is available");
+    let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    HashSeed([word(0), word(1), word(2), word(3)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str, origin: Option<&str>) -> Request {
+        let mut b = Request::builder().uri(path);
+        if let Some(o) = origin {
+            b = b.header("Origin", o);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn routes_by_exact_path_and_checks_origin_and_limits() {
+        let config = Config::from_json(
+            r#"{"Hubs":[{"Path":"/a"},{"Path":"/b","AllowedOrigins":["https://ok.example"]}],
+                "Limits":{"MaxConnections":2}}"#,
+        )
+        .unwrap();
+        let s = Service::new(config);
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let status = |r: Result<Admission, Refusal>| r.map(|_| ()).unwrap_err().0;
+        assert_eq!(
+            status(s.admit(&request("/a/", None), ip)),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(s.admit(&request("/c", None), ip)),
+            StatusCode::NOT_FOUND
+        );
+        let b_bad = request("/b", Some("https://evil.example"));
+        assert_eq!(status(s.admit(&b_bad, ip)), StatusCode::FORBIDDEN);
+        let a = s
+            .admit(&request("/a?x=1", Some("https://anything")), ip)
+            .unwrap();
+        assert_eq!(a.hub.path(), "/a");
+        let b = s
+            .admit(&request("/b", Some("https://ok.example")), ip)
+            .unwrap();
+        assert_eq!(
+            status(s.admit(&request("/b", None), ip)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        drop(b);
+        assert!(
+            s.admit(&request("/b", None), ip).is_ok(),
+            "no Origin: non-browser client"
+        );
+        drop(a);
+        s.shutdown();
+        assert_eq!(
+            status(s.admit(&request("/a", None), ip)),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
