@@ -23,6 +23,9 @@ pub trait Timer: Send + Sync + 'static {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
+/// Events handled in a row before the connection task yields to its executor.
+const YIELD_EVERY: u32 = 32;
+
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -100,7 +103,15 @@ where
         scratch: &mut Vec<Output>,
     ) -> String {
         let mut tick = self.next_tick();
+        let mut burst = 0u32;
         loop {
+            // Executors without a cooperative budget (async-std, smol) would let a client
+            // whose messages are all buffered starve the other connections' writers.
+            burst += 1;
+            if burst == YIELD_EVERY {
+                burst = 0;
+                yield_now().await;
+            }
             let event = poll_fn(|cx| {
                 if let Poll::Ready(next) = self.outbox.poll_next(cx, &mut self.batch) {
                     return Poll::Ready(Event::Outbox(next));
@@ -246,6 +257,20 @@ where
         let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
         let _ = futures_util::future::select(pin!(drain), self.timer.sleep(CLOSE_TIMEOUT)).await;
     }
+}
+
+/// Returns `Pending` once (after asking to be polled again), letting other tasks run.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 fn close_frame(code: u16, reason: &str) -> CloseFrame {

@@ -1,0 +1,30 @@
+//! The shared end-to-end suite (`e2e/suite.rs`) against the async-std frontend.
+
+#[macro_use]
+#[path = "../../e2e/suite.rs"]
+mod suite;
+
+use std::sync::Arc;
+
+use rocket_server::{Service, rustls};
+use suite::{Frontend, Started};
+
+struct AsyncStd;
+
+impl Frontend for AsyncStd {
+    fn start(service: Service, tls: Option<Arc<rustls::ServerConfig>>) -> Started {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut server = rocket_async_std::Server::from_service(service);
+        if let Some(tls) = tls {
+            server = server.with_tls(tls);
+        }
+        let running = server.serve(listener.into()).unwrap();
+        Started {
+            addr: running.local_addr(),
+            service: Arc::clone(running.service()),
+            stop: Box::new(move |grace| Box::pin(running.shutdown(grace))),
+        }
+    }
+}
+
+e2e_tests!(AsyncStd);
