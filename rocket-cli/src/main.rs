@@ -1,1 +1,58 @@
-fn main() {}
+//! `rocket-cli`: the Rocket server. Reads a config (or serves the built-in demo), logs
+//! through `tracing`, serves until SIGINT/SIGTERM, then closes every client with 1001.
+//!
+//! Anything that stops it from starting is one line on standard error,
+//! `rocket-cli: <what>: <why>`, and a non-zero exit status.
+
+mod args;
+mod config;
+mod error;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Args, Runtime};
+use crate::config::{Loaded, Source};
+use crate::error::Error;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rocket-cli: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Error> {
+    if args.runtime == Runtime::AsyncStd {
+        return Err(Error::RuntimeUnavailable("async-std"));
+    }
+    let loaded = config::load(args)?;
+    let target = logging::init(args.log_level.as_deref(), &loaded.config.log)?;
+    announce(&loaded);
+    serve::with_tokio(loaded).inspect_err(|e| {
+        // The error also goes to standard error (see main); a log file should show it too.
+        if target == logging::Target::File {
+            tracing::error!("{e}");
+        }
+    })
+}
+
+/// Startup notices that come before the listening line.
+fn announce(loaded: &Loaded) {
+    if loaded.source == Source::Demo {
+        tracing::info!(
+            "no config file given: serving the built-in demo config \
+             (hub /echo with the users of example.json)"
+        );
+    }
+    for (hub, user) in config::users_without_secret(&loaded.config) {
+        tracing::warn!("hub {hub}: user {user:?} has an empty Secret and accepts any secret");
+    }
+}

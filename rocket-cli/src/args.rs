@@ -1,0 +1,84 @@
+//! The command line: `rocket-cli [FLAGS] [CONFIG]`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Rocket: a real-time WebSocket pub/sub server.
+///
+/// Serves the hubs of CONFIG (the original Rocket `example.json` format). Without CONFIG it
+/// serves a built-in demo config: hub /echo with the users of example.json. Flags override
+/// the file.
+#[derive(Debug, Parser)]
+#[command(name = "rocket-cli", version, about, long_about)]
+pub struct Args {
+    /// JSON config file; without it, the built-in demo config is served.
+    #[arg(value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Host name or address to listen on; overrides `Host` [default: localhost].
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+
+    /// TCP port to listen on, 0 for any free one; overrides `Port` [default: 9772].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// PEM certificate chain: serve wss://; overrides `TLSCertFile` (needs a key too).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for the certificate; overrides `TLSKeyFile`.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Append logs to FILE; overrides `Log` [default: standard error].
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Log filter, e.g. `debug` or `info,rocket_server=debug` [default: RUST_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// Async runtime to serve with.
+    #[arg(long, value_enum, value_name = "RUNTIME", default_value_t = Runtime::Tokio)]
+    pub runtime: Runtime,
+}
+
+/// The async runtimes `--runtime` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Runtime {
+    /// tokio (rocket-tokio).
+    Tokio,
+    /// async-std (rocket-async-std); not available yet.
+    AsyncStd,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse() {
+        let args = Args::try_parse_from([
+            "rocket-cli",
+            "--port",
+            "0",
+            "--runtime",
+            "async-std",
+            "my.json",
+        ])
+        .unwrap();
+        assert_eq!(args.port, Some(0));
+        assert_eq!(args.runtime, Runtime::AsyncStd);
+        assert_eq!(args.config, Some(PathBuf::from("my.json")));
+        assert!(Args::try_parse_from(["rocket-cli", "--runtime", "smol"]).is_err());
+        assert!(Args::try_parse_from(["rocket-cli", "--port", "65536"]).is_err());
+    }
+}

@@ -1,0 +1,433 @@
+//! Runs the built `rocket-cli` binary: serving `example.json`, graceful shutdown on a
+//! signal, and a one-line error with a non-zero exit for each way startup can fail.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rocket-cli");
+
+/// The repository root, where `example.json` lives.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn rocket(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(root())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs to completion and returns status, stdout and stderr.
+fn run(args: &[&str]) -> Output {
+    let mut cmd = rocket(args);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A startup error exits at once; a server that does start would hang the test.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rocket-cli {args:?} did not exit");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A file under the test's scratch directory with `text` in it.
+fn scratch_file(name: &str, text: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Asserts a failed start: non-zero status, and the last line of stderr is one
+/// `rocket-cli: ...` line containing every one of `needles`.
+fn assert_fails(args: &[&str], needles: &[&str]) {
+    let out = run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{args:?} succeeded; stderr: {stderr}"
+    );
+    let last = stderr.trim_end().lines().last().unwrap_or("");
+    assert!(last.starts_with("rocket-cli: "), "{args:?}: {stderr}");
+    for needle in needles {
+        assert!(
+            last.contains(needle),
+            "{args:?}: {needle:?} not in {last:?}"
+        );
+    }
+}
+
+fn config_with(name: &str, text: &str) -> String {
+    scratch_file(name, text).to_string_lossy().into_owned()
+}
+
+/// A running server with its stderr lines collected by a thread.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Self {
+        let mut child = rocket(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {needle:?} on stderr; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// The address from the startup line, `listening on ws://ADDR (...)`.
+    fn address(&mut self) -> String {
+        let line = self.wait_for("listening on ws://");
+        let rest = &line[line.find("ws://").unwrap() + "ws://".len()..];
+        rest.split_whitespace().next().unwrap().to_owned()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (at most `limit`) for the process to exit.
+    fn exit_status(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("rocket-cli did not exit within {limit:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn connect(address: &str, path: &str) -> Ws {
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{address}{path}"), tcp)
+        .await
+        .unwrap();
+    ws
+}
+
+async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a message in time")
+        .expect("the connection is open")
+        .unwrap();
+    match message {
+        Message::Text(text) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+async fn send(ws: &mut Ws, json: serde_json::Value) {
+    ws.send(Message::text(json.to_string())).await.unwrap();
+}
+
+/// Reads until the server's close frame and returns its code, then finishes the close
+/// handshake.
+async fn close_code(ws: &mut Ws) -> CloseCode {
+    let code = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("the close frame in time");
+        match message {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close code").code,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {}
+    code
+}
+
+#[tokio::test]
+async fn serves_example_json_and_shuts_down_on_sigterm() {
+    let mut server = Server::start(&["example.json", "--port", "0"]);
+    let address = server.address();
+    server.wait_for("user \"frontend\" has an empty Secret");
+
+    let mut ws = connect(&address, "/echo").await;
+    let greeting = next_json(&mut ws).await;
+    let token = greeting["connected"].as_str().expect("a greeting");
+    assert_eq!(token.len(), 32);
+    assert!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+
+    send(
+        &mut ws,
+        serde_json::json!({"authenticate": {"user": "backend", "secret": "secret"}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        serde_json::json!({"authenticated": "backend"})
+    );
+    send(
+        &mut ws,
+        serde_json::json!({"subscribe": {"channel": "news"}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        serde_json::json!({"subscribed": "news"})
+    );
+
+    server.signal("TERM");
+    assert_eq!(close_code(&mut ws).await, CloseCode::Away);
+    let status = server.exit_status(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    server.wait_for("SIGTERM received");
+    assert!(
+        server.seen.iter().all(|l| !l.contains("\"secret\"")),
+        "a secret was logged:\n{}",
+        server.seen.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn serves_the_demo_without_a_config_and_stops_on_sigint() {
+    let mut server = Server::start(&["--port", "0", "--host", "127.0.0.1"]);
+    server.wait_for("built-in demo config");
+    let address = server.address();
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    let mut ws = connect(&address, "/echo").await;
+    assert!(next_json(&mut ws).await["connected"].is_string());
+    server.signal("INT");
+    assert_eq!(close_code(&mut ws).await, CloseCode::Away);
+    assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn missing_config_file() {
+    assert_fails(
+        &["no-such-config.json"],
+        &["no-such-config.json: cannot read the config file"],
+    );
+}
+
+#[test]
+fn bad_json_names_line_and_column() {
+    let path = config_with("bad.json", "{\n  \"Host\": \"localhost\",\n  oops\n}\n");
+    assert_fails(&[&path], &["bad.json: invalid JSON at line 3 column 3"]);
+}
+
+#[test]
+fn invalid_configs_name_the_key() {
+    let hub = |extra: &str| format!(r#"{{"Hubs":[{{"Path":"/echo"{extra}}}]}}"#);
+    let cases = [
+        (
+            "codec.json",
+            hub(r#","Codec":"XML""#),
+            vec!["codec.json: invalid config: Hubs[0].Codec", "\"XML\""],
+        ),
+        (
+            "permission.json",
+            hub(r#","Users":{"u":{"Name":"u","Permission":9}}"#),
+            vec![
+                "permission.json: invalid config",
+                "Permission 9 is out of range",
+            ],
+        ),
+        (
+            "duplicate.json",
+            r#"{"Hubs":[{"Path":"/echo"},{"Path":"/echo"}]}"#.to_owned(),
+            vec!["duplicate.json: invalid config: Hubs[1].Path: duplicate hub path \"/echo\""],
+        ),
+        (
+            "name.json",
+            hub(r#","Users":{"alice":{"Name":"bob","Permission":1}}"#),
+            vec![
+                "name.json: invalid config: Hubs[0].Users.alice.Name",
+                "\"bob\"",
+            ],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let path = config_with(name, &text);
+        assert_fails(&[&path], &needles);
+    }
+}
+
+#[test]
+fn address_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    assert_fails(
+        &["example.json", "--host", "127.0.0.1", "--port", &port],
+        &[&format!("cannot listen on 127.0.0.1:{port}"), "in use"],
+    );
+}
+
+#[test]
+fn unreadable_tls_files() {
+    let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-no-such-cert.pem");
+    let missing = missing.to_string_lossy();
+    assert_fails(
+        &[
+            "example.json",
+            "--port",
+            "0",
+            "--tls-cert",
+            &missing,
+            "--tls-key",
+            &missing,
+        ],
+        &["cannot read certificate", "cli-no-such-cert.pem"],
+    );
+    let garbage = config_with("garbage.pem", "not a certificate\n");
+    assert_fails(
+        &[
+            "example.json",
+            "--port",
+            "0",
+            "--tls-cert",
+            &garbage,
+            "--tls-key",
+            &garbage,
+        ],
+        &["no certificate found", "cli-garbage.pem"],
+    );
+    assert_fails(
+        &["example.json", "--tls-cert", &garbage],
+        &["command-line flags: invalid config: TLSKeyFile"],
+    );
+}
+
+#[test]
+fn async_std_is_not_available_yet() {
+    assert_fails(
+        &["example.json", "--runtime", "async-std"],
+        &["async-std runtime is not available yet"],
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = run(&["--version"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("rocket-cli {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--host",
+        "--port",
+        "--tls-cert",
+        "--tls-key",
+        "--log",
+        "--log-level",
+        "--runtime",
+        "--version",
+        "[CONFIG]",
+    ] {
+        assert!(stdout.contains(flag), "{flag} not in --help:\n{stdout}");
+    }
+}
+
+#[test]
+fn logs_go_to_the_log_file() {
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-server.log");
+    let _ = std::fs::remove_file(&log);
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let log_arg = log.to_string_lossy();
+    // Fails to bind, so it exits; the warning and the error are in the file.
+    assert_fails(
+        &[
+            "example.json",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--log",
+            &log_arg,
+        ],
+        &["cannot listen on"],
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("user \"frontend\" has an empty Secret"),
+        "{text}"
+    );
+    assert!(text.contains("cannot listen on"), "{text}");
+}
