@@ -83,7 +83,9 @@ pub struct UserConfig {
     /// The user's name; must equal its key in `Users` (`Name`, defaults to the key).
     #[serde(rename = "Name", default)]
     pub name: String,
-    /// The shared secret (`Secret`). Empty: the user accepts any secret.
+    /// The shared secret (`Secret`). Empty: the user accepts any secret. A value starting
+    /// with `$argon2` is an argon2 PHC hash (`rocket-cli hash-secret` makes one), verified
+    /// by the frontend; anything else is a plain secret compared in constant time.
     #[serde(rename = "Secret", default)]
     pub secret: String,
     /// Permission bits (`Permission`): 1 = READ, 2 = WRITE, 4 = MANAGE.
@@ -282,6 +284,12 @@ impl Config {
                         format!("user name {key:?} must be 1 to 255 bytes"),
                     ));
                 }
+                if is_phc(&user.secret) && !phc_well_formed(&user.secret) {
+                    return Err(ConfigError::invalid(
+                        at("Secret"),
+                        "starts with \"$argon2\" but is not a PHC hash like \"$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>\"",
+                    ));
+                }
                 if user.name.is_empty() {
                     user.name = key.clone();
                 } else if user.name != *key {
@@ -343,6 +351,28 @@ pub const DEMO_CONFIG: &str = r#"{
         }
     }]
 }"#;
+
+/// Whether a configured secret is an argon2 PHC hash rather than a plain secret.
+pub fn is_phc(secret: &str) -> bool {
+    secret.starts_with("$argon2")
+}
+
+/// `$argon2{id,i,d}$v=19$m=..,t=..,p=..$<salt>$<hash>` in shape (the frontend parses it fully).
+fn phc_well_formed(secret: &str) -> bool {
+    let parts: Vec<&str> = secret.split('$').collect();
+    let b64 = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    };
+    parts.len() == 6
+        && parts[0].is_empty()
+        && matches!(parts[1], "argon2id" | "argon2i" | "argon2d")
+        && parts[2].starts_with("v=")
+        && parts[3].split(',').all(|kv| kv.contains('='))
+        && b64(parts[4])
+        && b64(parts[5])
+}
 
 fn validate_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
@@ -521,6 +551,27 @@ mod tests {
         assert!(e.contains("TLSKeyFile"), "{e}");
         let e = err(r#"{"Hubs":[{"Path":"/a","AllowedOrigins":["app.example.com"]}]}"#);
         assert!(e.contains("Hubs[0].AllowedOrigins"), "{e}");
+    }
+
+    #[test]
+    fn phc_secrets_are_checked_for_shape() {
+        let user = |secret: &str| {
+            format!(
+                r#"{{"Hubs":[{{"Path":"/a","Users":{{"u":{{"Secret":"{secret}","Permission":1}}}}}}]}}"#
+            )
+        };
+        let good = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+        assert!(Config::from_json(&user(good)).is_ok());
+        assert!(is_phc(good) && !is_phc("secret") && !is_phc(""));
+        let e = err(&user("$argon2id$oops"));
+        assert!(
+            e.contains("Hubs[0].Users.u.Secret") && e.contains("PHC"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("oops"),
+            "the secret itself is never echoed: {e}"
+        );
     }
 
     #[test]

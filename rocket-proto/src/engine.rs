@@ -30,8 +30,17 @@ pub enum ConnectError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HashSeed(pub [u64; 4]);
 
+enum Secret {
+    /// Empty in the config: any secret is accepted.
+    Any,
+    /// Compared in constant time.
+    Plain(Box<[u8]>),
+    /// Checked by the frontend ([`Output::Verify`]).
+    Phc(Arc<str>),
+}
+
 struct User {
-    secret: Box<[u8]>,
+    secret: Secret,
     permission: Permissions,
 }
 
@@ -42,6 +51,8 @@ struct Client {
     /// Subscribed channels, each with this client's index in the channel's member list.
     subscriptions: Map<Arc<str>, usize>,
     failed_auth: u32,
+    /// The user whose PHC verification is outstanding.
+    verifying: Option<Box<str>>,
 }
 
 /// The Rocket protocol for one hub: users, channels and clients, with no IO.
@@ -87,10 +98,17 @@ impl Engine {
         let hasher = ahash::RandomState::with_seeds(a, b, c, d);
         let mut users = Map::with_hasher(hasher.clone());
         for (name, user) in &hub.users {
+            let secret = if user.secret.is_empty() {
+                Secret::Any
+            } else if crate::config::is_phc(&user.secret) {
+                Secret::Phc(user.secret.as_str().into())
+            } else {
+                Secret::Plain(user.secret.as_bytes().into())
+            };
             users.insert(
                 name.as_str().into(),
                 User {
-                    secret: user.secret.as_bytes().into(),
+                    secret,
                     permission: user.permission,
                 },
             );
@@ -147,6 +165,7 @@ impl Engine {
                 session: None,
                 subscriptions: Map::with_hasher(self.hasher.clone()),
                 failed_auth: 0,
+                verifying: None,
             },
         );
         self.send(client, reply::connected(&token));
@@ -240,23 +259,79 @@ impl Engine {
         self.end_session(id);
         let verdict = match self.users.get(user) {
             None => Err(ErrorCode::InvalidUser),
-            Some(u) if u.secret.is_empty() || bool::from(u.secret.ct_eq(secret.as_bytes())) => {
-                Ok(u.permission)
+            Some(User {
+                secret: Secret::Any,
+                permission,
+            }) => Ok(*permission),
+            Some(User {
+                secret: Secret::Plain(expected),
+                permission,
+            }) => {
+                if bool::from(expected.ct_eq(secret.as_bytes())) {
+                    Ok(*permission)
+                } else {
+                    Err(ErrorCode::InvalidCredentials)
+                }
             }
-            Some(_) => Err(ErrorCode::InvalidCredentials),
+            Some(User {
+                secret: Secret::Phc(phc),
+                ..
+            }) => {
+                let verification = crate::Verification {
+                    phc: Arc::clone(phc),
+                    secret: secret.to_owned(),
+                };
+                // The client exists: handle_frame checked it.
+                self.clients.get_mut(&id).expect("live client").verifying = Some(user.into());
+                self.outputs.push_back(Output::Verify {
+                    client: id,
+                    verification,
+                });
+                return;
+            }
         };
-        // The client exists: handle_frame checked it.
+        self.conclude_authentication(id, user, verdict);
+    }
+
+    /// The frontend's answer to an [`Output::Verify`] for `client`. Ignored when no
+    /// verification is outstanding for it (e.g. it disconnected meanwhile).
+    pub fn handle_secret_verified(&mut self, client: ClientId, ok: bool) {
+        let Some(user) = self
+            .clients
+            .get_mut(&client)
+            .and_then(|c| c.verifying.take())
+        else {
+            return;
+        };
+        let verdict = match self.users.get(&*user) {
+            Some(u) if ok => Ok(u.permission),
+            _ => Err(ErrorCode::InvalidCredentials),
+        };
+        self.conclude_authentication(client, &user, verdict);
+    }
+
+    fn conclude_authentication(
+        &mut self,
+        id: ClientId,
+        user: &str,
+        verdict: Result<Permissions, ErrorCode>,
+    ) {
         let client = self.clients.get_mut(&id).expect("live client");
         match verdict {
             Ok(permission) => {
                 client.session = Some(permission);
                 self.send(id, reply::keyed("authenticated", user));
             }
-            Err(code) => {
+            Err(error) => {
                 client.failed_auth += 1;
                 let exhausted =
                     self.max_failed_auth != 0 && client.failed_auth >= self.max_failed_auth;
-                self.error(id, code);
+                self.outputs.push_back(Output::AuthFailed {
+                    client: id,
+                    user: user.to_owned(),
+                    error,
+                });
+                self.error(id, error);
                 if exhausted {
                     self.close(id, CloseCode::POLICY, "too many failed authentications");
                 }
@@ -323,6 +398,7 @@ impl Engine {
             return;
         };
         client.session = None;
+        client.verifying = None;
         let empty = Map::with_hasher(self.hasher.clone());
         let subscriptions = std::mem::replace(&mut client.subscriptions, empty);
         for (name, index) in &subscriptions {
@@ -384,5 +460,8 @@ impl Protocol for Engine {
     }
     fn drain_outputs(&mut self, out: &mut Vec<Output>) {
         Engine::drain_outputs(self, out)
+    }
+    fn handle_secret_verified(&mut self, client: ClientId, ok: bool) {
+        Engine::handle_secret_verified(self, client, ok)
     }
 }

@@ -100,6 +100,22 @@ impl CloseCode {
     pub const TOO_BIG: Self = Self(1009);
 }
 
+/// A secret to check against an argon2 PHC hash, off the engine's thread (verification is
+/// deliberately slow). Answer with [`Engine::handle_secret_verified`](crate::Engine::handle_secret_verified).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The configured PHC hash.
+    pub phc: std::sync::Arc<str>,
+    /// The secret the client sent.
+    pub secret: String,
+}
+
+impl fmt::Debug for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Verification { .. }") // never print secrets or hashes
+    }
+}
+
 /// What the engine asks its frontend to do. Drained in order with
 /// [`Protocol::poll_output`](crate::Protocol::poll_output).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,5 +137,24 @@ pub enum Output {
         code: CloseCode,
         /// Close reason (at most 123 bytes).
         reason: Cow<'static, str>,
+    },
+    /// Verify `client`'s secret against a PHC hash and report the result with
+    /// [`Protocol::handle_secret_verified`](crate::Protocol::handle_secret_verified). Until
+    /// then, feed no further frames from this client (its replies must stay in order).
+    Verify {
+        /// The authenticating client.
+        client: ClientId,
+        /// What to check.
+        verification: Verification,
+    },
+    /// For the log only: `client` failed to authenticate as `user`. Nothing to send; the
+    /// error reply is a separate [`Output::Send`].
+    AuthFailed {
+        /// The client.
+        client: ClientId,
+        /// The user name it tried (never the secret).
+        user: String,
+        /// `InvalidUser` or `InvalidCredentials`.
+        error: crate::ErrorCode,
     },
 }

@@ -32,6 +32,10 @@
 //!     match output {
 //!         Output::Send { client, payload } => { /* queue payload on client's socket */ }
 //!         Output::Close { client, code, reason } => { /* flush, then close with code */ }
+//!         Output::Verify { client, verification } => {
+//!             /* check the PHC hash off-thread, then engine.handle_secret_verified(client, ok) */
+//!         }
+//!         Output::AuthFailed { client, user, error } => { /* log it */ }
 //!         _ => {} // outputs may grow (the enum is non-exhaustive)
 //!     }
 //! }
@@ -55,6 +59,11 @@
 //!   with the given code. The engine has already forgotten the client, and frames that
 //!   still arrive from it are ignored. The engine closes a client on `disconnect` (1000)
 //!   and on its `MaxFailedAuth`-th failed authentication (1008).
+//! - **Secrets.** Plain secrets are compared in constant time inside the engine. For a
+//!   user whose `Secret` is an argon2 PHC hash, the engine emits [`Output::Verify`]; the
+//!   frontend verifies off the engine's lock (argon2 is slow on purpose) and answers with
+//!   [`Engine::handle_secret_verified`]. Secrets never appear in outputs other than
+//!   `Verify`, and never in `Debug` output.
 //! - **Hygiene.** A channel exists only while it has a subscriber; a disconnected client
 //!   leaves nothing behind ([`Engine::is_idle`] after everyone left).
 //! - **No panics on input.** Any byte sequence, from any client, in any state, is handled.
@@ -82,9 +91,9 @@ mod reply;
 mod request;
 
 pub use client::{ClientId, Token};
-pub use config::{Config, ConfigError, HubConfig, Limits, UserConfig};
+pub use config::{Config, ConfigError, HubConfig, Limits, UserConfig, is_phc};
 pub use engine::{ConnectError, Engine, HashSeed};
-pub use frame::{CloseCode, Frame, Output, Payload};
+pub use frame::{CloseCode, Frame, Output, Payload, Verification};
 pub use permissions::Permissions;
 pub use protocol::Protocol;
 pub use reply::ErrorCode;

@@ -43,6 +43,12 @@ pub trait Protocol: Send + 'static {
     /// for a client the protocol already closed with [`Output::Close`].
     fn handle_disconnect(&mut self, client: ClientId);
 
+    /// The result of an [`Output::Verify`] for `client`. The default ignores it (for
+    /// protocols that never ask).
+    fn handle_secret_verified(&mut self, client: ClientId, ok: bool) {
+        let _ = (client, ok);
+    }
+
     /// The next output, or `None` when everything was drained.
     fn poll_output(&mut self) -> Option<Output>;
 

@@ -178,6 +178,82 @@ fn authenticate_wrong_secret_is_invalid_credentials_and_leaves_anonymous() {
 }
 
 #[test]
+fn failed_authentications_are_reported_for_the_log_without_the_secret() {
+    let mut sim = sim();
+    let c = sim.connect();
+    sim.request(c, authenticate("ghost", "pw1"));
+    sim.request(c, authenticate("admin", "pw2"));
+    sim.auth(c, "admin", "s3cret");
+    assert_eq!(
+        sim.auth_failures,
+        [
+            (c, "ghost".to_owned(), "INVALID_USER"),
+            (c, "admin".to_owned(), "INVALID_CREDENTIALS")
+        ]
+    );
+}
+
+const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+
+fn phc_sim(limits: Value) -> Sim {
+    Sim::new(&config(
+        json!({ "hashed": { "Secret": PHC, "Permission": 3 } }),
+        limits,
+    ))
+}
+
+#[test]
+fn a_phc_secret_is_verified_by_the_frontend_before_the_reply() {
+    let mut sim = phc_sim(json!({}));
+    let c = sim.connect();
+    sim.send(c, authenticate("hashed", "guess"));
+    assert!(sim.take(c).is_empty(), "no reply before the verification");
+    assert_eq!(sim.verifications, [(c, PHC.to_owned(), "guess".to_owned())]);
+    sim.verified(c, true);
+    assert_eq!(sim.take(c), [json!({ "authenticated": "hashed" })]);
+    sim.subscribe(c, "news");
+    // A failed verification is INVALID_CREDENTIALS, counted and logged like a wrong secret.
+    sim.send(c, authenticate("hashed", "wrong"));
+    assert_eq!(
+        sim.engine().subscriber_count("news"),
+        0,
+        "the old session ended at once"
+    );
+    sim.verified(c, false);
+    assert_eq!(sim.take(c), [err("INVALID_CREDENTIALS")]);
+    assert_eq!(
+        sim.auth_failures,
+        [(c, "hashed".to_owned(), "INVALID_CREDENTIALS")]
+    );
+    assert_eq!(sim.request(c, subscribe("news")), err("ACCESS_DENIED"));
+    // Stale or unasked answers change nothing.
+    sim.verified(c, true);
+    assert!(sim.take(c).is_empty());
+    assert_eq!(sim.request(c, subscribe("news")), err("ACCESS_DENIED"));
+}
+
+#[test]
+fn phc_failures_count_towards_max_failed_auth_and_departed_clients_are_ignored() {
+    let mut sim = phc_sim(json!({ "MaxFailedAuth": 2 }));
+    let c = sim.connect();
+    for _ in 0..2 {
+        sim.send(c, authenticate("hashed", "x"));
+        sim.verified(c, false);
+    }
+    let got = sim.take_raw(c);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        matches!(&got[2], Received::Close { code: 1008, .. }),
+        "{got:?}"
+    );
+    let d = sim.connect();
+    sim.send(d, authenticate("hashed", "x"));
+    sim.disconnect(d);
+    sim.verified(d, true); // the answer arrives after the client left
+    assert!(sim.engine().client_count() == 0 || sim.take_raw(d).is_empty());
+}
+
+#[test]
 fn a_user_with_an_empty_secret_accepts_any_secret() {
     let mut sim = sim();
     let c = sim.connect();

@@ -80,6 +80,10 @@ pub struct Sim {
     gone: BTreeSet<ClientId>,
     inboxes: BTreeMap<ClientId, Vec<Received>>,
     buf: Vec<Output>,
+    /// `AuthFailed` notices, in order: (client, user, error name).
+    pub auth_failures: Vec<(ClientId, String, &'static str)>,
+    /// Outstanding PHC verifications the engine asked for: (client, hash, secret).
+    pub verifications: Vec<(ClientId, String, String)>,
 }
 
 impl Sim {
@@ -104,7 +108,15 @@ impl Sim {
             gone: BTreeSet::new(),
             inboxes: BTreeMap::new(),
             buf: Vec::new(),
+            auth_failures: Vec::new(),
+            verifications: Vec::new(),
         }
+    }
+
+    /// Answers an outstanding PHC verification, as a frontend does.
+    pub fn verified(&mut self, id: ClientId, ok: bool) {
+        self.engine.handle_secret_verified(id, ok);
+        self.drive();
     }
 
     /// The engine, for its getters.
@@ -240,6 +252,23 @@ impl Sim {
                         reason: reason.into_owned(),
                     },
                 ),
+                Output::AuthFailed {
+                    client,
+                    user,
+                    error,
+                } => {
+                    self.auth_failures.push((client, user, error.name()));
+                    continue;
+                }
+                Output::Verify {
+                    client,
+                    verification,
+                } => {
+                    let v = verification;
+                    self.verifications
+                        .push((client, v.phc.to_string(), v.secret));
+                    continue;
+                }
                 other => panic!("unexpected output {other:?}"),
             };
             assert!(
