@@ -47,16 +47,19 @@ pub trait Frontend {
     fn start(service: Service, tls: Option<Arc<rustls::ServerConfig>>) -> Started;
 }
 
-/// Hubs `/echo` and `/other`, each with users `backend`/`secret` (7), `frontend` with any
-/// secret (3), `reader`/`r` (1), `writer`/`w` (2), `none`/`n` (0); `limits` is spliced
-/// into `Limits`.
+/// Hubs `/echo`, `/other` and `/web` (which allows one origin), each with users
+/// `backend`/`secret` (7), `frontend` with any secret (3), `reader`/`r` (1), `writer`/`w`
+/// (2), `none`/`n` (0) and `hashed` (3, an argon2 PHC hash of `open sesame`); `limits` is
+/// spliced into `Limits`.
 pub fn config(limits: &str) -> Config {
     let users = r#"{
         "backend": {"Name": "backend", "Secret": "secret", "Permission": 7},
         "frontend": {"Name": "frontend", "Secret": "", "Permission": 3},
         "reader": {"Name": "reader", "Secret": "r", "Permission": 1},
         "writer": {"Name": "writer", "Secret": "w", "Permission": 2},
-        "none": {"Name": "none", "Secret": "n", "Permission": 0}}"#;
+        "none": {"Name": "none", "Secret": "n", "Permission": 0},
+        "hashed": {"Name": "hashed", "Permission": 3,
+                   "Secret": "$argon2id$v=19$m=64,t=1,p=1$snHI5xhcATsqfFl8Nsex7g$qeXptikvCfHrC4Sg2gDsZIRKbcf5Y+3c2iq36mmT21E"}}"#;
     Config::from_json(&format!(
         r#"{{"Host":"127.0.0.1","Port":0,
             "Hubs":[{{"Path":"/echo","Codec":"JSON","Users":{users}}},
@@ -332,6 +335,38 @@ pub async fn permissions_are_enforced<F: Frontend>() {
             assert_eq!(target.recv().await["from"], json!(c.token));
         }
     }
+}
+
+pub async fn phc_secrets_and_brute_force<F: Frontend>() {
+    let s = start::<F>(r#""MaxFailedAuth": 3"#);
+    let mut c = Client::connect(s.addr, "/echo").await;
+    c.send(json!({"authenticate": {"user": "hashed", "secret": "open sesame"}}))
+        .await;
+    // Requests sent while the hash is verified are answered after it, in order.
+    c.send(json!({"subscribe": {"channel": "vault"}})).await;
+    assert_eq!(c.recv().await, json!({"authenticated": "hashed"}));
+    assert_eq!(c.recv().await, json!({"subscribed": "vault"}));
+    let mut healthy = Client::subscriber(s.addr, "vault").await;
+    for guess in ["open sesame!", "Open sesame", ""] {
+        c.send(json!({"authenticate": {"user": "hashed", "secret": guess}}))
+            .await;
+        assert_eq!(c.recv().await, json!({"err": "INVALID_CREDENTIALS"}));
+    }
+    assert_eq!(
+        c.closed().await.map(|c| c.0),
+        Some(1008),
+        "closed after MaxFailedAuth"
+    );
+    let mut publisher = Client::login(s.addr, "backend", "secret").await;
+    publisher
+        .send(json!({"broadcast": {"event": "e", "channel": "vault", "data": 1}}))
+        .await;
+    assert_eq!(publisher.recv().await, json!({"broadcasted": "vault"}));
+    assert_eq!(
+        healthy.recv().await["data"],
+        json!(1),
+        "others are unaffected"
+    );
 }
 
 pub async fn hubs_are_isolated<F: Frontend>() {
@@ -631,6 +666,7 @@ macro_rules! e2e_tests {
             greeting_is_a_fresh_token,
             every_action_and_error,
             permissions_are_enforced,
+            phc_secrets_and_brute_force,
             hubs_are_isolated,
             unknown_path_is_404,
             thousand_broadcasts_arrive_in_order,

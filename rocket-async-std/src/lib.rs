@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{Either, select};
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{Stream, StreamExt};
-use rocket_server::Timer;
+use rocket_server::Runtime;
 
 pub use rocket_proto::Config;
 pub use rocket_server::{Service, rustls};
@@ -265,7 +265,7 @@ where
     };
     // The callback ran and admitted the connection, or the handshake failed above.
     let admission = admission.expect("an accepted handshake was admitted");
-    rocket_server::serve_connection(ws, admission, service, &AsyncIoTimer).await;
+    rocket_server::serve_connection(ws, peer, admission, service, &AsyncIoRuntime).await;
 }
 
 async fn with_timeout<T>(timeout: Duration, f: impl Future<Output = T>) -> Option<T> {
@@ -275,11 +275,19 @@ async fn with_timeout<T>(timeout: Duration, f: impl Future<Output = T>) -> Optio
     }
 }
 
-/// async-io's timer (shared by async-std and smol) for the connection driver.
+/// async-io's timer and the `blocking` thread pool, both shared by async-std and smol, for
+/// the connection driver.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AsyncIoTimer;
+pub struct AsyncIoRuntime;
 
-impl Timer for AsyncIoTimer {
+impl Runtime for AsyncIoRuntime {
+    fn unblock(
+        &self,
+        job: Box<dyn FnOnce() -> bool + Send>,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        Box::pin(blocking::unblock(job))
+    }
+
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let timer = async_io::Timer::after(duration);
         Box::pin(async move {

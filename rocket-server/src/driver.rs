@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use rocket_proto::{ClientId, CloseCode, Frame, Output};
+use rocket_proto::{ClientId, CloseCode, Frame, Output, Verification};
 use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::protocol::CloseFrame;
@@ -17,10 +17,16 @@ use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use crate::outbox::{End, Next, Outbox};
 use crate::service::{Admission, Service};
 
-/// The one thing the driver needs from a runtime: a timer.
-pub trait Timer: Send + Sync + 'static {
+/// What the driver needs from a runtime: a timer, and a pool for blocking work.
+pub trait Runtime: Send + Sync + 'static {
     /// A future that completes after `duration`.
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// Runs `job` on a thread where blocking is allowed (argon2 verification).
+    fn unblock(
+        &self,
+        job: Box<dyn FnOnce() -> bool + Send>,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send>>;
 }
 
 /// Events handled in a row before the connection task yields to its executor.
@@ -33,8 +39,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// to the hub, writes what the hub queues (everything queued, then one flush), pings it,
 /// and closes it on idle timeout, oversize (1009), invalid UTF-8 (1007), slow consumption
 /// (1008) or shutdown (1001).
-pub async fn serve_connection<S>(ws: S, admission: Admission, service: &Service, timer: &dyn Timer)
-where
+pub async fn serve_connection<S>(
+    ws: S,
+    peer: std::net::SocketAddr,
+    admission: Admission,
+    service: &Service,
+    runtime: &dyn Runtime,
+) where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     let limits = service.limits();
@@ -49,12 +60,12 @@ where
         tracing::error!("protocol refused a fresh connection");
         return;
     };
-    tracing::debug!(client = %id, hub = hub.path(), "connection open");
+    tracing::info!(client = %id, hub = hub.path(), %peer, "connection open");
     let mut conn = Connection {
         ws,
         id,
         outbox: &outbox,
-        timer,
+        runtime,
         ping_every: millis(limits.ping_interval_ms),
         idle_after: millis(limits.idle_timeout_ms),
         last_seen: Instant::now(),
@@ -64,11 +75,13 @@ where
     let reason = conn
         .run(
             |frame, scratch: &mut Vec<Output>| hub.handle_frame(id, frame, scratch),
+            |ok, scratch: &mut Vec<Output>| hub.secret_verified(id, ok, scratch),
+            service,
             &mut scratch,
         )
         .await;
     hub.disconnect(id, &mut scratch);
-    tracing::debug!(client = %id, hub = hub.path(), %reason, "connection closed");
+    tracing::info!(client = %id, hub = hub.path(), %peer, %reason, "connection closed");
 }
 
 fn millis(ms: u64) -> Option<Duration> {
@@ -79,7 +92,7 @@ struct Connection<'a, S> {
     ws: S,
     id: ClientId,
     outbox: &'a Outbox,
-    timer: &'a dyn Timer,
+    runtime: &'a dyn Runtime,
     ping_every: Option<Duration>,
     idle_after: Option<Duration>,
     last_seen: Instant,
@@ -99,7 +112,9 @@ where
 {
     async fn run(
         &mut self,
-        mut feed: impl FnMut(Frame<'_>, &mut Vec<Output>),
+        mut feed: impl FnMut(Frame<'_>, &mut Vec<Output>) -> Option<Verification>,
+        mut verified: impl FnMut(bool, &mut Vec<Output>),
+        service: &Service,
         scratch: &mut Vec<Output>,
     ) -> String {
         let mut tick = self.next_tick();
@@ -143,15 +158,25 @@ where
                 Event::Incoming(None) => return "connection ended".into(),
                 Event::Incoming(Some(Ok(message))) => {
                     self.active = true;
-                    match message {
+                    let verification = match message {
                         Message::Text(text) => feed(Frame::Text(text.as_str()), scratch),
                         Message::Binary(bytes) => feed(Frame::Binary(&bytes), scratch),
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
                         Message::Close(_) => {
                             // tungstenite queued the close reply; flush it.
                             let _ = self.ws.flush().await;
                             return "closed by client".into();
                         }
+                    };
+                    if let Some(v) = verification {
+                        // Off the hub's lock and off the executor; this client's next frame
+                        // waits, so its replies stay in order.
+                        let _slot = service.verification_slot().await;
+                        let ok = self
+                            .runtime
+                            .unblock(Box::new(move || crate::verify_phc(&v.phc, &v.secret)))
+                            .await;
+                        verified(ok, scratch);
                     }
                 }
                 Event::Incoming(Some(Err(e))) => return self.read_failed(e).await,
@@ -188,7 +213,7 @@ where
             (Some(p), Some(i)) => p.min(i),
             (p, i) => p.or(i)?,
         };
-        Some(self.timer.sleep(period))
+        Some(self.runtime.sleep(period))
     }
 
     /// Writes everything drained from the outbox with one flush, giving up at once if the
@@ -226,8 +251,9 @@ where
         let frame = close_frame(CloseCode::POLICY.0, "slow consumer");
         // The client is not reading, so the close frame may never leave: try briefly.
         let attempt = self.ws.send(Message::Close(Some(frame)));
-        let _ = futures_util::future::select(attempt, self.timer.sleep(Duration::from_millis(200)))
-            .await;
+        let _ =
+            futures_util::future::select(attempt, self.runtime.sleep(Duration::from_millis(200)))
+                .await;
         "slow consumer".into()
     }
 
@@ -255,7 +281,7 @@ where
             return;
         }
         let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
-        let _ = futures_util::future::select(pin!(drain), self.timer.sleep(CLOSE_TIMEOUT)).await;
+        let _ = futures_util::future::select(pin!(drain), self.runtime.sleep(CLOSE_TIMEOUT)).await;
     }
 }
 

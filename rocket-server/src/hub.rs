@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use rocket_proto::{ClientId, ConnectError, Frame, Output, Payload, Protocol, Token};
+use rocket_proto::{ClientId, ConnectError, Frame, Output, Payload, Protocol, Token, Verification};
 use tungstenite::Message;
 use tungstenite::protocol::frame::Utf8Bytes;
 
@@ -69,14 +69,26 @@ impl Hub {
         result
     }
 
-    /// A message from `client`.
-    pub fn handle_frame(&self, client: ClientId, frame: Frame<'_>, scratch: &mut Vec<Output>) {
-        self.run(scratch, |p| p.handle_frame(client, frame));
+    /// A message from `client`. Returns the secret verification the protocol asked for,
+    /// if any: the caller must verify it and report with
+    /// [`secret_verified`](Self::secret_verified) before feeding `client`'s next frame.
+    pub fn handle_frame(
+        &self,
+        client: ClientId,
+        frame: Frame<'_>,
+        scratch: &mut Vec<Output>,
+    ) -> Option<Verification> {
+        self.run(scratch, |p| p.handle_frame(client, frame))
+    }
+
+    /// The result of `client`'s secret verification.
+    pub fn secret_verified(&self, client: ClientId, ok: bool, scratch: &mut Vec<Output>) {
+        let _ = self.run(scratch, |p| p.handle_secret_verified(client, ok));
     }
 
     /// `client`'s connection is gone.
     pub fn disconnect(&self, client: ClientId, scratch: &mut Vec<Output>) {
-        self.run(scratch, |p| p.handle_disconnect(client));
+        let _ = self.run(scratch, |p| p.handle_disconnect(client));
         lock(&self.peers).remove(&client);
     }
 
@@ -92,20 +104,31 @@ impl Hub {
         lock(&self.peers).len()
     }
 
-    fn run(&self, scratch: &mut Vec<Output>, input: impl FnOnce(&mut dyn Protocol)) {
+    fn run(
+        &self,
+        scratch: &mut Vec<Output>,
+        input: impl FnOnce(&mut dyn Protocol),
+    ) -> Option<Verification> {
         let mut protocol = lock(&self.protocol);
         input(&mut **protocol);
         protocol.drain_outputs(scratch);
         if scratch.is_empty() {
-            return;
+            return None;
         }
         let peers = lock(&self.peers);
         drop(protocol);
-        dispatch(&peers, scratch);
+        dispatch(&self.path, &peers, scratch)
     }
 }
 
-fn dispatch(peers: &HashMap<ClientId, Arc<Outbox>>, outputs: &mut Vec<Output>) {
+/// Carries out `outputs`; returns a verification request (for the client whose input
+/// produced it).
+fn dispatch(
+    hub: &str,
+    peers: &HashMap<ClientId, Arc<Outbox>>,
+    outputs: &mut Vec<Output>,
+) -> Option<Verification> {
+    let mut verification = None;
     // Consecutive sends of one broadcast share a payload: convert it to a message once.
     let mut last: Option<(Payload, Message)> = None;
     for output in outputs.drain(..) {
@@ -135,9 +158,26 @@ fn dispatch(peers: &HashMap<ClientId, Arc<Outbox>>, outputs: &mut Vec<Output>) {
                     outbox.close(code.0, reason);
                 }
             }
+            Output::Verify {
+                client,
+                verification: v,
+            } => {
+                debug_assert!(verification.is_none(), "one input, one verification");
+                tracing::trace!(%client, "verifying a PHC secret");
+                verification = Some(v);
+            }
+            Output::AuthFailed {
+                client,
+                user,
+                error,
+            } => {
+                // Debug formatting escapes control characters in the client-chosen name.
+                tracing::warn!(%client, hub, ?user, error = error.name(), "authentication failed");
+            }
             other => tracing::error!(?other, "unsupported protocol output ignored"),
         }
     }
+    verification
 }
 
 fn same_bytes(a: &Payload, b: &Payload) -> bool {

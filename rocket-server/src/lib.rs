@@ -11,7 +11,8 @@
 //!   ordered, non-blocking dispatch of its outputs;
 //! - [`Outbox`]: a connection's bounded send queue and the slow-consumer policy;
 //! - [`serve_connection`]: the per-connection loop over the `futures` `Stream`/`Sink`
-//!   traits, with pings, idle timeout and close codes; a runtime supplies only a [`Timer`].
+//!   traits, with pings, idle timeout and close codes; a runtime supplies only a timer and a
+//!   blocking pool ([`Runtime`]), used for argon2 verification of PHC secrets.
 //!
 //! Client tokens are 128 bits from the operating system's secure generator
 //! ([`random_token`]).
@@ -23,14 +24,16 @@ mod admission;
 mod driver;
 mod hub;
 mod outbox;
+mod secrets;
 mod service;
 mod tls;
 
 pub use admission::{Full, Gate, Permit};
-pub use driver::{Timer, serve_connection};
+pub use driver::{Runtime, serve_connection};
 pub use hub::{Hub, random_token, to_message};
 pub use outbox::{End, Next, Outbox, Overflow};
 pub use rustls;
+pub use secrets::{MAX_CONCURRENT_VERIFICATIONS, hash_secret, verify_phc};
 pub use service::{Admission, Refusal, Service};
 pub use tls::{TlsError, load_tls_config};
 pub use tungstenite;

@@ -20,6 +20,7 @@ pub struct Service {
     hubs: Vec<HubEntry>,
     gate: Arc<Gate>,
     shutting_down: AtomicBool,
+    verifications: async_lock::Semaphore,
 }
 
 #[derive(Debug)]
@@ -60,6 +61,7 @@ impl Service {
             hubs,
             gate,
             shutting_down: AtomicBool::new(false),
+            verifications: async_lock::Semaphore::new(crate::MAX_CONCURRENT_VERIFICATIONS),
         }
     }
 
@@ -73,6 +75,11 @@ impl Service {
             allowed_origins: None,
         });
         self
+    }
+
+    /// Waits for a place among the argon2 verifications allowed to run at once.
+    pub async fn verification_slot(&self) -> async_lock::SemaphoreGuard<'_> {
+        self.verifications.acquire().await
     }
 
     /// The configuration served.

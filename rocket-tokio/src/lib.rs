@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rocket_server::Timer;
+use rocket_server::Runtime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -210,15 +210,24 @@ async fn upgrade<S>(
     };
     // The callback ran and admitted the connection, or the handshake failed above.
     let admission = admission.expect("an accepted handshake was admitted");
-    rocket_server::serve_connection(ws, admission, service, &TokioTimer).await;
+    rocket_server::serve_connection(ws, peer, admission, service, &TokioRuntime).await;
 }
 
-/// tokio's timer for the shared connection driver.
+/// tokio's timer and blocking pool for the shared connection driver.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TokioTimer;
+pub struct TokioRuntime;
 
-impl Timer for TokioTimer {
+impl Runtime for TokioRuntime {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn unblock(
+        &self,
+        job: Box<dyn FnOnce() -> bool + Send>,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+        let task = tokio::task::spawn_blocking(job);
+        // A panicking job (a bug) counts as a failed verification.
+        Box::pin(async move { task.await.unwrap_or(false) })
     }
 }
