@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+#[path = "faults.rs"]
+pub mod faults;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -144,14 +147,19 @@ impl Client {
 
     /// The next data message as JSON; panics on close or timeout.
     pub async fn recv(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("server sent invalid JSON {text:?}: {e}"))
+    }
+
+    /// The next data message's text; panics on close or timeout.
+    pub async fn recv_text(&mut self) -> String {
         loop {
             let m = tokio::time::timeout(STEP, self.ws.next())
                 .await
                 .expect("timed out waiting for a message");
             match m {
-                Some(Ok(Message::Text(t))) => {
-                    return serde_json::from_str(&t).expect("server sends JSON");
-                }
+                Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected a text message, got {other:?}"),
             }
@@ -662,7 +670,7 @@ pub fn close_code(c: CloseCode) -> u16 {
 #[macro_export]
 macro_rules! e2e_tests {
     ($frontend:ty) => {
-        $crate::e2e_tests!(@each $frontend;
+        $crate::e2e_tests!(@core $frontend;
             greeting_is_a_fresh_token,
             every_action_and_error,
             permissions_are_enforced,
@@ -682,12 +690,29 @@ macro_rules! e2e_tests {
             connection_limit_refuses_with_503,
             disallowed_origin_is_403,
         );
+        $crate::e2e_tests!(@faults $frontend;
+            slow_consumer_under_10k_messages_is_cut_off,
+            a_thousand_connections_reset_mid_stream,
+            slowloris_handshakes_are_dropped,
+            hostile_frames_get_their_documented_answer,
+            plain_secret_brute_force_is_cut_off,
+            per_publisher_order_holds_with_concurrent_publishers,
+            connection_limit_reached_and_freed_keeps_serving,
+        );
     };
-    (@each $frontend:ty; $($name:ident),* $(,)?) => {
+    (@core $frontend:ty; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 suite::$name::<$frontend>().await
+            }
+        )*
+    };
+    (@faults $frontend:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                suite::faults::$name::<$frontend>().await
             }
         )*
     };
