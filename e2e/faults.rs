@@ -15,17 +15,20 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::{Client, Frontend, STEP, eventually, hub_connections, start};
 
-/// A healthy publisher/subscriber pair streaming numbered messages in the background.
+/// A healthy publisher/subscriber pair streaming numbered messages in the background; the
+/// subscriber reads as they come and checks that each arrives once, in order.
 pub struct Witness {
     stop: tokio::sync::watch::Sender<bool>,
     publisher: JoinHandle<u64>,
-    subscriber: Client,
+    subscriber: JoinHandle<Client>,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Witness {
     /// Starts streaming on channel `witness` of `/echo`, one message every `pause`.
     pub async fn start(addr: std::net::SocketAddr, pause: Duration) -> Witness {
-        let subscriber = Client::subscriber(addr, "witness").await;
+        use std::sync::atomic::Ordering;
+        let mut sub = Client::subscriber(addr, "witness").await;
         let mut publisher = Client::login(addr, "writer", "w").await;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let publisher = tokio::spawn(async move {
@@ -41,26 +44,48 @@ impl Witness {
             }
             seq
         });
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = std::sync::Arc::clone(&received);
+        let mut stop_sub = stop.subscribe();
+        let subscriber = tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    v = sub.recv() => v,
+                    _ = stop_sub.changed() => break,
+                };
+                let seq = count.load(Ordering::Acquire);
+                assert_eq!(
+                    next["data"]["seq"],
+                    json!(seq),
+                    "the healthy subscriber lost or reordered a message"
+                );
+                count.store(seq + 1, Ordering::Release);
+            }
+            sub
+        });
         Witness {
             stop,
             publisher,
             subscriber,
+            received,
         }
     }
 
     /// Stops the stream and checks that every message arrived once, in order.
-    pub async fn finish(mut self) -> u64 {
+    pub async fn finish(self) -> u64 {
+        use std::sync::atomic::Ordering;
         let _ = self.stop.send(true);
         let sent = self.publisher.await.expect("witness publisher");
-        for seq in 0..sent {
-            let v = self.subscriber.recv().await;
+        let mut sub = self.subscriber.await.expect("witness subscriber");
+        for seq in self.received.load(Ordering::Acquire)..sent {
+            let v = sub.recv().await;
             assert_eq!(
                 v["data"]["seq"],
                 json!(seq),
                 "the healthy subscriber lost or reordered a message"
             );
         }
-        self.subscriber.quiet().await;
+        sub.quiet().await;
         assert!(sent > 0, "the witness published nothing");
         sent
     }
@@ -309,5 +334,34 @@ pub async fn connection_limit_reached_and_freed_keeps_serving<F: Frontend>() {
     let _c = tokio::time::timeout(STEP, Client::connect(s.addr, "/echo"))
         .await
         .unwrap();
+    witness.finish().await;
+}
+
+pub async fn unfinished_handshakes_are_capped<F: Frontend>() {
+    use tokio::io::AsyncReadExt;
+    let s = start::<F>(r#""MaxConnections": 3, "HandshakeTimeoutMs": 60000"#);
+    let witness = Witness::start(s.addr, Duration::from_millis(2)).await; // 2 of 3 places
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(s.addr).await.unwrap());
+    }
+    eventually("the silent sockets are pending", || {
+        s.service.pending_handshakes() == 3
+    })
+    .await;
+    // Past MaxConnections unfinished handshakes, a new socket is dropped at once instead of
+    // waiting for the (long) handshake timeout.
+    let mut extra = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await;
+    assert!(
+        matches!(n, Ok(Ok(0) | Err(_))),
+        "the surplus socket was dropped: {n:?}"
+    );
+    drop(silent);
+    eventually("the places are free", || {
+        s.service.pending_handshakes() == 0
+    })
+    .await;
     witness.finish().await;
 }

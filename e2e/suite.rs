@@ -698,6 +698,7 @@ macro_rules! e2e_tests {
             plain_secret_brute_force_is_cut_off,
             per_publisher_order_holds_with_concurrent_publishers,
             connection_limit_reached_and_freed_keeps_serving,
+            unfinished_handshakes_are_capped,
         );
     };
     (@core $frontend:ty; $($name:ident),* $(,)?) => {

@@ -228,16 +228,20 @@ pub async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Some(pending) = service.begin_handshake() else {
+        return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
+    };
     let timeout = Duration::from_millis(service.limits().handshake_timeout_ms);
     let start = Instant::now();
     match tls {
-        None => upgrade(stream, peer, &service, timeout).await,
+        None => upgrade(stream, peer, &service, pending, timeout).await,
         Some(acceptor) => match with_timeout(timeout, acceptor.accept(stream)).await {
             Some(Ok(stream)) => {
                 upgrade(
                     stream,
                     peer,
                     &service,
+                    pending,
                     timeout.saturating_sub(start.elapsed()),
                 )
                 .await
@@ -248,8 +252,13 @@ pub async fn connection<S>(
     }
 }
 
-async fn upgrade<S>(stream: S, peer: SocketAddr, service: &Service, timeout: Duration)
-where
+async fn upgrade<S>(
+    stream: S,
+    peer: SocketAddr,
+    service: &Service,
+    pending: rocket_server::PendingHandshake,
+    timeout: Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut admission = None;
@@ -265,6 +274,7 @@ where
     };
     // The callback ran and admitted the connection, or the handshake failed above.
     let admission = admission.expect("an accepted handshake was admitted");
+    drop(pending);
     rocket_server::serve_connection(ws, peer, admission, service, &AsyncIoRuntime).await;
 }
 

@@ -14,6 +14,7 @@ struct AsyncStd;
 impl Frontend for AsyncStd {
     fn start(service: Service, tls: Option<Arc<rustls::ServerConfig>>) -> Started {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let mut server = rocket_async_std::Server::from_service(service);
         if let Some(tls) = tls {
             server = server.with_tls(tls);

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rocket_proto::{Config, Engine, HashSeed, Limits, Protocol};
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -20,6 +20,7 @@ pub struct Service {
     hubs: Vec<HubEntry>,
     gate: Arc<Gate>,
     shutting_down: AtomicBool,
+    handshakes: Arc<AtomicUsize>,
     verifications: async_lock::Semaphore,
 }
 
@@ -61,6 +62,7 @@ impl Service {
             hubs,
             gate,
             shutting_down: AtomicBool::new(false),
+            handshakes: Arc::default(),
             verifications: async_lock::Semaphore::new(crate::MAX_CONCURRENT_VERIFICATIONS),
         }
     }
@@ -105,6 +107,21 @@ impl Service {
     /// Live WebSocket connections.
     pub fn active_connections(&self) -> usize {
         self.gate.active()
+    }
+
+    /// Takes a place for a TCP connection that has not finished its handshake yet. At most
+    /// `MaxConnections` such sockets exist at once (no limit when it is 0), so a slowloris
+    /// flood cannot exhaust file descriptors; past that, the frontend drops the socket.
+    pub fn begin_handshake(&self) -> Option<PendingHandshake> {
+        let max = self.config.limits.max_connections;
+        let previous = self.handshakes.fetch_add(1, Ordering::AcqRel);
+        let guard = PendingHandshake(Arc::clone(&self.handshakes));
+        (max == 0 || previous < max).then_some(guard)
+    }
+
+    /// TCP connections still in their handshake.
+    pub fn pending_handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::Acquire)
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
@@ -193,6 +210,16 @@ impl Service {
     }
 }
 
+/// A place among the unfinished handshakes; dropping it frees the place.
+#[derive(Debug)]
+pub struct PendingHandshake(Arc<AtomicUsize>);
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A handshake refused by [`Service::admit`]: the HTTP status and a short reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal(pub StatusCode, pub &'static str);
@@ -268,6 +295,14 @@ mod tests {
             "no Origin: non-browser client"
         );
         drop(a);
+        let pending: Vec<_> = (0..2).map(|_| s.begin_handshake().unwrap()).collect();
+        assert!(
+            s.begin_handshake().is_none(),
+            "MaxConnections bounds pending handshakes"
+        );
+        drop(pending);
+        assert_eq!(s.pending_handshakes(), 0);
+        assert!(s.begin_handshake().is_some());
         s.shutdown();
         assert_eq!(
             status(s.admit(&request("/a", None), ip)),

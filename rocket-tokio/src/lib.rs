@@ -172,14 +172,17 @@ async fn connection(
     service: Arc<Service>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    let Some(pending) = service.begin_handshake() else {
+        return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
+    };
     let _ = tcp.set_nodelay(true);
     let timeout = Duration::from_millis(service.limits().handshake_timeout_ms);
     match tls {
-        None => upgrade(tcp, peer, &service, timeout, Instant::now()).await,
+        None => upgrade(tcp, peer, &service, pending, timeout, Instant::now()).await,
         Some(acceptor) => {
             let start = Instant::now();
             match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => upgrade(stream, peer, &service, timeout, start).await,
+                Ok(Ok(stream)) => upgrade(stream, peer, &service, pending, timeout, start).await,
                 Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -191,6 +194,7 @@ async fn upgrade<S>(
     stream: S,
     peer: SocketAddr,
     service: &Service,
+    pending: rocket_server::PendingHandshake,
     timeout: Duration,
     start: Instant,
 ) where
@@ -210,6 +214,7 @@ async fn upgrade<S>(
     };
     // The callback ran and admitted the connection, or the handshake failed above.
     let admission = admission.expect("an accepted handshake was admitted");
+    drop(pending);
     rocket_server::serve_connection(ws, peer, admission, service, &TokioRuntime).await;
 }
 
