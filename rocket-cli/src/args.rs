@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Rocket: a real-time WebSocket pub/sub server.
 ///
@@ -10,8 +10,18 @@ use clap::{Parser, ValueEnum};
 /// serves a built-in demo config: hub /echo with the users of example.json. Flags override
 /// the file.
 #[derive(Debug, Parser)]
-#[command(name = "rocket-cli", version, about, long_about)]
+#[command(
+    name = "rocket-cli",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// A task other than serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// JSON config file; without it, the built-in demo config is served.
     #[arg(value_name = "CONFIG")]
     pub config: Option<PathBuf>,
@@ -43,6 +53,14 @@ pub struct Args {
     /// Async runtime to serve with.
     #[arg(long, value_enum, value_name = "RUNTIME", default_value_t = Runtime::Tokio)]
     pub runtime: Runtime,
+}
+
+/// Tasks other than serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Print an argon2 PHC hash of the secret read from standard input (its first line), for
+    /// a user's `Secret` in the config.
+    HashSecret,
 }
 
 /// The async runtimes `--runtime` can name.
@@ -80,5 +98,8 @@ mod tests {
         assert_eq!(args.config, Some(PathBuf::from("my.json")));
         assert!(Args::try_parse_from(["rocket-cli", "--runtime", "smol"]).is_err());
         assert!(Args::try_parse_from(["rocket-cli", "--port", "65536"]).is_err());
+        let args = Args::try_parse_from(["rocket-cli", "hash-secret"]).unwrap();
+        assert_eq!(args.command, Some(Command::HashSecret));
+        assert_eq!(args.config, None);
     }
 }

@@ -62,6 +62,9 @@ pub enum Error {
         /// Why binding failed.
         source: io::Error,
     },
+    /// `hash-secret` got no secret or could not hash it.
+    #[error("hash-secret: {0}")]
+    HashSecret(String),
     /// The async runtime or the signal handlers could not be set up.
     #[error("cannot start: {what}: {source}")]
     Startup {

@@ -3,10 +3,13 @@
 //!
 //! Anything that stops it from starting is one line on standard error,
 //! `rocket-cli: <what>: <why>`, and a non-zero exit status.
+//!
+//! `rocket-cli hash-secret` prints an argon2 PHC hash for a user's `Secret` instead.
 
 mod args;
 mod config;
 mod error;
+mod hash_secret;
 mod logging;
 mod serve;
 
@@ -14,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Args, Runtime};
+use crate::args::{Args, Command, Runtime};
 use crate::config::{Loaded, Source};
 use crate::error::Error;
 
@@ -30,6 +33,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), Error> {
+    if args.command == Some(Command::HashSecret) {
+        return hash_secret::run();
+    }
     if args.runtime == Runtime::AsyncStd {
         return Err(Error::RuntimeUnavailable("async-std"));
     }

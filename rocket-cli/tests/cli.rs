@@ -1,7 +1,7 @@
 //! Runs the built `rocket-cli` binary: serving `example.json`, graceful shutdown on a
 //! signal, and a one-line error with a non-zero exit for each way startup can fail.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -272,6 +272,75 @@ async fn serves_the_demo_without_a_config_and_stops_on_sigint() {
     assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
 }
 
+#[tokio::test]
+async fn hash_secret_makes_a_phc_secret_that_authenticates() {
+    let mut child = rocket(&["hash-secret"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"open sesame\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let phc = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+
+    let config = serde_json::json!({
+        "Hubs": [{"Path": "/vault", "Users": {"alice": {"Secret": phc, "Permission": 3}}}]
+    });
+    let path = config_with("phc.json", &config.to_string());
+    let mut server = Server::start(&[&path, "--port", "0"]);
+    let address = server.address();
+    let mut ws = connect(&address, "/vault").await;
+    assert!(next_json(&mut ws).await["connected"].is_string());
+    let auth =
+        |secret: &str| serde_json::json!({"authenticate": {"user": "alice", "secret": secret}});
+    send(&mut ws, auth("open barley")).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        serde_json::json!({"err": "INVALID_CREDENTIALS"})
+    );
+    send(&mut ws, auth("open sesame")).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        serde_json::json!({"authenticated": "alice"})
+    );
+    server.wait_for("connection open");
+    let failed = server.wait_for("authentication failed");
+    assert!(failed.contains("alice"), "{failed}");
+    server.signal("TERM");
+    assert_eq!(close_code(&mut ws).await, CloseCode::Away);
+    assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
+    server.wait_for("connection closed");
+    let log = server.seen.join("\n");
+    assert!(
+        !log.contains("open barley") && !log.contains("open sesame"),
+        "a secret was logged:\n{log}"
+    );
+}
+
+#[test]
+fn hash_secret_refuses_an_empty_secret() {
+    let out = rocket(&["hash-secret"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("rocket-cli: hash-secret: no secret"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn missing_config_file() {
     assert_fails(
@@ -399,6 +468,7 @@ fn version_and_help() {
         "--runtime",
         "--version",
         "[CONFIG]",
+        "hash-secret",
     ] {
         assert!(stdout.contains(flag), "{flag} not in --help:\n{stdout}");
     }
