@@ -1,0 +1,82 @@
+//! CPU time and memory of a process, from `/proc/PID/stat` and `/proc/PID/status`.
+
+use serde::{Deserialize, Serialize};
+
+/// Clock ticks per second in `/proc/PID/stat` (`USER_HZ`, 100 on every Linux ABI that
+/// this runs on).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// One reading of a process.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProcSample {
+    /// User plus system CPU time, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size now, in KiB (`VmRSS`).
+    pub rss_kib: u64,
+    /// Peak resident set size since the process started, in KiB (`VmHWM`).
+    pub peak_rss_kib: u64,
+}
+
+/// Reads process `pid` (`"self"` works too).
+pub fn sample(pid: &str) -> std::io::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected /proc format");
+    let cpu_seconds = parse_stat_cpu(&stat).ok_or_else(bad)?;
+    let (rss_kib, peak_rss_kib) = parse_status_rss(&status);
+    Ok(ProcSample {
+        cpu_seconds,
+        rss_kib,
+        peak_rss_kib,
+    })
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in seconds. The command name (field 2) may
+/// hold spaces and parentheses, so fields are counted from its closing parenthesis.
+pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    // After the name: state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+    // cmajflt utime(14) stime(15).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_SECOND)
+}
+
+/// `VmRSS` and `VmHWM` of a `/proc/PID/status` text, in KiB (0 when absent).
+pub fn parse_status_rss(status: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_name() {
+        let stat =
+            "4242 (rocket (cli) x) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 3 0";
+        assert_eq!(parse_stat_cpu(stat), Some(3.25));
+        assert_eq!(parse_stat_cpu("garbage"), None);
+    }
+
+    #[test]
+    fn status_memory_lines() {
+        let status = "Name:\trocket-cli\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t3\n";
+        assert_eq!(parse_status_rss(status), (10240, 20480));
+        assert_eq!(parse_status_rss(""), (0, 0));
+    }
+
+    #[test]
+    fn reads_itself() {
+        let s = sample("self").unwrap();
+        assert!(s.rss_kib > 0 && s.peak_rss_kib >= s.rss_kib);
+    }
+}

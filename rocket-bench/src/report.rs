@@ -1,0 +1,580 @@
+//! `rocket-bench report`: turns the JSON results of `scripts/bench.sh` (one file per run,
+//! named after its label) into `BENCHMARKS.md` and its PNG plots.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::plot::{self, Series};
+use crate::result::RunResult;
+
+/// The options of `rocket-bench report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Folder of `*.json` results (file name = label).
+    #[arg(long)]
+    pub results: PathBuf,
+    /// Where to write the Markdown report.
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    pub out: PathBuf,
+    /// Folder for the PNG plots (linked relative to the report).
+    #[arg(long, default_value = "docs/bench")]
+    pub plots: PathBuf,
+    /// Markdown appended as the "Analysis" section, if the file exists.
+    #[arg(long)]
+    pub notes: Option<PathBuf>,
+}
+
+type Results = BTreeMap<String, RunResult>;
+
+fn names(server: &str) -> &str {
+    match server {
+        "rocket" => "Rocket (rocket-cli, tokio)",
+        "peer" => "Node.js `ws` peer",
+        "ceiling" => "physical ceiling",
+        other => other,
+    }
+}
+
+fn load(dir: &Path) -> Result<Results, String> {
+    let mut out = Results::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let r: RunResult =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            out.insert(stem.unwrap_or_default(), r);
+        }
+    }
+    Ok(out)
+}
+
+fn read_meta(dir: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(dir.join("meta.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn machine() -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or_else(
+            || "unknown".into(),
+            |kib| format!("{:.1} GiB", kib as f64 / 1048576.0),
+        );
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    vec![
+        ("CPU".into(), model),
+        ("cores".into(), cores.to_string()),
+        ("memory".into(), mem),
+        ("kernel".into(), format!("Linux {}", kernel.trim())),
+    ]
+}
+
+fn k(x: f64) -> String {
+    if x >= 10_000.0 {
+        format!("{:.0}k", x / 1000.0)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn ms(x: f64) -> String {
+    if x < 10.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn per_cpu(r: &RunResult) -> f64 {
+    r.server
+        .as_ref()
+        .map_or(0.0, |s| s.deliveries_per_cpu_second)
+}
+
+fn rss_per_conn(r: &RunResult) -> f64 {
+    r.server.as_ref().map_or(0.0, |s| s.rss_per_connection_kib)
+}
+
+fn clean(r: &RunResult) -> bool {
+    let l = &r.load;
+    l.lost == 0
+        && l.duplicated == 0
+        && l.reordered == 0
+        && l.subscribers_closed == 0
+        && r.setup.failed == 0
+        && l.deliveries == l.deliveries_expected
+}
+
+fn integrity(r: &RunResult) -> String {
+    let l = &r.load;
+    format!(
+        "{} / {} / {}{}",
+        l.lost,
+        l.duplicated,
+        l.reordered,
+        if l.subscribers_closed > 0 {
+            format!(" ({} closed)", l.subscribers_closed)
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn load_table(md: &mut String, rows: &[(&str, &RunResult)]) {
+    md.push_str(
+        "| server | publishes accepted/s | **deliveries received/s** | server CPU | **deliveries per server CPU-s** | lost / dup / reordered | p50 ms | p99 ms | p99.9 ms | max ms | client µs per delivery |\n\
+         |---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, r) in rows {
+        let cpu = r.server.as_ref().map_or(0.0, |s| s.cpu_percent);
+        let _ = writeln!(
+            md,
+            "| {name} | {} | **{}** | {:.0}% | **{}** | {} | {} | {} | {} | {} | {:.2} |",
+            k(r.load.publishes_per_second),
+            k(r.load.deliveries_per_second),
+            cpu,
+            k(per_cpu(r)),
+            integrity(r),
+            ms(r.latency.p50_ms),
+            ms(r.latency.p99_ms),
+            ms(r.latency.p999_ms),
+            ms(r.latency.max_ms),
+            r.client.us_per_delivery,
+        );
+    }
+}
+
+fn idle_table(md: &mut String, rows: &[(&str, &RunResult)]) {
+    md.push_str(
+        "| server | connections ready / asked | setup time | connections/s | RSS before | RSS connected | **RSS per connection** | liveness: delivered / owed |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (name, r) in rows {
+        let (before, connected) = r
+            .server
+            .as_ref()
+            .map_or((0, 0), |s| (s.rss_before_kib, s.rss_connected_kib));
+        let _ = writeln!(
+            md,
+            "| {name} | {} / {} | {:.2} s | {:.0} | {:.1} MiB | {:.1} MiB | **{:.2} KiB** | {} / {} |",
+            r.setup.ready,
+            r.subscribers,
+            r.setup.seconds,
+            r.setup.per_second,
+            before as f64 / 1024.0,
+            connected as f64 / 1024.0,
+            rss_per_conn(r),
+            r.load.deliveries,
+            r.load.deliveries_expected,
+        );
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}×", a / b)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// Writes the report and its plots.
+pub fn write(args: &ReportArgs) -> Result<(), String> {
+    let results = load(&args.results)?;
+    let get = |label: &str| results.get(label);
+    std::fs::create_dir_all(&args.plots).map_err(|e| format!("{}: {e}", args.plots.display()))?;
+    let rel = |file: &str| {
+        let base = args.out.parent().unwrap_or(Path::new("."));
+        let full = args.plots.join(file);
+        full.strip_prefix(base)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| full.to_string_lossy().into_owned())
+    };
+    let servers = ["rocket", "peer", "ceiling"];
+
+    let mut md = String::new();
+    md.push_str("# Rocket benchmarks\n\n");
+    md.push_str(
+        "Generated by `scripts/bench.sh` (which runs `rocket-bench report`): every figure below \
+         was measured by `rocket-bench`, the load generator in this workspace, on the machine \
+         described here, with the server and the load generator sharing its cores over \
+         loopback. Rerun it with `scripts/bench.sh`; the exact commands are listed at the end.\n\n\
+         **Read the deliveries per server CPU-second first.** The load generator runs on the same \
+         cores as the server, so deliveries/s is capped by what the generator leaves over; \
+         deliveries per server CPU-second (server CPU time read from `/proc/PID/stat`) is the \
+         figure that carries over to a machine where the server has the cores to itself.\n\n\
+         *Publishes accepted/s* counts broadcasts answered `broadcasted` (the publishers' side); \
+         *deliveries received/s* counts events read by subscribers (the subscribers' side). \
+         Latency is from the publisher's stamp (taken when it wrote the message) to the \
+         subscriber's read.\n\n",
+    );
+    md.push_str("## Machine and versions\n\n| | |\n|---|---|\n");
+    for (key, value) in machine().into_iter().chain(read_meta(&args.results)) {
+        let _ = writeln!(md, "| {key} | {value} |");
+    }
+    md.push('\n');
+
+    // Goals.
+    md.push_str("## Goals (issue 6)\n\n| goal | measured | met |\n|---|---|---|\n");
+    let mut goal = |what: &str, measured: String, met: Option<bool>| {
+        let verdict = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not run",
+        };
+        let _ = writeln!(md, "| {what} | {measured} | {verdict} |");
+    };
+    let fan = get("rocket-fanout");
+    goal(
+        "fan-out, 1,000 subscribers, flat out: ≥ 400,000 deliveries/s",
+        fan.map_or("-".into(), |r| {
+            format!("{:.0}/s", r.load.deliveries_per_second)
+        }),
+        fan.map(|r| r.load.deliveries_per_second >= 400_000.0),
+    );
+    goal(
+        "… ≥ 600,000 deliveries per server CPU-second",
+        fan.map_or("-".into(), |r| format!("{:.0}", per_cpu(r))),
+        fan.map(|r| per_cpu(r) >= 600_000.0),
+    );
+    goal(
+        "… with zero loss (lost, duplicated, reordered, disconnected)",
+        fan.map_or("-".into(), integrity),
+        fan.map(clean),
+    );
+    let lat = get("rocket-latency");
+    goal(
+        "latency at 100 publishes/s to 1,000 subscribers: p99 < 5 ms",
+        lat.map_or("-".into(), |r| format!("p99 {} ms", ms(r.latency.p99_ms))),
+        lat.map(|r| r.latency.p99_ms < 5.0 && clean(r)),
+    );
+    let idle = get("rocket-idle-10000");
+    goal(
+        "10,000 idle subscribed connections: ≤ 3.5 KiB server RSS per connection",
+        idle.map_or("-".into(), |r| format!("{:.2} KiB", rss_per_conn(r))),
+        idle.map(|r| rss_per_conn(r) <= 3.5 && r.setup.ready == r.subscribers),
+    );
+    let big = get("rocket-idle-19000");
+    goal(
+        "19,000 connections held by one server process",
+        big.map_or("-".into(), |r| {
+            format!(
+                "{} ready, {} of {} liveness deliveries",
+                r.setup.ready, r.load.deliveries, r.load.deliveries_expected
+            )
+        }),
+        big.map(|r| r.setup.ready >= 19_000 && clean(r)),
+    );
+    let peer_fan = get("peer-fanout");
+    goal(
+        "Rocket ≥ 3× the Node peer's deliveries per server CPU-second (fan-out)",
+        match (fan, peer_fan) {
+            (Some(a), Some(b)) => ratio(per_cpu(a), per_cpu(b)),
+            _ => "-".into(),
+        },
+        fan.zip(peer_fan)
+            .map(|(a, b)| per_cpu(a) >= 3.0 * per_cpu(b)),
+    );
+    let peer_idle = get("peer-idle-10000");
+    goal(
+        "Rocket ≤ half the Node peer's memory per idle connection",
+        match (idle, peer_idle) {
+            (Some(a), Some(b)) => format!(
+                "{:.2} vs {:.2} KiB = {}",
+                rss_per_conn(a),
+                rss_per_conn(b),
+                ratio(rss_per_conn(a), rss_per_conn(b))
+            ),
+            _ => "-".into(),
+        },
+        idle.zip(peer_idle)
+            .map(|(a, b)| rss_per_conn(a) <= 0.5 * rss_per_conn(b)),
+    );
+    md.push('\n');
+
+    // Scenario 1.
+    md.push_str(
+        "## 1. Fan-out: 1 publisher, 1 channel, 1,000 subscribers, 100-byte data, flat out\n\n",
+    );
+    let rows: Vec<(&str, &RunResult)> = servers
+        .iter()
+        .filter_map(|s| Some((names(s), get(&format!("{s}-fanout"))?)))
+        .collect();
+    load_table(&mut md, &rows);
+    if let (Some(a), Some(b)) = (fan, peer_fan) {
+        let _ = writeln!(
+            md,
+            "\nRocket / peer: {} the deliveries/s, {} the deliveries per server CPU-second.",
+            ratio(a.load.deliveries_per_second, b.load.deliveries_per_second),
+            ratio(per_cpu(a), per_cpu(b))
+        );
+    }
+    if let (Some(a), Some(c)) = (fan, get("ceiling-fanout")) {
+        let _ = writeln!(
+            md,
+            "Rocket as a fraction of the physical ceiling: {:.0}% of its deliveries/s, {:.0}% of its deliveries per server CPU-second.",
+            100.0 * a.load.deliveries_per_second / c.load.deliveries_per_second.max(1.0),
+            100.0 * per_cpu(a) / per_cpu(c).max(1.0)
+        );
+    }
+    md.push_str(
+        "\n\"Flat out\" means the publisher keeps up to `--window` broadcasts unanswered and \
+         pauses while more than `--max-lag` messages per subscriber are sent but not yet \
+         received, so the run measures the fastest rate at which every subscriber receives \
+         every message (a server that fell behind would otherwise drop slow consumers). \
+         Latency under flat-out load is mostly queueing and is shown for completeness; \
+         scenario 2 is the latency measurement.\n\n",
+    );
+
+    // Sweep plot.
+    let mut rate_series = Vec::new();
+    let mut cpu_series = Vec::new();
+    for s in servers {
+        let mut pts: Vec<(f64, f64, f64)> = results
+            .iter()
+            .filter(|(label, _)| label.starts_with(&format!("{s}-sweep-")))
+            .map(|(_, r)| {
+                (
+                    f64::from(r.subscribers),
+                    r.load.deliveries_per_second,
+                    per_cpu(r),
+                )
+            })
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if pts.is_empty() {
+            continue;
+        }
+        rate_series.push(Series {
+            name: names(s).replace('`', ""),
+            points: pts.iter().map(|p| (p.0, p.1)).collect(),
+        });
+        cpu_series.push(Series {
+            name: names(s).replace('`', ""),
+            points: pts.iter().map(|p| (p.0, p.2)).collect(),
+        });
+    }
+    if !rate_series.is_empty() {
+        let file = "fanout-vs-subscribers.png";
+        plot::fanout(
+            &args.plots.join(file),
+            &rate_series,
+            &cpu_series,
+            "Fan-out flat out, 1 publisher, 1 channel, 100-byte data",
+        )?;
+        let _ = writeln!(
+            md,
+            "### Deliveries against subscriber count\n\n![deliveries/s and deliveries per server CPU-second against subscribers]({})\n",
+            rel(file)
+        );
+        md.push_str("| subscribers |");
+        for s in &rate_series {
+            let _ = write!(md, " {} deliveries/s | per server CPU-s |", s.name);
+        }
+        md.push_str("\n|---:|");
+        for _ in &rate_series {
+            md.push_str("---:|---:|");
+        }
+        md.push('\n');
+        let mut xs: Vec<f64> = rate_series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        for x in xs {
+            let _ = write!(md, "| {x:.0} |");
+            for (r, c) in rate_series.iter().zip(&cpu_series) {
+                let find = |s: &Series| s.points.iter().find(|p| p.0 == x).map(|p| p.1);
+                let _ = write!(
+                    md,
+                    " {} | {} |",
+                    find(r).map_or("-".into(), k),
+                    find(c).map_or("-".into(), k)
+                );
+            }
+            md.push('\n');
+        }
+        md.push('\n');
+    }
+
+    // Scenario 2.
+    md.push_str("## 2. Latency: 1 publisher at 100 publishes/s to 1,000 subscribers (100,000 deliveries/s)\n\n");
+    let rows: Vec<(&str, &RunResult)> = servers
+        .iter()
+        .filter_map(|s| Some((names(s), get(&format!("{s}-latency"))?)))
+        .collect();
+    load_table(&mut md, &rows);
+    if let (Some(a), Some(b)) = (lat, get("peer-latency")) {
+        let _ = writeln!(
+            md,
+            "\nRocket / peer p99: {} ms vs {} ms ({} lower); deliveries per server CPU-second {}.",
+            ms(a.latency.p99_ms),
+            ms(b.latency.p99_ms),
+            ratio(b.latency.p99_ms, a.latency.p99_ms),
+            ratio(per_cpu(a), per_cpu(b)),
+        );
+    }
+    let lat_series: Vec<Series> = rows
+        .iter()
+        .map(|(name, r)| Series {
+            name: name.replace('`', ""),
+            points: r.latency.curve.clone(),
+        })
+        .collect();
+    if !lat_series.is_empty() {
+        let file = "latency-100-per-second.png";
+        plot::latency(
+            &args.plots.join(file),
+            &lat_series,
+            "Latency distribution: 100 publishes/s to 1,000 subscribers",
+        )?;
+        let _ = writeln!(
+            md,
+            "\n![latency percentiles at 100 publishes/s]({})\n",
+            rel(file)
+        );
+    }
+
+    // Scenario 3.
+    md.push_str(
+        "## 3. Many channels: 1,000 channels × 10 subscribers, 10 publishers, flat out\n\n",
+    );
+    let rows: Vec<(&str, &RunResult)> = servers
+        .iter()
+        .filter_map(|s| Some((names(s), get(&format!("{s}-channels"))?)))
+        .collect();
+    load_table(&mut md, &rows);
+    md.push('\n');
+
+    // Scenario 4.
+    md.push_str("## 4. Idle capacity: authenticated, subscribed, idle connections\n\n");
+    let mut rows: Vec<(String, &RunResult)> = Vec::new();
+    for n in ["10000", "19000"] {
+        for s in servers {
+            if let Some(r) = get(&format!("{s}-idle-{n}")) {
+                rows.push((format!("{} ({n})", names(s)), r));
+            }
+        }
+    }
+    let refs: Vec<(&str, &RunResult)> = rows.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    idle_table(&mut md, &refs);
+    md.push_str(
+        "\nRSS per connection = (server RSS with every connection set up and idle − RSS \
+         before the run) / connections. After the measurement every channel gets one \
+         message, and each connection must receive it (the liveness column).\n\n",
+    );
+
+    // Scenario 5.
+    md.push_str(
+        "## 5. Connect storm: connections accepted + authenticated + subscribed per second\n\n",
+    );
+    let mut rows: Vec<(String, &RunResult)> = Vec::new();
+    for s in servers {
+        if let Some(r) = get(&format!("{s}-storm")) {
+            rows.push((names(s).to_owned(), r));
+        }
+    }
+    let refs: Vec<(&str, &RunResult)> = rows.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    idle_table(&mut md, &refs);
+    md.push_str(
+        "\nEach connection does the TCP connect, the HTTP upgrade, waits for the greeting, \
+         authenticates and subscribes; the rate is connections fully subscribed per second \
+         from the first connect to the last subscription.\n\n",
+    );
+
+    // Notes.
+    if let Some(notes) = &args.notes {
+        if let Ok(text) = std::fs::read_to_string(notes) {
+            md.push_str(&text);
+            if !text.ends_with('\n') {
+                md.push('\n');
+            }
+            md.push('\n');
+        }
+    }
+
+    // Commands.
+    md.push_str("## Exact commands\n\n");
+    md.push_str(
+        "Each run below was started by `scripts/bench.sh` against a fresh server process; ",
+    );
+    md.push_str("the server commands are in the table of versions above.\n\n```text\n");
+    for (label, r) in &results {
+        let _ = writeln!(md, "# {label}\n{}", r.command);
+    }
+    md.push_str("```\n\n");
+    md.push_str("Raw figures of every run (JSON, one file per label) are written to the results folder the script names.\n");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(&args.out, md).map_err(|e| format!("{}: {e}", args.out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_a_report_from_results() {
+        let dir = std::env::temp_dir().join(format!("rocket-bench-report-{}", std::process::id()));
+        let results = dir.join("results");
+        std::fs::create_dir_all(&results).unwrap();
+        let mut r = RunResult {
+            label: "rocket-fanout".into(),
+            subscribers: 1000,
+            ..Default::default()
+        };
+        r.load.deliveries_per_second = 450_000.0;
+        r.latency.curve = vec![(50.0, 0.5), (99.0, 2.0), (100.0, 3.0)];
+        for label in ["rocket-fanout", "rocket-latency", "rocket-sweep-1000"] {
+            r.label = label.into();
+            std::fs::write(
+                results.join(format!("{label}.json")),
+                serde_json::to_string(&r).unwrap(),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            results.join("meta.txt"),
+            "rocket server: rocket-cli x.json\n",
+        )
+        .unwrap();
+        let args = ReportArgs {
+            results: results.clone(),
+            out: dir.join("docs/BENCHMARKS.md"),
+            plots: dir.join("docs/bench"),
+            notes: None,
+        };
+        write(&args).unwrap();
+        let md = std::fs::read_to_string(&args.out).unwrap();
+        assert!(md.contains(
+            "| fan-out, 1,000 subscribers, flat out: ≥ 400,000 deliveries/s | 450000/s | yes |"
+        ));
+        assert!(md.contains("](bench/fanout-vs-subscribers.png)"));
+        assert!(md.contains("rocket server | rocket-cli x.json"));
+        assert!(dir.join("docs/bench/latency-100-per-second.png").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
