@@ -1,5 +1,6 @@
 //! The connection driver: one async task per WebSocket connection, written once over the
-//! `futures` `Stream`/`Sink` traits and a [`Timer`], so every runtime runs the same code.
+//! `futures` `Stream`/`Sink` traits and a small [`Runtime`] trait, so every runtime runs
+//! the same code.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -14,6 +15,7 @@ use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
+use crate::hub::Hub;
 use crate::outbox::{End, Next, Outbox};
 use crate::service::{Admission, Service};
 
@@ -50,20 +52,19 @@ pub async fn serve_connection<S>(
 {
     let limits = service.limits();
     let outbox = Arc::new(Outbox::new(limits.send_queue_messages));
+    let hub = &*admission.hub;
     let mut scratch = Vec::new();
-    let hub = &admission.hub;
-    let Ok(id) = hub.connect(
-        crate::hub::random_token(),
-        Arc::clone(&outbox),
-        &mut scratch,
-    ) else {
-        tracing::error!("protocol refused a fresh connection");
+    let token = crate::hub::random_token();
+    let Ok(id) = hub.connect(token, Arc::clone(&outbox), &mut scratch) else {
+        tracing::error!(%peer, "protocol refused a fresh connection");
         return;
     };
     tracing::info!(client = %id, hub = hub.path(), %peer, "connection open");
     let mut conn = Connection {
         ws,
         id,
+        hub,
+        service,
         outbox: &outbox,
         runtime,
         ping_every: millis(limits.ping_interval_ms),
@@ -71,17 +72,40 @@ pub async fn serve_connection<S>(
         last_seen: Instant::now(),
         active: false,
         batch: Vec::new(),
+        scratch,
     };
-    let reason = conn
-        .run(
-            |frame, scratch: &mut Vec<Output>| hub.handle_frame(id, frame, scratch),
-            |ok, scratch: &mut Vec<Output>| hub.secret_verified(id, ok, scratch),
-            service,
-            &mut scratch,
-        )
-        .await;
-    hub.disconnect(id, &mut scratch);
-    tracing::info!(client = %id, hub = hub.path(), %peer, %reason, "connection closed");
+    let ended = conn.run().await;
+    hub.disconnect(id, &mut conn.scratch);
+    match ended {
+        Ended::SlowConsumer => {
+            tracing::warn!(client = %id, hub = hub.path(), %peer, "connection closed: {ended}")
+        }
+        _ => tracing::info!(client = %id, hub = hub.path(), %peer, "connection closed: {ended}"),
+    }
+}
+
+/// Why a connection ended, for the log.
+#[derive(Debug)]
+enum Ended {
+    /// The client closed the WebSocket (or asked to: `disconnect` closes with 1000).
+    ByClient,
+    /// The server closed it with this code and reason.
+    ByServer(u16, std::borrow::Cow<'static, str>),
+    /// Its send queue overflowed.
+    SlowConsumer,
+    /// The socket ended or failed without a close handshake.
+    Broken(String),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::ByClient => f.write_str("closed by the client"),
+            Ended::ByServer(code, reason) => write!(f, "closed by the server: {code} {reason}"),
+            Ended::SlowConsumer => f.write_str("slow consumer: send queue full, closed with 1008"),
+            Ended::Broken(why) => f.write_str(why),
+        }
+    }
 }
 
 fn millis(ms: u64) -> Option<Duration> {
@@ -91,6 +115,8 @@ fn millis(ms: u64) -> Option<Duration> {
 struct Connection<'a, S> {
     ws: S,
     id: ClientId,
+    hub: &'a Hub,
+    service: &'a Service,
     outbox: &'a Outbox,
     runtime: &'a dyn Runtime,
     ping_every: Option<Duration>,
@@ -98,6 +124,7 @@ struct Connection<'a, S> {
     last_seen: Instant,
     active: bool,
     batch: Vec<Message>,
+    scratch: Vec<Output>,
 }
 
 enum Event {
@@ -110,13 +137,7 @@ impl<S> Connection<'_, S>
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
-    async fn run(
-        &mut self,
-        mut feed: impl FnMut(Frame<'_>, &mut Vec<Output>) -> Option<Verification>,
-        mut verified: impl FnMut(bool, &mut Vec<Output>),
-        service: &Service,
-        scratch: &mut Vec<Output>,
-    ) -> String {
+    async fn run(&mut self) -> Ended {
         let mut tick = self.next_tick();
         let mut burst = 0u32;
         loop {
@@ -144,39 +165,39 @@ where
             .await;
             match event {
                 Event::Outbox(Next::Batch) => {
-                    if let Err(why) = self.write_batch().await {
-                        return why;
+                    if let Err(ended) = self.write_batch().await {
+                        return ended;
                     }
                 }
                 Event::Outbox(Next::End(End::Close { code, reason })) => {
                     self.close(code, &reason).await;
-                    return format!("closed by server: {code} {reason}");
+                    return if code == CloseCode::NORMAL.0 {
+                        Ended::ByClient // the client asked with {"disconnect":true}
+                    } else {
+                        Ended::ByServer(code, reason)
+                    };
                 }
                 Event::Outbox(Next::End(End::SlowConsumer)) => {
                     return self.drop_slow_consumer().await;
                 }
-                Event::Incoming(None) => return "connection ended".into(),
+                Event::Incoming(None) => return Ended::Broken("connection ended".into()),
                 Event::Incoming(Some(Ok(message))) => {
                     self.active = true;
+                    let (hub, id, scratch) = (self.hub, self.id, &mut self.scratch);
                     let verification = match message {
-                        Message::Text(text) => feed(Frame::Text(text.as_str()), scratch),
-                        Message::Binary(bytes) => feed(Frame::Binary(&bytes), scratch),
+                        Message::Text(text) => hub.handle_frame(id, Frame::Text(&text), scratch),
+                        Message::Binary(bytes) => {
+                            hub.handle_frame(id, Frame::Binary(&bytes), scratch)
+                        }
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
                         Message::Close(_) => {
                             // tungstenite queued the close reply; flush it.
                             let _ = self.ws.flush().await;
-                            return "closed by client".into();
+                            return Ended::ByClient;
                         }
                     };
                     if let Some(v) = verification {
-                        // Off the hub's lock and off the executor; this client's next frame
-                        // waits, so its replies stay in order.
-                        let _slot = service.verification_slot().await;
-                        let ok = self
-                            .runtime
-                            .unblock(Box::new(move || crate::verify_phc(&v.phc, &v.secret)))
-                            .await;
-                        verified(ok, scratch);
+                        self.verify(v).await;
                     }
                 }
                 Event::Incoming(Some(Err(e))) => return self.read_failed(e).await,
@@ -190,7 +211,7 @@ where
                         .is_some_and(|idle| now - self.last_seen >= idle)
                     {
                         self.close(CloseCode::GOING_AWAY.0, "idle timeout").await;
-                        return "idle timeout".into();
+                        return Ended::ByServer(CloseCode::GOING_AWAY.0, "idle timeout".into());
                     }
                     if self.ping_every.is_some()
                         && self
@@ -199,12 +220,24 @@ where
                             .await
                             .is_err()
                     {
-                        return "ping failed".into();
+                        return Ended::Broken("ping failed".into());
                     }
                     tick = self.next_tick();
                 }
             }
         }
+    }
+
+    /// Checks a PHC secret off the hub's lock and off the executor, at most
+    /// `MAX_CONCURRENT_VERIFICATIONS` at once. This client's next frame waits, so its
+    /// replies stay in order.
+    async fn verify(&mut self, v: Verification) {
+        let ok = {
+            let _slot = self.service.verification_slot().await;
+            let job = move || crate::verify_phc(&v.phc, &v.secret);
+            self.runtime.unblock(Box::new(job)).await
+        };
+        self.hub.secret_verified(self.id, ok, &mut self.scratch);
     }
 
     /// The timer for the next ping or idle check.
@@ -218,7 +251,7 @@ where
 
     /// Writes everything drained from the outbox with one flush, giving up at once if the
     /// client becomes a slow consumer meanwhile.
-    async fn write_batch(&mut self) -> Result<(), String> {
+    async fn write_batch(&mut self) -> Result<(), Ended> {
         let outbox = self.outbox;
         let result = {
             let (ws, batch) = (&mut self.ws, &mut self.batch);
@@ -242,32 +275,31 @@ where
                 self.batch.clear();
                 Err(self.drop_slow_consumer().await)
             }
-            Err(Some(e)) => Err(format!("write failed: {e}")),
+            Err(Some(e)) => Err(Ended::Broken(format!("write failed: {e}"))),
         }
     }
 
-    async fn drop_slow_consumer(&mut self) -> String {
-        tracing::warn!(client = %self.id, "slow consumer: send queue full, closing with 1008");
+    async fn drop_slow_consumer(&mut self) -> Ended {
         let frame = close_frame(CloseCode::POLICY.0, "slow consumer");
         // The client is not reading, so the close frame may never leave: try briefly.
         let attempt = self.ws.send(Message::Close(Some(frame)));
         let _ =
             futures_util::future::select(attempt, self.runtime.sleep(Duration::from_millis(200)))
                 .await;
-        "slow consumer".into()
+        Ended::SlowConsumer
     }
 
-    async fn read_failed(&mut self, e: WsError) -> String {
+    async fn read_failed(&mut self, e: WsError) -> Ended {
         let (code, reason) = match &e {
             WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
                 (CloseCode::TOO_BIG.0, "message too big")
             }
             WsError::Utf8(_) => (CloseCode::INVALID_DATA.0, "invalid UTF-8"),
             WsError::Protocol(_) => (1002, "protocol error"),
-            _ => return format!("read failed: {e}"),
+            _ => return Ended::Broken(format!("read failed: {e}")),
         };
         self.close(code, reason).await;
-        format!("{reason} ({code})")
+        Ended::ByServer(code, reason.into())
     }
 
     /// Sends a close frame, then waits briefly for the client's close reply.
