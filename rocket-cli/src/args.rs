@@ -68,7 +68,7 @@ pub enum Command {
 pub enum Runtime {
     /// tokio (rocket-tokio).
     Tokio,
-    /// async-std (rocket-async-std); not available yet.
+    /// async-std (rocket-async-std), which also runs on smol's reactor.
     AsyncStd,
 }
 

@@ -46,13 +46,30 @@ pub fn load(args: &Args) -> Result<Loaded, Error> {
     Ok(Loaded { config, source })
 }
 
-/// Every `(hub path, user name)` whose `Secret` is empty: such a user accepts any secret.
-pub fn users_without_secret(config: &Config) -> impl Iterator<Item = (&str, &str)> {
+/// How a user's `Secret` is stored, for the startup warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// Empty: the user accepts any secret.
+    Empty,
+    /// Plain text in the config file.
+    Plain,
+    /// An argon2 PHC hash.
+    Hashed,
+}
+
+/// Every `(hub path, user name, kind of secret)`.
+pub fn secrets(config: &Config) -> impl Iterator<Item = (&str, &str, SecretKind)> {
     config.hubs.iter().flat_map(|hub| {
-        hub.users
-            .values()
-            .filter(|user| user.secret.is_empty())
-            .map(move |user| (hub.path.as_str(), user.name.as_str()))
+        hub.users.values().map(move |user| {
+            let kind = if user.secret.is_empty() {
+                SecretKind::Empty
+            } else if rocket_proto::is_phc(&user.secret) {
+                SecretKind::Hashed
+            } else {
+                SecretKind::Plain
+            };
+            (hub.path.as_str(), user.name.as_str(), kind)
+        })
     })
 }
 
@@ -120,10 +137,27 @@ mod tests {
     }
 
     #[test]
-    fn finds_users_without_secret() {
-        let config = Config::demo();
-        let open: Vec<_> = users_without_secret(&config).collect();
-        assert_eq!(open, [("/echo", "frontend")]);
+    fn classifies_secrets() {
+        let mut config = Config::demo();
+        let phc = rocket_server::hash_secret("s").unwrap();
+        let user = r#"{"Name":"h","Permission":1,"Secret":"PHC"}"#.replace("PHC", &phc);
+        config.hubs[0]
+            .users
+            .insert("h".into(), serde_json_user(&user));
+        let kinds: Vec<_> = secrets(&config).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("/echo", "backend", SecretKind::Plain),
+                ("/echo", "frontend", SecretKind::Empty),
+                ("/echo", "h", SecretKind::Hashed),
+            ]
+        );
+    }
+
+    fn serde_json_user(json: &str) -> rocket_proto::UserConfig {
+        let text = format!(r#"{{"Hubs":[{{"Path":"/x","Users":{{"h":{json}}}}}]}}"#);
+        Config::from_json(&text).unwrap().hubs[0].users["h"].clone()
     }
 
     #[test]

@@ -9,11 +9,6 @@ use rocket_proto::ConfigError;
 /// Why `rocket-cli` exits with a non-zero status.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `--runtime` names a frontend that is not built yet.
-    #[error(
-        "the {0} runtime is not available yet (it arrives with its own issue); use --runtime tokio"
-    )]
-    RuntimeUnavailable(&'static str),
     /// The config file cannot be read.
     #[error("{}: cannot read the config file: {source}", path.display())]
     ReadConfig {

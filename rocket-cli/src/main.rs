@@ -17,8 +17,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::args::{Args, Command, Runtime};
-use crate::config::{Loaded, Source};
+use crate::args::{Args, Command};
+use crate::config::{Loaded, SecretKind, Source};
 use crate::error::Error;
 
 fn main() -> ExitCode {
@@ -36,13 +36,10 @@ fn run(args: &Args) -> Result<(), Error> {
     if args.command == Some(Command::HashSecret) {
         return hash_secret::run();
     }
-    if args.runtime == Runtime::AsyncStd {
-        return Err(Error::RuntimeUnavailable("async-std"));
-    }
     let loaded = config::load(args)?;
     let target = logging::init(args.log_level.as_deref(), &loaded.config.log)?;
     announce(&loaded);
-    serve::with_tokio(loaded).inspect_err(|e| {
+    serve::run(loaded, args.runtime).inspect_err(|e| {
         // The error also goes to standard error (see main); a log file should show it too.
         if target == logging::Target::File {
             tracing::error!("{e}");
@@ -58,7 +55,18 @@ fn announce(loaded: &Loaded) {
              (hub /echo with the users of example.json)"
         );
     }
-    for (hub, user) in config::users_without_secret(&loaded.config) {
-        tracing::warn!("hub {hub}: user {user:?} has an empty Secret and accepts any secret");
+    for (hub, user, kind) in config::secrets(&loaded.config) {
+        match kind {
+            SecretKind::Empty => {
+                tracing::warn!(
+                    "hub {hub}: user {user:?} has an empty Secret and accepts any secret"
+                )
+            }
+            SecretKind::Plain => tracing::warn!(
+                "hub {hub}: user {user:?} has a plain-text Secret; \
+                 store an argon2 hash instead (rocket-cli hash-secret)"
+            ),
+            SecretKind::Hashed => {}
+        }
     }
 }

@@ -1,58 +1,101 @@
-//! Serving with the tokio frontend until SIGINT or SIGTERM, then shutting down gracefully.
+//! Serving with the chosen frontend until SIGINT or SIGTERM, then shutting down gracefully.
+//!
+//! Signals are caught by `signal-hook` on a thread of their own and handed over through a
+//! channel, so both runtimes wait for them the same way.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use rocket_proto::Config;
 use tracing::{info, warn};
 
+use crate::args::Runtime;
 use crate::config::{Loaded, Source};
 use crate::error::Error;
 
 /// How long a graceful shutdown waits for connections to flush and close.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the server on a tokio runtime until a signal stops it.
-pub fn with_tokio(loaded: Loaded) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Startup {
-            what: "tokio runtime",
-            source,
-        })?;
-    let result = runtime.block_on(serve(loaded));
-    // Connection tasks have ended (or were given up on after GRACE); don't wait for more.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result
-}
-
-async fn serve(loaded: Loaded) -> Result<(), Error> {
+/// Runs the server on `runtime` until a signal stops it.
+pub fn run(loaded: Loaded, runtime: Runtime) -> Result<(), Error> {
     // Before binding, so that a signal sent as soon as the startup line shows is handled.
-    let mut signals = Signals::install()?;
+    let signals = Signals::install()?;
     let Loaded { config, source } = loaded;
     let address = format!("{}:{}", config.host, config.port);
-    let summary = summary(&config, &source);
-    let server = rocket_tokio::Server::new(config).with_config_tls()?;
-    let running = server
-        .bind()
-        .await
-        .map_err(|source| Error::Bind { address, source })?;
-    info!(
-        "listening on {}://{} ({summary})",
-        if summary.tls { "wss" } else { "ws" },
-        running.local_addr()
-    );
+    let summary = summary(&config, &source, runtime);
+    let bind_error = |source| Error::Bind { address, source };
+    match runtime {
+        Runtime::Tokio => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| Error::Startup {
+                    what: "tokio runtime",
+                    source,
+                })?;
+            let server = rocket_tokio::Server::new(config).with_config_tls()?;
+            let result = rt.block_on(async {
+                let running = server.bind().await.map_err(bind_error)?;
+                let addr = running.local_addr();
+                until_signal(addr, &summary, signals, |grace| running.shutdown(grace)).await;
+                Ok(())
+            });
+            // Connection tasks have ended (or were given up on after GRACE).
+            rt.shutdown_timeout(Duration::from_secs(1));
+            result
+        }
+        Runtime::AsyncStd => {
+            let server = rocket_async_std::Server::new(config).with_config_tls()?;
+            async_std::task::block_on(async {
+                let running = server.bind().await.map_err(bind_error)?;
+                let addr = running.local_addr();
+                until_signal(addr, &summary, signals, |grace| running.shutdown(grace)).await;
+                Ok(())
+            })
+        }
+    }
+}
 
+/// Announces the server, waits for a signal, then shuts down (a second signal: at once).
+async fn until_signal<F>(
+    addr: SocketAddr,
+    summary: &Summary,
+    signals: Signals,
+    shutdown: impl FnOnce(Duration) -> F,
+) where
+    F: Future<Output = usize>,
+{
+    let scheme = if summary.tls { "wss" } else { "ws" };
+    info!("listening on {scheme}://{addr} ({summary})");
     let signal = signals.recv().await;
     info!("{signal} received: shutting down, closing every connection with 1001");
-    tokio::select! {
-        open = running.shutdown(GRACE) => match open {
-            0 => info!("shut down cleanly"),
-            n => warn!("{n} connection(s) still open after {GRACE:?}; exiting anyway"),
-        },
-        signal = signals.recv() => warn!("{signal} received again: exiting without waiting"),
+    let shutdown = std::pin::pin!(shutdown(GRACE));
+    let again = std::pin::pin!(signals.recv());
+    match first_of(shutdown, again).await {
+        Either::Left(0) => info!("shut down cleanly"),
+        Either::Left(n) => warn!("{n} connection(s) still open after {GRACE:?}; exiting anyway"),
+        Either::Right(signal) => warn!("{signal} received again: exiting without waiting"),
     }
-    Ok(())
+}
+
+enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// The first of two futures to finish.
+async fn first_of<A: Future, B: Future>(
+    mut a: std::pin::Pin<&mut A>,
+    mut b: std::pin::Pin<&mut B>,
+) -> Either<A::Output, B::Output> {
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Either::Left(v));
+        }
+        b.as_mut().poll(cx).map(Either::Right)
+    })
+    .await
 }
 
 /// What the startup line says besides the address.
@@ -60,9 +103,10 @@ struct Summary {
     source: String,
     hubs: Vec<String>,
     tls: bool,
+    runtime: Runtime,
 }
 
-fn summary(config: &Config, source: &Source) -> Summary {
+fn summary(config: &Config, source: &Source, runtime: Runtime) -> Summary {
     Summary {
         source: match source {
             Source::File(path) => path.display().to_string(),
@@ -70,6 +114,7 @@ fn summary(config: &Config, source: &Source) -> Summary {
         },
         hubs: config.hubs.iter().map(|h| h.path.clone()).collect(),
         tls: !config.tls_cert_file.is_empty(),
+        runtime,
     }
 }
 
@@ -77,56 +122,53 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "config: {}; hubs: {}; TLS: {}",
+            "config: {}; hubs: {}; TLS: {}; runtime: {}",
             self.source,
             self.hubs.join(", "),
-            if self.tls { "on" } else { "off" }
+            if self.tls { "on" } else { "off" },
+            match self.runtime {
+                Runtime::Tokio => "tokio",
+                Runtime::AsyncStd => "async-std",
+            }
         )
     }
 }
 
-/// SIGINT and SIGTERM (Ctrl-C only, where there are no Unix signals).
-struct Signals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
+/// SIGINT and SIGTERM, caught on a thread of their own.
+struct Signals(async_channel::Receiver<&'static str>);
 
 impl Signals {
     fn install() -> Result<Self, Error> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let install = |kind| {
-                signal(kind).map_err(|source| Error::Startup {
-                    what: "signal handlers",
-                    source,
-                })
-            };
-            Ok(Self {
-                interrupt: install(SignalKind::interrupt())?,
-                terminate: install(SignalKind::terminate())?,
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let startup = |source| Error::Startup {
+            what: "signal handlers",
+            source,
+        };
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(startup)?;
+        let (tx, rx) = async_channel::unbounded();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    let name = if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
+                    if tx.send_blocking(name).is_err() {
+                        break;
+                    }
+                }
             })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
+            .map_err(startup)?;
+        Ok(Self(rx))
     }
 
     /// Waits for the next signal and names it.
-    async fn recv(&mut self) -> &'static str {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.interrupt.recv() => "SIGINT",
-                _ = self.terminate.recv() => "SIGTERM",
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
-        }
+    async fn recv(&self) -> &'static str {
+        // The sender lives as long as the process: the thread never ends first.
+        self.0.recv().await.unwrap_or("SIGTERM")
     }
 }
 
@@ -135,18 +177,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn summary_names_source_hubs_and_tls() {
-        let s = summary(&Config::demo(), &Source::Demo);
+    fn summary_names_source_hubs_tls_and_runtime() {
+        let s = summary(&Config::demo(), &Source::Demo, Runtime::Tokio);
         assert_eq!(
             s.to_string(),
-            "config: built-in demo; hubs: /echo; TLS: off"
+            "config: built-in demo; hubs: /echo; TLS: off; runtime: tokio"
         );
         let mut config = Config::from_json(
             r#"{"Hubs":[{"Path":"/a"},{"Path":"/b"}],"TLSCertFile":"c","TLSKeyFile":"k"}"#,
         )
         .unwrap();
         config.validate().unwrap();
-        let s = summary(&config, &Source::File("my.json".into()));
-        assert_eq!(s.to_string(), "config: my.json; hubs: /a, /b; TLS: on");
+        let s = summary(&config, &Source::File("my.json".into()), Runtime::AsyncStd);
+        assert_eq!(
+            s.to_string(),
+            "config: my.json; hubs: /a, /b; TLS: on; runtime: async-std"
+        );
     }
 }

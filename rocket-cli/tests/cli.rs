@@ -213,10 +213,21 @@ async fn close_code(ws: &mut Ws) -> CloseCode {
 }
 
 #[tokio::test]
-async fn serves_example_json_and_shuts_down_on_sigterm() {
-    let mut server = Server::start(&["example.json", "--port", "0"]);
+async fn serves_example_json_on_tokio_and_shuts_down_on_sigterm() {
+    serves_example_json_and_shuts_down_on_sigterm("tokio").await;
+}
+
+#[tokio::test]
+async fn serves_example_json_on_async_std_and_shuts_down_on_sigterm() {
+    serves_example_json_and_shuts_down_on_sigterm("async-std").await;
+}
+
+async fn serves_example_json_and_shuts_down_on_sigterm(runtime: &str) {
+    let mut server = Server::start(&["example.json", "--port", "0", "--runtime", runtime]);
     let address = server.address();
     server.wait_for("user \"frontend\" has an empty Secret");
+    server.wait_for("user \"backend\" has a plain-text Secret");
+    server.wait_for(&format!("runtime: {runtime}"));
 
     let mut ws = connect(&address, "/echo").await;
     let greeting = next_json(&mut ws).await;
@@ -438,10 +449,153 @@ fn unreadable_tls_files() {
 }
 
 #[test]
-fn async_std_is_not_available_yet() {
-    assert_fails(
-        &["example.json", "--runtime", "async-std"],
-        &["async-std runtime is not available yet"],
+fn an_unknown_runtime_is_refused() {
+    let out = run(&["example.json", "--runtime", "node"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("possible values: tokio, async-std"),
+        "{stderr}"
+    );
+}
+
+/// Authenticates as `backend` and subscribes to `channel`.
+async fn subscriber(address: &str, channel: &str) -> Ws {
+    let mut ws = connect(address, "/echo").await;
+    next_json(&mut ws).await; // greeting
+    send(
+        &mut ws,
+        serde_json::json!({"authenticate": {"user": "backend", "secret": "secret"}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        serde_json::json!({"authenticated": "backend"})
+    );
+    send(
+        &mut ws,
+        serde_json::json!({"subscribe": {"channel": channel}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        serde_json::json!({"subscribed": channel})
+    );
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_thousand_clients_on_tokio() {
+    sigterm_with_a_thousand_clients("tokio").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_thousand_clients_on_async_std() {
+    sigterm_with_a_thousand_clients("async-std").await;
+}
+
+/// Every one of 1,000 connected clients gets close 1001, and the process exits 0 promptly.
+async fn sigterm_with_a_thousand_clients(runtime: &str) {
+    let mut server = Server::start(&[
+        "example.json",
+        "--port",
+        "0",
+        "--runtime",
+        runtime,
+        "--log-level",
+        "warn,rocket_cli=info",
+    ]);
+    let address = server.address();
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        clients.push(subscriber(&address, "all").await);
+    }
+    let started = Instant::now();
+    server.signal("TERM");
+    let closes: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { close_code(&mut ws).await }))
+        .collect();
+    for close in closes {
+        assert_eq!(close.await.unwrap(), CloseCode::Away);
+    }
+    let status = server.exit_status(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_keeps_server_memory_bounded_on_tokio() {
+    stalled_subscriber_keeps_server_memory_bounded("tokio").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_keeps_server_memory_bounded_on_async_std() {
+    stalled_subscriber_keeps_server_memory_bounded("async-std").await;
+}
+
+/// The server's resident memory, from `/proc/PID/status`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// 10,000 broadcasts of 4 KB (40 MB) to a subscriber that never reads: the server closes
+/// it as a slow consumer, its RSS stays far below what buffering them would take, and a
+/// healthy subscriber receives everything in order.
+async fn stalled_subscriber_keeps_server_memory_bounded(runtime: &str) {
+    let mut server = Server::start(&[
+        "example.json",
+        "--port",
+        "0",
+        "--runtime",
+        runtime,
+        "--log-level",
+        "warn,rocket_cli=info",
+    ]);
+    let address = server.address();
+    let pid = server.child.id();
+    let mut healthy = subscriber(&address, "flood").await;
+    let _stalled = subscriber(&address, "flood").await; // never reads again
+    let mut publisher = subscriber(&address, "publisher-own").await;
+    let before = rss_kib(pid);
+    let mut peak = before;
+    let pad = "p".repeat(4000);
+    for batch in 0..100u64 {
+        for i in batch * 100..(batch + 1) * 100 {
+            let data = serde_json::json!({"seq": i, "pad": pad});
+            send(
+                &mut publisher,
+                serde_json::json!({"broadcast": {"event": "f", "channel": "flood", "data": data}}),
+            )
+            .await;
+        }
+        for i in batch * 100..(batch + 1) * 100 {
+            assert_eq!(
+                next_json(&mut publisher).await,
+                serde_json::json!({"broadcasted": "flood"})
+            );
+            assert_eq!(
+                next_json(&mut healthy).await["data"]["seq"],
+                serde_json::json!(i)
+            );
+        }
+        peak = peak.max(rss_kib(pid));
+    }
+    server.wait_for("slow consumer");
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("{runtime}: server RSS {before} KiB before, {peak} KiB at peak");
+    assert!(
+        growth_mib < 24,
+        "server RSS grew by {growth_mib} MiB while 40 MB went to a stalled client"
     );
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use rocket_proto::{ClientId, CloseCode, Frame, Output, Verification};
 use tungstenite::Message;
-use tungstenite::error::{CapacityError, Error as WsError};
+use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
@@ -295,6 +295,9 @@ where
                 (CloseCode::TOO_BIG.0, "message too big")
             }
             WsError::Utf8(_) => (CloseCode::INVALID_DATA.0, "invalid UTF-8"),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                return Ended::Broken("reset without a closing handshake".into());
+            }
             WsError::Protocol(_) => (1002, "protocol error"),
             _ => return Ended::Broken(format!("read failed: {e}")),
         };
