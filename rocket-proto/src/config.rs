@@ -172,13 +172,18 @@ pub enum ConfigError {
         message: String,
     },
     /// The JSON does not have the config's shape (unknown key, wrong type, missing key).
-    #[error("invalid config at line {line} column {column}: {message}")]
+    #[error(
+        "invalid config at line {line} column {column}: {}{message}",
+        key_prefix(key)
+    )]
     Shape {
         /// 1-based line of the error.
         line: usize,
         /// 1-based column of the error.
         column: usize,
-        /// What is wrong, naming the key.
+        /// Where in the document, e.g. `Hubs[0].Users.u.Permission` (empty for the top).
+        key: String,
+        /// What is wrong.
         message: String,
     },
     /// A value is well-formed JSON but not allowed.
@@ -200,8 +205,27 @@ impl ConfigError {
     }
 }
 
-impl From<serde_json::Error> for ConfigError {
-    fn from(e: serde_json::Error) -> Self {
+impl From<serde_path_to_error::Error<serde_json::Error>> for ConfigError {
+    fn from(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let key = match e.path().to_string().replace(".[", "[") {
+            top if top == "." => String::new(),
+            key => key,
+        };
+        Self::json(e.into_inner(), key)
+    }
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
+impl ConfigError {
+    /// Classifies a serde_json error found at `key`.
+    fn json(e: serde_json::Error, key: String) -> Self {
         let (line, column) = (e.line(), e.column());
         // serde_json appends " at line L column C"; we report those separately.
         let mut message = e.to_string();
@@ -212,6 +236,7 @@ impl From<serde_json::Error> for ConfigError {
             serde_json::error::Category::Data => Self::Shape {
                 line,
                 column,
+                key,
                 message,
             },
             _ => Self::Syntax {
@@ -226,7 +251,10 @@ impl From<serde_json::Error> for ConfigError {
 impl Config {
     /// Parses and validates a configuration from its JSON text.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let mut config: Config = serde_json::from_str(text)?;
+        let mut json = serde_json::Deserializer::from_str(text);
+        let mut config: Config = serde_path_to_error::deserialize(&mut json)?;
+        json.end()
+            .map_err(|e| ConfigError::json(e, String::new()))?;
         config.validate()?;
         Ok(config)
     }
@@ -468,7 +496,12 @@ mod tests {
         let e = err(r#"{"Hubs":[], "Port": "x"}"#);
         assert!(e.contains("invalid type"), "{e}");
         let e = err(r#"{"Port": 1}"#);
-        assert!(e.contains("missing field `Hubs`"), "{e}");
+        assert!(e.ends_with("column 11: missing field `Hubs`"), "{e}");
+        let e = err(r#"{"Hubs":[{"Path":"/a","Users":{"u":{"Permission":"x"}}}]}"#);
+        assert!(
+            e.contains(": Hubs[0].Users.u.Permission: invalid type"),
+            "{e}"
+        );
     }
 
     #[test]
