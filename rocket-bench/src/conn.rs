@@ -69,6 +69,8 @@ impl WsConn {
                     None,
                 )?;
                 socket.set_nonblocking(true)?;
+                // Ports of earlier runs may linger in TIME_WAIT; the 4-tuple differs.
+                socket.set_reuse_address(true)?;
                 socket.bind(&SocketAddr::new(ip, 0).into())?;
                 match socket.connect(&addr.into()) {
                     Ok(()) => {}

@@ -421,7 +421,8 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     };
 
     // Publish on their own thread while this one samples and prints.
-    let drain = Duration::from_secs(10);
+    // A slow server may take long to answer a window of broadcasts to many subscribers.
+    let drain = Duration::from_secs(30);
     let publisher_thread = {
         let live = Arc::clone(&live);
         std::thread::spawn(move || publishers_ready.run(pace, &live, drain))
@@ -546,6 +547,12 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     let mut counts = SeqCounts::default();
     let mut latency = Latency::default();
     let mut errors: Vec<String> = totals.problems.clone();
+    if totals.unanswered > 0 {
+        errors.push(format!(
+            "{} broadcasts unanswered when the publishers stopped waiting (not counted as accepted)",
+            totals.unanswered
+        ));
+    }
     let mut codes = std::collections::BTreeMap::new();
     let mut unstamped = 0;
     for w in &mut fleet.workers {

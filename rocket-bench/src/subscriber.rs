@@ -392,9 +392,10 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
         if events.is_empty() {
             continue;
         }
-        let now = now_us();
         let measure_from = shared.measure_from_us.load(Ordering::Relaxed);
         for event in &events {
+            // Per event, not per poll: a later connection's bytes may arrive meanwhile.
+            let now = now_us();
             let Some(Some(sub)) = subs.get_mut(event.token().0) else {
                 continue;
             };

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Benchmarks Rocket against a Node.js `ws` peer and a "physical ceiling" server, on this
+# machine, over loopback, and writes docs/BENCHMARKS.md with the figures and PNG plots.
+#
+#   scripts/bench.sh            # the full suite (about 10 minutes)
+#   QUICK=1 scripts/bench.sh    # shorter runs, for trying the script out
+#
+# Every server is started fresh for each run (so its RSS baseline and peak are its own) and
+# stopped after it. Results (one JSON per run) go to $RESULTS (target/bench-results).
+# Needs: cargo, node and npm (the peer's `ws` package is installed from npm here).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RESULTS=${RESULTS:-$ROOT/target/bench-results}
+DURATION=${DURATION:-10}
+SWEEP_DURATION=${SWEEP_DURATION:-5}
+if [[ -n "${QUICK:-}" ]]; then
+  DURATION=3
+  SWEEP_DURATION=2
+fi
+BENCH=$ROOT/target/release/rocket-bench
+CLI=$ROOT/target/release/rocket-cli
+CONFIG=$ROOT/scripts/bench.json
+ROCKET_PORT=9772
+PEER_PORT=9790
+CEILING_PORT=9800
+USERS=(--user bench --secret bench)
+
+# One process may hold ~19,900 sockets here (the hard limit is 20,000).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+echo "== building release binaries"
+cargo build --release -p rocket-cli -p rocket-bench
+
+echo "== installing the peer's ws package"
+(cd scripts/peer && npm install --no-audit --no-fund --silent)
+
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS"
+
+SERVER_PID=""
+stop_server() {
+  if [[ -n "$SERVER_PID" ]]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap stop_server EXIT
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "server on port $1 did not start" >&2
+  exit 1
+}
+
+# start SERVER: starts rocket, peer or ceiling; sets SERVER_PID and URL.
+start() {
+  case "$1" in
+    rocket)
+      "$CLI" --port $ROCKET_PORT --log-level warn "$CONFIG" 2>>"$RESULTS/rocket.log" &
+      SERVER_PID=$!
+      URL=ws://127.0.0.1:$ROCKET_PORT/bench
+      wait_port $ROCKET_PORT
+      ;;
+    peer)
+      node scripts/peer/server.js --port $PEER_PORT "$CONFIG" 2>>"$RESULTS/peer.log" &
+      SERVER_PID=$!
+      URL=ws://127.0.0.1:$PEER_PORT/bench
+      wait_port $PEER_PORT
+      ;;
+    ceiling)
+      "$BENCH" ceiling --listen 127.0.0.1:$CEILING_PORT 2>>"$RESULTS/ceiling.log" &
+      SERVER_PID=$!
+      URL=ws://127.0.0.1:$CEILING_PORT/bench
+      wait_port $CEILING_PORT
+      ;;
+  esac
+  sleep 0.5 # let the server settle before its RSS baseline is read
+}
+
+# bench SERVER LABEL ARGS...: one run against a fresh SERVER, saved as LABEL.json.
+bench() {
+  local server=$1 label=$2
+  shift 2
+  start "$server"
+  echo "== $label"
+  "$BENCH" run --url "$URL" "${USERS[@]}" --server-pid "$SERVER_PID" --server-name "$server" \
+    --label "$label" --json "$RESULTS/$label.json" --sources 8 "$@" ||
+    echo "!! $label failed" | tee -a "$RESULTS/failures.txt"
+  stop_server
+  sleep 1
+}
+
+# 1. Fan-out, flat out: 1 publisher, 1 channel, 1,000 subscribers, 100-byte data.
+for s in rocket peer ceiling; do
+  bench $s $s-fanout --subscribers 1000 --duration "$DURATION"
+done
+# Deliveries against subscriber count (1,000 is scenario 1).
+for n in 100 300 3000 10000; do
+  for s in rocket peer ceiling; do
+    bench $s $s-sweep-$n --subscribers $n --duration "$SWEEP_DURATION"
+  done
+done
+for s in rocket peer ceiling; do
+  [[ -f "$RESULTS/$s-fanout.json" ]] && cp "$RESULTS/$s-fanout.json" "$RESULTS/$s-sweep-1000.json"
+done
+
+# 2. Latency: 100 publishes/s to 1,000 subscribers.
+for s in rocket peer ceiling; do
+  bench $s $s-latency --subscribers 1000 --rate 100 --duration "$DURATION"
+done
+
+# 3. Many channels: 1,000 channels x 10 subscribers, 10 publishers, flat out.
+for s in rocket peer ceiling; do
+  bench $s $s-channels --subscribers 10000 --channels 1000 --publishers 10 --duration "$DURATION"
+done
+
+# 4. Idle capacity.
+for s in rocket peer ceiling; do
+  bench $s $s-idle-10000 --mode idle --subscribers 10000 --settle 3
+done
+bench rocket rocket-idle-19000 --mode idle --subscribers 19000 --settle 3
+
+# 5. Connect storm.
+for s in rocket peer ceiling; do
+  bench $s $s-storm --mode storm --subscribers 10000 --concurrency 500 --per-process 5000 --settle 1
+done
+
+{
+  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- rocket-proto rocket-server rocket-tokio rocket-cli || echo ' (with uncommitted changes in the server crates)')"
+  echo "rustc: $(rustc --version)"
+  echo "node: $(node --version), ws $(node -p "require('./scripts/peer/node_modules/ws/package.json').version")"
+  echo "Rocket server command: target/release/rocket-cli --port $ROCKET_PORT --log-level warn scripts/bench.json"
+  echo "peer server command: node scripts/peer/server.js --port $PEER_PORT scripts/bench.json"
+  echo "ceiling server command: target/release/rocket-bench ceiling --listen 127.0.0.1:$CEILING_PORT"
+  echo "durations: $DURATION s measured per run ($SWEEP_DURATION s for the sweep), after 1 s of warm-up"
+} >"$RESULTS/meta.txt"
+
+"$BENCH" report --results "$RESULTS" --out docs/BENCHMARKS.md --plots docs/bench --notes scripts/bench-notes.md
+echo "== wrote docs/BENCHMARKS.md"
+if [[ -f "$RESULTS/failures.txt" ]]; then
+  echo "some runs failed:" >&2
+  cat "$RESULTS/failures.txt" >&2
+  exit 1
+fi
