@@ -23,8 +23,9 @@ impl Frontend for Smol {
         if let Some(tls) = tls {
             server = server.with_tls(tls);
         }
-        let running =
-            server.serve_incoming(local_addr, incoming, |task| smol::spawn(task).detach());
+        let running = rocket_async_std::serve_incoming(server, local_addr, incoming, |task| {
+            smol::spawn(task).detach()
+        });
         Started {
             addr: running.local_addr(),
             service: Arc::clone(running.service()),

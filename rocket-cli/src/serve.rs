@@ -4,8 +4,9 @@
 //! channel, so both runtimes wait for them the same way.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
+
+use rocket_server::Running;
 
 use rocket_proto::Config;
 use tracing::{info, warn};
@@ -34,11 +35,10 @@ pub fn run(loaded: Loaded, runtime: Runtime) -> Result<(), Error> {
                     what: "tokio runtime",
                     source,
                 })?;
-            let server = rocket_tokio::Server::new(config).with_config_tls()?;
+            let server = rocket_server::Server::new(config).with_config_tls()?;
             let result = rt.block_on(async {
-                let running = server.bind().await.map_err(bind_error)?;
-                let addr = running.local_addr();
-                until_signal(addr, &summary, signals, |grace| running.shutdown(grace)).await;
+                let running = rocket_tokio::bind(server).await.map_err(bind_error)?;
+                until_signal(running, &summary, signals).await;
                 Ok(())
             });
             // Connection tasks have ended (or were given up on after GRACE).
@@ -46,11 +46,10 @@ pub fn run(loaded: Loaded, runtime: Runtime) -> Result<(), Error> {
             result
         }
         Runtime::AsyncStd => {
-            let server = rocket_async_std::Server::new(config).with_config_tls()?;
+            let server = rocket_server::Server::new(config).with_config_tls()?;
             async_std::task::block_on(async {
-                let running = server.bind().await.map_err(bind_error)?;
-                let addr = running.local_addr();
-                until_signal(addr, &summary, signals, |grace| running.shutdown(grace)).await;
+                let running = rocket_async_std::bind(server).await.map_err(bind_error)?;
+                until_signal(running, &summary, signals).await;
                 Ok(())
             })
         }
@@ -58,19 +57,15 @@ pub fn run(loaded: Loaded, runtime: Runtime) -> Result<(), Error> {
 }
 
 /// Announces the server, waits for a signal, then shuts down (a second signal: at once).
-async fn until_signal<F>(
-    addr: SocketAddr,
-    summary: &Summary,
-    signals: Signals,
-    shutdown: impl FnOnce(Duration) -> F,
-) where
-    F: Future<Output = usize>,
-{
+async fn until_signal(running: Running, summary: &Summary, signals: Signals) {
     let scheme = if summary.tls { "wss" } else { "ws" };
-    info!("listening on {scheme}://{addr} ({summary})");
+    info!(
+        "listening on {scheme}://{} ({summary})",
+        running.local_addr()
+    );
     let signal = signals.recv().await;
     info!("{signal} received: shutting down, closing every connection with 1001");
-    let shutdown = std::pin::pin!(shutdown(GRACE));
+    let shutdown = std::pin::pin!(running.shutdown(GRACE));
     let again = std::pin::pin!(signals.recv());
     match first_of(shutdown, again).await {
         Either::Left(0) => info!("shut down cleanly"),

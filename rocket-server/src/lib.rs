@@ -22,6 +22,7 @@
 
 mod admission;
 mod driver;
+mod frontend;
 mod hub;
 mod outbox;
 mod secrets;
@@ -30,6 +31,7 @@ mod tls;
 
 pub use admission::{Full, Gate, Permit};
 pub use driver::{Runtime, serve_connection};
+pub use frontend::{Admit, Running, Server, Task, serve_socket};
 pub use hub::{Hub, random_token, to_message};
 pub use outbox::{End, Next, Outbox, Overflow};
 pub use rustls;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rocket_proto::{Config, Engine, HashSeed, Limits, Protocol};
-use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::handshake::server::{ErrorResponse, Request};
 use tungstenite::http::{StatusCode, header};
 use tungstenite::protocol::WebSocketConfig;
 
@@ -186,26 +186,6 @@ impl Service {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many connections from this address",
             )),
-        }
-    }
-
-    /// The tungstenite handshake callback for a connection from `peer`: runs
-    /// [`admit`](Self::admit) and leaves the admission in `slot`.
-    #[allow(clippy::result_large_err)] // tungstenite fixes the callback's error type
-    pub fn handshake_callback<'a>(
-        &'a self,
-        peer: IpAddr,
-        slot: &'a mut Option<Admission>,
-    ) -> impl FnOnce(&Request, Response) -> Result<Response, ErrorResponse> + 'a {
-        move |request, response| match self.admit(request, peer) {
-            Ok(admission) => {
-                *slot = Some(admission);
-                Ok(response)
-            }
-            Err(refusal) => {
-                tracing::debug!(%peer, path = request.uri().path(), %refusal, "handshake refused");
-                Err(refusal.into_response())
-            }
         }
     }
 }

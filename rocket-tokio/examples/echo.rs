@@ -46,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.limits.max_message_bytes = 16 << 20; // conformance suites send large messages
     let service = rocket_tokio::Service::new(config).with_protocol("/echo-raw", Echo::default());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    let running = rocket_tokio::Server::from_service(service).serve(listener)?;
+    let running = rocket_tokio::serve(rocket_tokio::Server::from_service(service), listener)?;
     println!(
         "echo protocol on ws://{}/echo-raw — Ctrl-C to stop",
         running.local_addr()

@@ -20,7 +20,7 @@ impl Frontend for Tokio {
         if let Some(tls) = tls {
             server = server.with_tls(tls);
         }
-        let running = server.serve(listener).unwrap();
+        let running = rocket_tokio::serve(server, listener).unwrap();
         Started {
             addr: running.local_addr(),
             service: Arc::clone(running.service()),
