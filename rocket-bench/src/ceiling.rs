@@ -63,16 +63,23 @@ fn reply(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 
 /// Runs the ceiling server until killed (or `max_seconds`).
 pub fn serve(args: &CeilingArgs) -> io::Result<()> {
-    let mut poll = Poll::new()?;
-    let mut listener = TcpListener::bind(args.listen)?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let listener = std::net::TcpListener::bind(args.listen)?;
     eprintln!(
         "rocket-bench ceiling: listening on ws://{}/ (any path)",
         listener.local_addr()?
     );
     let deadline = (args.max_seconds > 0.0)
         .then(|| Instant::now() + Duration::from_secs_f64(args.max_seconds));
+    serve_on(listener, deadline)
+}
+
+/// Serves on a bound listener until `deadline` (or forever).
+pub fn serve_on(listener: std::net::TcpListener, deadline: Option<Instant>) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(listener);
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut channels: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
     let mut events = Events::with_capacity(1024);

@@ -55,6 +55,31 @@ pub fn parse_status_rss(status: &str) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Busy and total jiffies of the whole machine (all cores), from `/proc/stat`.
+pub fn machine_jiffies() -> Option<(u64, u64)> {
+    parse_machine_jiffies(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The `cpu` line of `/proc/stat`: (busy, total), where idle, iowait and niced time are
+/// not busy.
+pub fn parse_machine_jiffies(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    // Niced work (a background job at low priority) only soaks up what is left over, so
+    // it counts as idle here.
+    let total: u64 = v.iter().take(8).sum();
+    let idle: u64 = [1, 3, 4]
+        .iter()
+        .map(|&i| v.get(i).copied().unwrap_or(0))
+        .sum();
+    Some((total - idle, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +97,13 @@ mod tests {
         let status = "Name:\trocket-cli\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t3\n";
         assert_eq!(parse_status_rss(status), (10240, 20480));
         assert_eq!(parse_status_rss(""), (0, 0));
+    }
+
+    #[test]
+    fn machine_cpu_line() {
+        let stat = "cpu  100 5 50 800 20 3 7 15 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(parse_machine_jiffies(stat), Some((175, 1000)));
+        assert_eq!(parse_machine_jiffies("intr 1"), None);
     }
 
     #[test]

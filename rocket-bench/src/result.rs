@@ -120,6 +120,11 @@ pub struct ClientFigures {
     pub cpu_seconds: f64,
     /// Client CPU microseconds per delivery over the measured window.
     pub us_per_delivery: f64,
+    /// How busy the whole machine was over the measured window, in percent of all its
+    /// cores (from `/proc/stat`; includes kernel work not charged to any process, leaves
+    /// out niced processes).
+    #[serde(default)]
+    pub machine_busy_percent: f64,
 }
 
 impl RunResult {
@@ -216,6 +221,13 @@ impl RunResult {
             format!(
                 "{:.2} s = {:.2} us per delivery ({} processes x {} threads)",
                 self.client.cpu_seconds, self.client.us_per_delivery, self.processes, self.threads
+            ),
+        );
+        row(
+            "machine CPU",
+            format!(
+                "{:.0}% busy (all cores, niced processes left out)",
+                self.client.machine_busy_percent
             ),
         );
         for e in &self.errors {

@@ -448,6 +448,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         accepted: u64,
         server: Option<ProcSample>,
         client_cpu: f64,
+        machine: Option<(u64, u64)>,
     }
     let mark = |fleet: &Fleet| Mark {
         at: Instant::now(),
@@ -455,6 +456,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         accepted: live.accepted.load(Ordering::Relaxed),
         server: sample(args.server_pid),
         client_cpu: self_cpu() + fleet.sum().cpu_seconds,
+        machine: procfs::machine_jiffies(),
     };
     let (start, end) = if measured {
         std::thread::sleep(Duration::from_secs_f64(args.warmup.max(0.0)));
@@ -593,6 +595,15 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     errors.truncate(12);
 
     let closed = fleet.sum().closed;
+    let machine_busy_percent = match (&start, &end) {
+        (Some(a), Some(b)) => match (a.machine, b.machine) {
+            (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
+                (busy1 - busy0) as f64 * 100.0 / (total1 - total0) as f64
+            }
+            _ => 0.0,
+        },
+        _ => 0.0,
+    };
     let (window_s, window_deliveries, window_accepted, server_cpu, client_cpu) =
         match (&start, &end) {
             (Some(a), Some(b)) => (
@@ -643,7 +654,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     Ok(RunResult {
         label: args.label.clone(),
         server_name: args.server_name.clone(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: command_line(),
         mode: format!("{:?}", args.mode).to_lowercase(),
         url: args.url.clone(),
         subscribers: args.subscribers,
@@ -678,9 +689,22 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             } else {
                 0.0
             },
+            machine_busy_percent,
         },
         errors,
     })
+}
+
+/// This run's command line, with the binary named relative to the workspace when it
+/// was built there (`target/release/rocket-bench`).
+fn command_line() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(exe) = args.first_mut() {
+        if let Some(i) = exe.find("target/") {
+            *exe = exe[i..].to_owned();
+        }
+    }
+    args.join(" ")
 }
 
 fn shutdown(fleet: &mut Fleet) {

@@ -392,6 +392,7 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
         if events.is_empty() {
             continue;
         }
+
         let measure_from = shared.measure_from_us.load(Ordering::Relaxed);
         for event in &events {
             // Per event, not per poll: a later connection's bytes may arrive meanwhile.
@@ -485,4 +486,92 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
         }
     }
     totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publisher::{Pace, PublisherLive, PublisherSpec, Publishers};
+    use std::time::Instant;
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Subscribers and publishers through the ceiling server, all in this process: every
+    /// message arrives once, in order, with a latency.
+    #[test]
+    fn subscribers_and_publishers_through_the_ceiling() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        std::thread::spawn(move || crate::ceiling::serve_on(listener, Some(deadline)));
+        let spec = WorkerSpec {
+            addr,
+            host: addr.to_string(),
+            path: "/t".into(),
+            user: "u".into(),
+            secret: "s".into(),
+            first: 0,
+            count: 20,
+            channels: 3,
+            publishers: 2,
+            threads: 1,
+            concurrency: 8,
+            sources: Vec::new(),
+        };
+        let shared = Arc::new(Shared::default());
+        let thread = {
+            let (spec, shared) = (spec.clone(), Arc::clone(&shared));
+            std::thread::spawn(move || run_thread(&spec, 0..20, &shared))
+        };
+        wait_for("subscribers", || shared.ready.load(Ordering::Relaxed) == 20);
+        let pub_spec = PublisherSpec {
+            addr,
+            host: spec.host.clone(),
+            path: spec.path.clone(),
+            user: "u".into(),
+            secret: "s".into(),
+            publishers: 2,
+            channels: 3,
+            subscribers: 20,
+            payload: 60,
+        };
+        let publishers = Publishers::connect(pub_spec.clone(), Duration::from_secs(10)).unwrap();
+        let live = Arc::new(PublisherLive::default());
+        let runner = {
+            let live = Arc::clone(&live);
+            std::thread::spawn(move || {
+                publishers.run(Pace::Rate(500.0), &live, Duration::from_secs(10))
+            })
+        };
+        wait_for("publishes", || live.accepted.load(Ordering::Relaxed) >= 40);
+        live.stop.store(true, Ordering::Relaxed);
+        let totals = runner.join().unwrap();
+        assert_eq!(totals.errors, 0);
+        assert_eq!(totals.unanswered, 0);
+        let expected: u64 = (0..2u32)
+            .flat_map(|p| (0..3u32).map(move |c| (p, c)))
+            .map(|(p, c)| totals.accepted[(p * 3 + c) as usize] * pub_spec.subscribers_on(c))
+            .sum();
+        assert!(expected > 0);
+        wait_for("deliveries", || {
+            shared.delivered.load(Ordering::Relaxed) >= expected
+        });
+        *shared.accepted.lock().unwrap() = totals.accepted.clone();
+        shared.stop.store(true, Ordering::Relaxed);
+        let t = thread.join().unwrap();
+        assert_eq!(t.counts.received, expected);
+        assert_eq!(
+            (t.counts.lost, t.counts.duplicated, t.counts.reordered),
+            (0, 0, 0)
+        );
+        assert_eq!(t.latency.count(), expected);
+        assert_eq!(t.unstamped, 0);
+        assert!(t.errors.is_empty(), "{:?}", t.errors);
+    }
 }
