@@ -111,7 +111,11 @@ async fn connection<S>(
                 let stream = acceptor.accept(socket).await?;
                 websocket(stream, admit, config).await
             };
-            rocket_server::serve_socket(socket, peer, service, runtime, upgrade).await;
+            // Boxed: the TLS stream is large, and plain connections should not pay for it.
+            Box::pin(rocket_server::serve_socket(
+                socket, peer, service, runtime, upgrade,
+            ))
+            .await;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `futures` `Stream`/`Sink` traits and a small [`Runtime`] trait, so every runtime runs
 //! the same code.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use rocket_proto::{ClientId, CloseCode, Frame, Output, Verification};
+use rocket_proto::{ClientId, CloseCode, Frame, Verification};
 use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::CloseFrame;
@@ -53,9 +54,8 @@ pub async fn serve_connection<S>(
     let limits = service.limits();
     let outbox = Arc::new(Outbox::new(limits.send_queue_messages));
     let hub = &*admission.hub;
-    let mut scratch = Vec::new();
     let token = crate::hub::random_token();
-    let Ok(id) = hub.connect(token, Arc::clone(&outbox), &mut scratch) else {
+    let Ok(id) = hub.connect(token, Arc::clone(&outbox)) else {
         tracing::error!(%peer, "protocol refused a fresh connection");
         return;
     };
@@ -71,11 +71,9 @@ pub async fn serve_connection<S>(
         idle_after: millis(limits.idle_timeout_ms),
         last_seen: Instant::now(),
         active: false,
-        batch: Vec::new(),
-        scratch,
     };
     let ended = conn.run().await;
-    hub.disconnect(id, &mut conn.scratch);
+    hub.disconnect(id);
     match ended {
         Ended::SlowConsumer => {
             tracing::warn!(client = %id, hub = hub.path(), %peer, "connection closed: {ended}")
@@ -123,8 +121,6 @@ struct Connection<'a, S> {
     idle_after: Option<Duration>,
     last_seen: Instant,
     active: bool,
-    batch: Vec<Message>,
-    scratch: Vec<Output>,
 }
 
 enum Event {
@@ -137,6 +133,9 @@ impl<S> Connection<'_, S>
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
+    /// The connection's life. Rare, large steps (closing, verifying a secret) are boxed so
+    /// that they do not size every connection's task: idle connections are most of a
+    /// server's memory.
     async fn run(&mut self) -> Ended {
         let mut tick = self.next_tick();
         let mut burst = 0u32;
@@ -149,7 +148,7 @@ where
                 yield_now().await;
             }
             let event = poll_fn(|cx| {
-                if let Poll::Ready(next) = self.outbox.poll_next(cx, &mut self.batch) {
+                if let Poll::Ready(next) = self.outbox.poll_next(cx) {
                     return Poll::Ready(Event::Outbox(next));
                 }
                 if let Poll::Ready(item) = self.ws.poll_next_unpin(cx) {
@@ -164,13 +163,15 @@ where
             })
             .await;
             match event {
-                Event::Outbox(Next::Batch) => {
-                    if let Err(ended) = self.write_batch().await {
+                Event::Outbox(Next::Batch(batch)) => {
+                    // Boxed (one allocation per batch, next to a write system call) to keep
+                    // the idle connection's task small.
+                    if let Err(ended) = Box::pin(self.write_batch(batch)).await {
                         return ended;
                     }
                 }
                 Event::Outbox(Next::End(End::Close { code, reason })) => {
-                    self.close(code, &reason).await;
+                    Box::pin(self.close(code, &reason)).await;
                     return if code == CloseCode::NORMAL.0 {
                         Ended::ByClient // the client asked with {"disconnect":true}
                     } else {
@@ -178,29 +179,27 @@ where
                     };
                 }
                 Event::Outbox(Next::End(End::SlowConsumer)) => {
-                    return self.drop_slow_consumer().await;
+                    return Box::pin(self.drop_slow_consumer()).await;
                 }
                 Event::Incoming(None) => return Ended::Broken("connection ended".into()),
                 Event::Incoming(Some(Ok(message))) => {
                     self.active = true;
-                    let (hub, id, scratch) = (self.hub, self.id, &mut self.scratch);
+                    let (hub, id) = (self.hub, self.id);
                     let verification = match message {
-                        Message::Text(text) => hub.handle_frame(id, Frame::Text(&text), scratch),
-                        Message::Binary(bytes) => {
-                            hub.handle_frame(id, Frame::Binary(&bytes), scratch)
-                        }
+                        Message::Text(text) => hub.handle_frame(id, Frame::Text(&text)),
+                        Message::Binary(bytes) => hub.handle_frame(id, Frame::Binary(&bytes)),
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
                         Message::Close(_) => {
                             // tungstenite queued the close reply; flush it.
-                            let _ = self.ws.flush().await;
+                            let _ = Box::pin(self.ws.flush()).await;
                             return Ended::ByClient;
                         }
                     };
                     if let Some(v) = verification {
-                        self.verify(v).await;
+                        Box::pin(self.verify(v)).await;
                     }
                 }
-                Event::Incoming(Some(Err(e))) => return self.read_failed(e).await,
+                Event::Incoming(Some(Err(e))) => return Box::pin(self.read_failed(e)).await,
                 Event::Tick => {
                     let now = Instant::now();
                     if std::mem::take(&mut self.active) {
@@ -210,13 +209,11 @@ where
                         .idle_after
                         .is_some_and(|idle| now - self.last_seen >= idle)
                     {
-                        self.close(CloseCode::GOING_AWAY.0, "idle timeout").await;
+                        Box::pin(self.close(CloseCode::GOING_AWAY.0, "idle timeout")).await;
                         return Ended::ByServer(CloseCode::GOING_AWAY.0, "idle timeout".into());
                     }
                     if self.ping_every.is_some()
-                        && self
-                            .ws
-                            .send(Message::Ping(Default::default()))
+                        && Box::pin(self.ws.send(Message::Ping(Default::default())))
                             .await
                             .is_err()
                     {
@@ -237,7 +234,7 @@ where
             let job = move || crate::verify_phc(&v.phc, &v.secret);
             self.runtime.unblock(Box::new(job)).await
         };
-        self.hub.secret_verified(self.id, ok, &mut self.scratch);
+        self.hub.secret_verified(self.id, ok);
     }
 
     /// The timer for the next ping or idle check.
@@ -251,12 +248,12 @@ where
 
     /// Writes everything drained from the outbox with one flush, giving up at once if the
     /// client becomes a slow consumer meanwhile.
-    async fn write_batch(&mut self) -> Result<(), Ended> {
+    async fn write_batch(&mut self, batch: VecDeque<Message>) -> Result<(), Ended> {
         let outbox = self.outbox;
         let result = {
-            let (ws, batch) = (&mut self.ws, &mut self.batch);
+            let ws = &mut self.ws;
             let mut write = pin!(async {
-                for message in batch.drain(..) {
+                for message in batch {
                     ws.feed(message).await?;
                 }
                 ws.flush().await
@@ -271,10 +268,7 @@ where
         };
         match result {
             Ok(()) => Ok(()),
-            Err(None) => {
-                self.batch.clear();
-                Err(self.drop_slow_consumer().await)
-            }
+            Err(None) => Err(Box::pin(self.drop_slow_consumer()).await),
             Err(Some(e)) => Err(Ended::Broken(format!("write failed: {e}"))),
         }
     }

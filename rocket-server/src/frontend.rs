@@ -237,7 +237,9 @@ pub async fn serve_socket<S, U, F, W>(
         slot: Arc::clone(&slot),
     };
     let timeout = Duration::from_millis(service.limits().handshake_timeout_ms);
-    let handshake = upgrade(socket, admit, service.websocket_config());
+    // Boxed: the handshake's state (a TLS session in the making, say) would otherwise size
+    // the connection's task for its whole life.
+    let handshake = Box::pin(upgrade(socket, admit, service.websocket_config()));
     let ws = match poll_first(pin!(runtime.sleep(timeout)), handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => return tracing::debug!(%peer, "handshake failed: {e}"),
@@ -245,6 +247,7 @@ pub async fn serve_socket<S, U, F, W>(
     };
     drop(pending);
     let admission = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    drop(slot);
     // The callback ran and admitted the connection, or the handshake failed above.
     let admission = admission.expect("an accepted handshake was admitted");
     serve_connection(ws, peer, admission, &service, runtime).await;

@@ -6,6 +6,9 @@
 //! handoff keeps outputs in the order the protocol produced them (so every subscriber sees
 //! a channel's broadcasts in acceptance order) while the next event can already run in the
 //! protocol. Dispatch never waits on a client: a full outbox makes a slow consumer.
+//!
+//! The outputs pass through one buffer owned by the hub (behind the dispatch lock), not one
+//! per connection: idle connections hold no output buffer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +24,15 @@ use crate::outbox::Outbox;
 pub struct Hub {
     path: String,
     protocol: Mutex<Box<dyn Protocol>>,
-    peers: Mutex<HashMap<ClientId, Arc<Outbox>>>,
+    peers: Mutex<Peers>,
     next_id: AtomicU64,
+}
+
+/// What the dispatch lock guards: the connections' outboxes and the output buffer.
+#[derive(Default)]
+struct Peers {
+    outboxes: HashMap<ClientId, Arc<Outbox>>,
+    outputs: Vec<Output>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -51,20 +61,13 @@ impl Hub {
 
     /// Registers a connection whose outbound messages go to `outbox`, and tells the
     /// protocol (which usually queues a greeting).
-    pub fn connect(
-        &self,
-        token: Token,
-        outbox: Arc<Outbox>,
-        scratch: &mut Vec<Output>,
-    ) -> Result<ClientId, ConnectError> {
+    pub fn connect(&self, token: Token, outbox: Arc<Outbox>) -> Result<ClientId, ConnectError> {
         let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        lock(&self.peers).insert(id, outbox);
+        lock(&self.peers).outboxes.insert(id, outbox);
         let mut result = Ok(id);
-        self.run(scratch, |p| {
-            result = p.handle_connect(id, token).map(|()| id)
-        });
+        self.run(|p| result = p.handle_connect(id, token).map(|()| id));
         if result.is_err() {
-            lock(&self.peers).remove(&id);
+            lock(&self.peers).outboxes.remove(&id);
         }
         result
     }
@@ -72,52 +75,41 @@ impl Hub {
     /// A message from `client`. Returns the secret verification the protocol asked for,
     /// if any: the caller must verify it and report with
     /// [`secret_verified`](Self::secret_verified) before feeding `client`'s next frame.
-    pub fn handle_frame(
-        &self,
-        client: ClientId,
-        frame: Frame<'_>,
-        scratch: &mut Vec<Output>,
-    ) -> Option<Verification> {
-        self.run(scratch, |p| p.handle_frame(client, frame))
+    pub fn handle_frame(&self, client: ClientId, frame: Frame<'_>) -> Option<Verification> {
+        self.run(|p| p.handle_frame(client, frame))
     }
 
     /// The result of `client`'s secret verification.
-    pub fn secret_verified(&self, client: ClientId, ok: bool, scratch: &mut Vec<Output>) {
-        let _ = self.run(scratch, |p| p.handle_secret_verified(client, ok));
+    pub fn secret_verified(&self, client: ClientId, ok: bool) {
+        let _ = self.run(|p| p.handle_secret_verified(client, ok));
     }
 
     /// `client`'s connection is gone.
-    pub fn disconnect(&self, client: ClientId, scratch: &mut Vec<Output>) {
-        let _ = self.run(scratch, |p| p.handle_disconnect(client));
-        lock(&self.peers).remove(&client);
+    pub fn disconnect(&self, client: ClientId) {
+        let _ = self.run(|p| p.handle_disconnect(client));
+        lock(&self.peers).outboxes.remove(&client);
     }
 
     /// Asks every connection to flush and close with `code` and `reason`.
     pub fn close_all(&self, code: u16, reason: &'static str) {
-        for outbox in lock(&self.peers).values() {
+        for outbox in lock(&self.peers).outboxes.values() {
             outbox.close(code, reason);
         }
     }
 
     /// Live connections on this hub.
     pub fn connection_count(&self) -> usize {
-        lock(&self.peers).len()
+        lock(&self.peers).outboxes.len()
     }
 
-    fn run(
-        &self,
-        scratch: &mut Vec<Output>,
-        input: impl FnOnce(&mut dyn Protocol),
-    ) -> Option<Verification> {
+    fn run(&self, input: impl FnOnce(&mut dyn Protocol)) -> Option<Verification> {
         let mut protocol = lock(&self.protocol);
         input(&mut **protocol);
-        protocol.drain_outputs(scratch);
-        if scratch.is_empty() {
-            return None;
-        }
-        let peers = lock(&self.peers);
+        let mut peers = lock(&self.peers);
+        let Peers { outboxes, outputs } = &mut *peers;
+        protocol.drain_outputs(outputs);
         drop(protocol);
-        dispatch(&self.path, &peers, scratch)
+        dispatch(&self.path, outboxes, outputs)
     }
 }
 

@@ -36,6 +36,6 @@ pub use hub::{Hub, random_token, to_message};
 pub use outbox::{End, Next, Outbox, Overflow};
 pub use rustls;
 pub use secrets::{MAX_CONCURRENT_VERIFICATIONS, hash_secret, verify_phc};
-pub use service::{Admission, PendingHandshake, Refusal, Service};
+pub use service::{Admission, PendingHandshake, READ_BUFFER_BYTES, Refusal, Service};
 pub use tls::{TlsError, load_tls_config};
 pub use tungstenite;

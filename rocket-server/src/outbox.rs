@@ -30,8 +30,9 @@ pub enum End {
 /// What [`Outbox::poll_next`] produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
-    /// Messages were moved into the caller's batch.
-    Batch,
+    /// Everything queued, in order. The queue's allocation leaves with it, so an idle
+    /// connection holds none.
+    Batch(VecDeque<Message>),
     /// The connection must end.
     End(End),
 }
@@ -97,16 +98,15 @@ impl Outbox {
         }
     }
 
-    /// Moves every queued message into `batch` ([`Next::Batch`]), or reports the end once
-    /// the queue is empty. A slow consumer ends at once. Only the connection's driver polls.
-    pub fn poll_next(&self, cx: &mut Context<'_>, batch: &mut Vec<Message>) -> Poll<Next> {
+    /// Takes every queued message ([`Next::Batch`]), or reports the end once the queue is
+    /// empty. A slow consumer ends at once. Only the connection's driver polls.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut s = self.lock();
         if s.end == Some(End::SlowConsumer) {
             return Poll::Ready(Next::End(End::SlowConsumer));
         }
         if !s.queue.is_empty() {
-            batch.extend(s.queue.drain(..));
-            return Poll::Ready(Next::Batch);
+            return Poll::Ready(Next::Batch(std::mem::take(&mut s.queue)));
         }
         if let Some(end) = s.end.clone() {
             return Poll::Ready(Next::End(end));
@@ -159,27 +159,26 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
-    fn poll(o: &Outbox, batch: &mut Vec<Message>) -> Poll<Next> {
-        o.poll_next(&mut Context::from_waker(Waker::noop()), batch)
+    fn poll(o: &Outbox) -> Poll<Next> {
+        o.poll_next(&mut Context::from_waker(Waker::noop()))
     }
 
     #[test]
     fn drains_in_order_then_ends() {
         let o = Outbox::new(3);
-        let mut batch = Vec::new();
-        assert_eq!(poll(&o, &mut batch), Poll::Pending);
+        assert_eq!(poll(&o), Poll::Pending);
         for m in ["a", "b"] {
             o.push(Message::text(m)).unwrap();
         }
         o.close(1000, "bye");
         o.push(Message::text("after close")).unwrap();
-        assert_eq!(poll(&o, &mut batch), Poll::Ready(Next::Batch));
-        assert_eq!(batch, [Message::text("a"), Message::text("b")]);
+        let batch = VecDeque::from([Message::text("a"), Message::text("b")]);
+        assert_eq!(poll(&o), Poll::Ready(Next::Batch(batch)));
         let end = End::Close {
             code: 1000,
             reason: "bye".into(),
         };
-        assert_eq!(poll(&o, &mut batch), Poll::Ready(Next::End(end)));
+        assert_eq!(poll(&o), Poll::Ready(Next::End(end)));
     }
 
     #[test]
@@ -190,12 +189,7 @@ mod tests {
         assert_eq!(o.push(Message::text("3")), Err(Overflow));
         assert!(o.is_empty());
         assert_eq!(o.push(Message::text("4")), Ok(()), "reported once");
-        let mut batch = Vec::new();
-        assert_eq!(
-            poll(&o, &mut batch),
-            Poll::Ready(Next::End(End::SlowConsumer))
-        );
-        assert!(batch.is_empty());
+        assert_eq!(poll(&o), Poll::Ready(Next::End(End::SlowConsumer)));
         let cx = &mut Context::from_waker(Waker::noop());
         assert_eq!(o.poll_slow_consumer(cx), Poll::Ready(()));
     }

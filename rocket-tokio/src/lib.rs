@@ -79,7 +79,11 @@ async fn connection(
                 let stream = acceptor.accept(tcp).await?;
                 websocket(stream, admit, config).await
             };
-            rocket_server::serve_socket(tcp, peer, service, runtime, upgrade).await;
+            // Boxed: the TLS stream is large, and plain connections should not pay for it.
+            Box::pin(rocket_server::serve_socket(
+                tcp, peer, service, runtime, upgrade,
+            ))
+            .await;
         }
     }
 }
@@ -113,5 +117,23 @@ impl Runtime for TokioRuntime {
         let task = tokio::task::spawn_blocking(job);
         // A panicking job (a bug) counts as a failed verification.
         Box::pin(async move { task.await.unwrap_or(false) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle connections are most of a server's memory, and each is one task: the handshake
+    /// and TLS state are boxed so that they do not size every task for its whole life.
+    #[tokio::test]
+    async fn a_plain_connection_task_stays_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let service = Arc::new(Service::new(Config::demo()));
+        let task = connection(tcp, addr, service, None);
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 2048, "a connection's task is {size} bytes");
     }
 }
