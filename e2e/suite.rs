@@ -73,6 +73,13 @@ pub fn config(limits: &str) -> Config {
     .expect("test config is valid")
 }
 
+/// Tests that hold a thousand sockets (client and server side in one process) need more
+/// than the 1,024 descriptors many systems allow by default: raise the soft limit to the
+/// hard one.
+pub fn allow_many_sockets() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
+
 pub fn start<F: Frontend>(limits: &str) -> Started {
     F::start(Service::new(config(limits)), None)
 }
@@ -705,6 +712,7 @@ macro_rules! e2e_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
+                suite::allow_many_sockets();
                 suite::$name::<$frontend>().await
             }
         )*
@@ -713,6 +721,7 @@ macro_rules! e2e_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
+                suite::allow_many_sockets();
                 suite::faults::$name::<$frontend>().await
             }
         )*
