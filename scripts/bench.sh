@@ -12,7 +12,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-RESULTS=${RESULTS:-$ROOT/target/bench-results}
+RESULTS=${RESULTS:-target/bench-results}
 DURATION=${DURATION:-10}
 SWEEP_DURATION=${SWEEP_DURATION:-5}
 if [[ -n "${QUICK:-}" ]]; then
@@ -38,6 +38,27 @@ echo "== installing the peer's ws package"
 
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
+
+# How busy the machine is before we start (other jobs skew every figure): percent of all
+# cores over 3 s, from /proc/stat.
+machine_busy() {
+  local a b
+  read -r -a a < <(grep '^cpu ' /proc/stat)
+  sleep 3
+  read -r -a b < <(grep '^cpu ' /proc/stat)
+  local busy=0 total=0 i d
+  for i in 1 2 3 4 5 6 7 8; do
+    d=$((b[i] - a[i]))
+    total=$((total + d))
+    if ((i != 4 && i != 5)); then busy=$((busy + d)); fi
+  done
+  echo $((total > 0 ? busy * 100 / total : 0))
+}
+BACKGROUND=$(machine_busy)
+echo "== machine busy before the runs: $BACKGROUND% of all cores"
+if ((BACKGROUND > 15)); then
+  echo "!! the machine is already $BACKGROUND% busy: the figures will be lower than on a quiet machine" >&2
+fi
 
 SERVER_PID=""
 stop_server() {
@@ -147,6 +168,7 @@ done
   echo "peer server command: node scripts/peer/server.js --port $PEER_PORT scripts/bench.json"
   echo "ceiling server command: target/release/rocket-bench ceiling --listen 127.0.0.1:$CEILING_PORT"
   echo "durations: $DURATION s measured per run ($SWEEP_DURATION s for the sweep), after 1 s of warm-up"
+  echo "machine busy before the runs: $BACKGROUND% of all cores (other jobs)"
 } >"$RESULTS/meta.txt"
 
 "$BENCH" report --results "$RESULTS" --out docs/BENCHMARKS.md --plots docs/bench --notes scripts/bench-notes.md

@@ -63,7 +63,16 @@ fn reply(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 
 /// Runs the ceiling server until killed (or `max_seconds`).
 pub fn serve(args: &CeilingArgs) -> io::Result<()> {
-    let listener = std::net::TcpListener::bind(args.listen)?;
+    // A deep accept queue, so that a connect storm measures the server, not SYN retries.
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(args.listen),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&args.listen.into())?;
+    socket.listen(4096)?;
+    let listener: std::net::TcpListener = socket.into();
     eprintln!(
         "rocket-bench ceiling: listening on ws://{}/ (any path)",
         listener.local_addr()?

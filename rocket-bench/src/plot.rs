@@ -115,9 +115,11 @@ pub fn latency(path: &Path, series: &[Series], title: &str) -> Result<(), String
     register_font()?;
     let root = BitMapBackend::new(path, (1100, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let ys = series
+        .iter()
+        .flat_map(|s| s.points.iter().filter(|p| p.0 > 0.0).map(|p| p.1));
     let y_max = ys.clone().fold(0.1f64, f64::max) * 2.0;
-    let y_min = ys.fold(f64::MAX, f64::min).clamp(0.001, 1.0) / 2.0;
+    let y_min = ys.fold(f64::MAX, f64::min).clamp(0.01, 1.0) / 2.0;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 24).into_font())
         .margin(20)
@@ -155,7 +157,8 @@ pub fn latency(path: &Path, series: &[Series], title: &str) -> Result<(), String
         let pts: Vec<(f64, f64)> = s
             .points
             .iter()
-            .filter(|p| p.0 < 100.0)
+            // The minimum and the maximum do not sit on the nines axis.
+            .filter(|p| p.0 > 0.0 && p.0 < 100.0)
             .map(|&(p, ms)| (nines(p), ms.max(y_min)))
             .collect();
         chart

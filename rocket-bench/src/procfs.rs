@@ -60,8 +60,7 @@ pub fn machine_jiffies() -> Option<(u64, u64)> {
     parse_machine_jiffies(&std::fs::read_to_string("/proc/stat").ok()?)
 }
 
-/// The `cpu` line of `/proc/stat`: (busy, total), where idle, iowait and niced time are
-/// not busy.
+/// The `cpu` line of `/proc/stat`: (busy, total), where idle and iowait are not busy.
 pub fn parse_machine_jiffies(stat: &str) -> Option<(u64, u64)> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line
@@ -70,14 +69,29 @@ pub fn parse_machine_jiffies(stat: &str) -> Option<(u64, u64)> {
         .map(|f| f.parse().unwrap_or(0))
         .collect();
     // user nice system idle iowait irq softirq steal (guest time is already in user).
-    // Niced work (a background job at low priority) only soaks up what is left over, so
-    // it counts as idle here.
+    // Niced work counts as busy: with autogroup scheduling a niced job in another session
+    // still takes its share of the cores.
     let total: u64 = v.iter().take(8).sum();
-    let idle: u64 = [1, 3, 4]
-        .iter()
-        .map(|&i| v.get(i).copied().unwrap_or(0))
-        .sum();
+    let idle: u64 = [3, 4].iter().map(|&i| v.get(i).copied().unwrap_or(0)).sum();
     Some((total - idle, total))
+}
+
+/// `TcpExt: ListenOverflows` of `/proc/net/netstat`: connections dropped (their SYN or
+/// final ACK ignored, to be retried a second later) because a listener's accept queue was
+/// full. Machine-wide.
+pub fn listen_overflows() -> Option<u64> {
+    parse_listen_overflows(&std::fs::read_to_string("/proc/net/netstat").ok()?)
+}
+
+/// Finds `ListenOverflows` in the `TcpExt:` header and value lines.
+pub fn parse_listen_overflows(netstat: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -102,8 +116,15 @@ mod tests {
     #[test]
     fn machine_cpu_line() {
         let stat = "cpu  100 5 50 800 20 3 7 15 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
-        assert_eq!(parse_machine_jiffies(stat), Some((175, 1000)));
+        assert_eq!(parse_machine_jiffies(stat), Some((180, 1000)));
         assert_eq!(parse_machine_jiffies("intr 1"), None);
+    }
+
+    #[test]
+    fn listen_overflows_line() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 1123 1123\nIpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(parse_listen_overflows(netstat), Some(1123));
+        assert_eq!(parse_listen_overflows("IpExt: a\nIpExt: 1\n"), None);
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub struct SetupFigures {
     pub seconds: f64,
     /// Connections accepted + authenticated + subscribed per second.
     pub per_second: f64,
+    /// Connection attempts the kernel dropped meanwhile because a listener's accept queue
+    /// was full (`ListenOverflows`, machine-wide); each costs that connection a 1 s retry.
+    #[serde(default)]
+    pub listen_overflows: u64,
 }
 
 /// Publishing and delivery counts and rates.
@@ -121,8 +125,8 @@ pub struct ClientFigures {
     /// Client CPU microseconds per delivery over the measured window.
     pub us_per_delivery: f64,
     /// How busy the whole machine was over the measured window, in percent of all its
-    /// cores (from `/proc/stat`; includes kernel work not charged to any process, leaves
-    /// out niced processes).
+    /// cores (from `/proc/stat`; includes kernel work not charged to any process and any
+    /// other job running meanwhile).
     #[serde(default)]
     pub machine_busy_percent: f64,
 }
@@ -154,8 +158,8 @@ impl RunResult {
         row(
             "connections",
             format!(
-                "{} ready, {} failed, in {:.2} s = {:.0} connections/s (accepted+authenticated+subscribed)",
-                s.ready, s.failed, s.seconds, s.per_second
+                "{} ready, {} failed, in {:.2} s = {:.0} connections/s (accepted+authenticated+subscribed); {} accept-queue overflows",
+                s.ready, s.failed, s.seconds, s.per_second, s.listen_overflows
             ),
         );
         let l = &self.load;
@@ -226,7 +230,7 @@ impl RunResult {
         row(
             "machine CPU",
             format!(
-                "{:.0}% busy (all cores, niced processes left out)",
+                "{:.0}% busy (all cores, everything running)",
                 self.client.machine_busy_percent
             ),
         );

@@ -289,6 +289,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         Vec::new()
     };
     let server_before = sample(args.server_pid);
+    let overflows_before = procfs::listen_overflows();
     let mut rss_max_seen = server_before.map_or(0, |s| s.rss_kib);
 
     // Subscribers, in worker processes.
@@ -356,6 +357,10 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         failed: p.failed,
         seconds: setup_seconds,
         per_second: f64::from(p.ready) / setup_seconds.max(1e-9),
+        listen_overflows: match (overflows_before, procfs::listen_overflows()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        },
     };
     say(&format!(
         "setup: {} ready, {} failed in {:.2} s ({:.0}/s)",

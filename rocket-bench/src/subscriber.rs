@@ -395,13 +395,15 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
 
         let measure_from = shared.measure_from_us.load(Ordering::Relaxed);
         for event in &events {
-            // Per event, not per poll: a later connection's bytes may arrive meanwhile.
-            let now = now_us();
             let Some(Some(sub)) = subs.get_mut(event.token().0) else {
                 continue;
             };
             let before = sub.state.stage;
+            // The receive time is read once per event, when its first message is in hand
+            // (after the read: bytes may arrive between the poll and the read).
+            let mut now = None;
             let progress = sub.conn.on_event(&mut buf, &mut masks, |text| {
+                let now = *now.get_or_insert_with(now_us);
                 on_text(
                     &mut sub.state,
                     &mut totals,
