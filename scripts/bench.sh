@@ -2,8 +2,9 @@
 # Benchmarks Rocket against a Node.js `ws` peer and a "physical ceiling" server, on this
 # machine, over loopback, and writes docs/BENCHMARKS.md with the figures and PNG plots.
 #
-#   scripts/bench.sh            # the full suite (about 10 minutes)
+#   scripts/bench.sh            # the full suite (about 12 minutes)
 #   QUICK=1 scripts/bench.sh    # shorter runs, for trying the script out
+#   REPEAT=5 scripts/bench.sh   # scenarios 1 and 2 five times each (default 3)
 #
 # Every server is started fresh for each run (so its RSS baseline and peak are its own) and
 # stopped after it. Results (one JSON per run) go to $RESULTS (target/bench-results).
@@ -18,6 +19,7 @@ SWEEP_DURATION=${SWEEP_DURATION:-5}
 if [[ -n "${QUICK:-}" ]]; then
   DURATION=3
   SWEEP_DURATION=2
+  REPEAT=${REPEAT:-1}
 fi
 BENCH=$ROOT/target/release/rocket-bench
 CLI=$ROOT/target/release/rocket-cli
@@ -124,23 +126,32 @@ bench() {
   sleep 1
 }
 
+# Scenarios 1 and 2 decide goals: each runs REPEAT times (servers in turn), and the report
+# takes the median run and shows the spread.
+REPEAT=${REPEAT:-3}
+suffix() {
+  if (($1 > 1)); then echo ".$1"; fi
+  return 0
+}
+
 # 1. Fan-out, flat out: 1 publisher, 1 channel, 1,000 subscribers, 100-byte data.
-for s in rocket peer ceiling; do
-  bench $s $s-fanout --subscribers 1000 --duration "$DURATION"
+for i in $(seq 1 "$REPEAT"); do
+  for s in rocket peer ceiling; do
+    bench $s $s-fanout$(suffix "$i") --subscribers 1000 --duration "$DURATION"
+  done
 done
-# Deliveries against subscriber count (1,000 is scenario 1).
+# Deliveries against subscriber count (the report takes 1,000 from scenario 1).
 for n in 100 300 3000 10000; do
   for s in rocket peer ceiling; do
     bench $s $s-sweep-$n --subscribers $n --duration "$SWEEP_DURATION"
   done
 done
-for s in rocket peer ceiling; do
-  [[ -f "$RESULTS/$s-fanout.json" ]] && cp "$RESULTS/$s-fanout.json" "$RESULTS/$s-sweep-1000.json"
-done
 
 # 2. Latency: 100 publishes/s to 1,000 subscribers.
-for s in rocket peer ceiling; do
-  bench $s $s-latency --subscribers 1000 --rate 100 --duration "$DURATION"
+for i in $(seq 1 "$REPEAT"); do
+  for s in rocket peer ceiling; do
+    bench $s $s-latency$(suffix "$i") --subscribers 1000 --rate 100 --duration "$DURATION"
+  done
 done
 
 # 3. Many channels: 1,000 channels x 10 subscribers, 10 publishers, flat out.

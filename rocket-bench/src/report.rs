@@ -36,21 +36,85 @@ fn names(server: &str) -> &str {
     }
 }
 
-fn load(dir: &Path) -> Result<Results, String> {
-    let mut out = Results::new();
+/// Every run of each label: `LABEL.json`, and repeats as `LABEL.2.json`, `LABEL.3.json`…
+type AllRuns = BTreeMap<String, Vec<RunResult>>;
+
+fn load(dir: &Path) -> Result<AllRuns, String> {
+    let mut out = AllRuns::new();
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
         if path.extension().is_some_and(|e| e == "json") {
             let text =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let r: RunResult =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
-            out.insert(stem.unwrap_or_default(), r);
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let label = match stem.rsplit_once('.') {
+                Some((base, n)) if n.parse::<u32>().is_ok() => base.to_owned(),
+                _ => stem,
+            };
+            out.entry(label).or_default().push(r);
         }
     }
     Ok(out)
+}
+
+/// What ranks the repeats of a label: lower p99 is better for latency runs, then RSS per
+/// connection for idle runs, the connection rate for storms, and otherwise deliveries per
+/// server CPU-second.
+fn rank(label: &str, r: &RunResult) -> f64 {
+    if label.contains("latency") {
+        r.latency.p99_ms
+    } else if label.contains("idle") {
+        rss_per_conn(r)
+    } else if label.contains("storm") {
+        r.setup.per_second
+    } else {
+        per_cpu(r)
+    }
+}
+
+/// The median run of each label (the lower middle for an even count).
+fn medians(all: &AllRuns) -> Results {
+    all.iter()
+        .map(|(label, runs)| {
+            let mut sorted: Vec<&RunResult> = runs.iter().collect();
+            sorted.sort_by(|a, b| rank(label, a).total_cmp(&rank(label, b)));
+            (label.clone(), sorted[(sorted.len() - 1) / 2].clone())
+        })
+        .collect()
+}
+
+/// A line per server whose `suffix` runs were repeated: the spread across its runs.
+fn spread_note(md: &mut String, all: &AllRuns, suffix: &str) {
+    for s in ["rocket", "peer", "ceiling"] {
+        let Some(runs) = all.get(&format!("{s}-{suffix}")) else {
+            continue;
+        };
+        if runs.len() < 2 {
+            continue;
+        }
+        let range = |f: &dyn Fn(&RunResult) -> f64, show: &dyn Fn(f64) -> String| {
+            let lo = runs.iter().map(f).fold(f64::MAX, f64::min);
+            let hi = runs.iter().map(f).fold(f64::MIN, f64::max);
+            format!("{}–{}", show(lo), show(hi))
+        };
+        let _ = writeln!(
+            md,
+            "- {}: {} runs; deliveries/s {}, deliveries per server CPU-second {}, p50 {} ms, p99 {} ms.",
+            names(s),
+            runs.len(),
+            range(&|r| r.load.deliveries_per_second, &k),
+            range(&per_cpu, &k),
+            range(&|r| r.latency.p50_ms, &ms),
+            range(&|r| r.latency.p99_ms, &ms),
+        );
+    }
 }
 
 fn read_meta(dir: &Path) -> Vec<(String, String)> {
@@ -214,7 +278,8 @@ fn ratio(a: f64, b: f64) -> String {
 
 /// Writes the report and its plots.
 pub fn write(args: &ReportArgs) -> Result<(), String> {
-    let results = load(&args.results)?;
+    let all = load(&args.results)?;
+    let results = medians(&all);
     let get = |label: &str| results.get(label);
     std::fs::create_dir_all(&args.plots).map_err(|e| format!("{}: {e}", args.plots.display()))?;
     let rel = |file: &str| {
@@ -335,6 +400,13 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
         .filter_map(|s| Some((names(s), get(&format!("{s}-fanout"))?)))
         .collect();
     load_table(&mut md, &rows);
+    if all.get("rocket-fanout").is_some_and(|r| r.len() > 1) {
+        md.push_str(
+            "\nEach server ran this scenario several times; the table shows its median run by \
+             deliveries per server CPU-second, and the goals are checked on it. The spread:\n\n",
+        );
+        spread_note(&mut md, &all, "fanout");
+    }
     if let (Some(a), Some(b)) = (fan, peer_fan) {
         let _ = writeln!(
             md,
@@ -375,6 +447,13 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
                 )
             })
             .collect();
+        // Scenario 1 is the sweep's point at its subscriber count (the median run).
+        if let Some(r) = get(&format!("{s}-fanout")) {
+            let n = f64::from(r.subscribers);
+            if !pts.iter().any(|p| p.0 == n) {
+                pts.push((n, r.load.deliveries_per_second, per_cpu(r)));
+            }
+        }
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         if pts.is_empty() {
             continue;
@@ -439,6 +518,13 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
         .filter_map(|s| Some((names(s), get(&format!("{s}-latency"))?)))
         .collect();
     load_table(&mut md, &rows);
+    if all.get("rocket-latency").is_some_and(|r| r.len() > 1) {
+        md.push_str(
+            "\nEach server ran this scenario several times; the table shows its median run by \
+             p99, and the goal is checked on it. The spread:\n\n",
+        );
+        spread_note(&mut md, &all, "latency");
+    }
     if let (Some(a), Some(b)) = (lat, get("peer-latency")) {
         let _ = writeln!(
             md,
@@ -543,8 +629,10 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
         "Each run below was started by `scripts/bench.sh` against a fresh server process; ",
     );
     md.push_str("the server commands are in the table of versions above.\n\n```text\n");
-    for (label, r) in &results {
-        let _ = writeln!(md, "# {label}\n{}", r.command);
+    for (label, runs) in &all {
+        for r in runs {
+            let _ = writeln!(md, "# {label}\n{}", r.command);
+        }
     }
     md.push_str("```\n\n");
     md.push_str("Raw figures of every run (JSON, one file per label) are written to the results folder the script names.\n");
@@ -570,7 +658,12 @@ mod tests {
         };
         r.load.deliveries_per_second = 450_000.0;
         r.latency.curve = vec![(50.0, 0.5), (99.0, 2.0), (100.0, 3.0)];
-        for label in ["rocket-fanout", "rocket-latency", "rocket-sweep-1000"] {
+        for label in [
+            "rocket-fanout",
+            "rocket-fanout.2",
+            "rocket-latency",
+            "rocket-sweep-1000",
+        ] {
             r.label = label.into();
             std::fs::write(
                 results.join(format!("{label}.json")),
@@ -595,6 +688,7 @@ mod tests {
             "| fan-out, 1,000 subscribers, flat out: ≥ 400,000 deliveries/s | 450000/s | yes |"
         ));
         assert!(md.contains("](bench/fanout-vs-subscribers.png)"));
+        assert!(md.contains("Rocket (rocket-cli, tokio): 2 runs;"), "{md}");
         assert!(md.contains("rocket server | rocket-cli x.json"));
         assert!(dir.join("docs/bench/latency-100-per-second.png").exists());
         std::fs::remove_dir_all(&dir).unwrap();
