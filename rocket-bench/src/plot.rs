@@ -55,7 +55,8 @@ pub fn fanout(path: &Path, rate: &[Series], per_cpu: &[Series], title: &str) -> 
             .fold(f64::MAX, f64::min)
             .min(x_max / 2.0)
             / 1.3;
-        let y_max = ys.fold(1.0f64, f64::max) * 1.15;
+        // Headroom above the lines for the legend.
+        let y_max = ys.fold(1.0f64, f64::max) * 1.45;
         let mut chart = ChartBuilder::on(panel)
             .margin(20)
             .x_label_area_size(50)

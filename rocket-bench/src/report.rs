@@ -162,6 +162,19 @@ fn k(x: f64) -> String {
     }
 }
 
+/// A whole number with thousands separators: 2985201.4 → "2,985,201".
+fn grouped(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn ms(x: f64) -> String {
     if x < 10.0 {
         format!("{x:.2}")
@@ -327,13 +340,13 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
     goal(
         "fan-out, 1,000 subscribers, flat out: ≥ 400,000 deliveries/s",
         fan.map_or("-".into(), |r| {
-            format!("{:.0}/s", r.load.deliveries_per_second)
+            format!("{}/s", grouped(r.load.deliveries_per_second))
         }),
         fan.map(|r| r.load.deliveries_per_second >= 400_000.0),
     );
     goal(
         "… ≥ 600,000 deliveries per server CPU-second",
-        fan.map_or("-".into(), |r| format!("{:.0}", per_cpu(r))),
+        fan.map_or("-".into(), |r| grouped(per_cpu(r))),
         fan.map(|r| per_cpu(r) >= 600_000.0),
     );
     goal(
@@ -359,7 +372,9 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
         big.map_or("-".into(), |r| {
             format!(
                 "{} ready, {} of {} liveness deliveries",
-                r.setup.ready, r.load.deliveries, r.load.deliveries_expected
+                grouped(f64::from(r.setup.ready)),
+                grouped(r.load.deliveries as f64),
+                grouped(r.load.deliveries_expected as f64)
             )
         }),
         big.map(|r| r.setup.ready >= 19_000 && clean(r)),
@@ -647,6 +662,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(grouped(2985201.4), "2,985,201");
+        assert_eq!(grouped(999.0), "999");
+        assert_eq!(grouped(1000.0), "1,000");
+        assert_eq!(grouped(0.0), "0");
+    }
+
+    #[test]
     fn writes_a_report_from_results() {
         let dir = std::env::temp_dir().join(format!("rocket-bench-report-{}", std::process::id()));
         let results = dir.join("results");
@@ -684,9 +707,12 @@ mod tests {
         };
         write(&args).unwrap();
         let md = std::fs::read_to_string(&args.out).unwrap();
-        assert!(md.contains(
-            "| fan-out, 1,000 subscribers, flat out: ≥ 400,000 deliveries/s | 450000/s | yes |"
-        ));
+        assert!(
+            md.contains(
+                "| fan-out, 1,000 subscribers, flat out: ≥ 400,000 deliveries/s | 450,000/s | yes |"
+            ),
+            "{md}"
+        );
         assert!(md.contains("](bench/fanout-vs-subscribers.png)"));
         assert!(md.contains("Rocket (rocket-cli, tokio): 2 runs;"), "{md}");
         assert!(md.contains("rocket server | rocket-cli x.json"));
