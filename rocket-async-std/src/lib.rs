@@ -54,9 +54,11 @@ use rocket_server::{Admit, Runtime, Task};
 pub use rocket_proto::Config;
 pub use rocket_server::{Running, Server, Service, rustls};
 
-/// Binds the config's `Host` and `Port` and serves on async-std.
+/// Binds the config's `Host` and `Port` (with a 4096-connection listen backlog) and serves
+/// on async-std.
 pub async fn bind(server: Server) -> io::Result<Running> {
-    let listener = async_std::net::TcpListener::bind(server.address()).await?;
+    let (host, port) = server.address();
+    let listener = async_std::net::TcpListener::from(rocket_server::bind_listener(host, port)?);
     serve(server, listener)
 }
 

@@ -137,6 +137,39 @@ impl Server {
     }
 }
 
+/// Pending connections the kernel may queue before `accept` (the usual default of 128
+/// drops connection attempts during a connect storm).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// For frontends: a non-blocking listening socket on `host:port` (the first address that
+/// binds), with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`. Resolving `host` may block briefly;
+/// it runs once, at startup.
+pub fn bind_listener(host: &str, port: u16) -> io::Result<std::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let mut last_error = None;
+    for addr in (host, port).to_socket_addrs()? {
+        let attempt = (|| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(LISTEN_BACKLOG)?;
+            socket.set_nonblocking(true)?;
+            Ok(std::net::TcpListener::from(socket))
+        })();
+        match attempt {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))
+    }))
+}
+
 /// A running server; [`shutdown`](Self::shutdown) stops it gracefully.
 pub struct Running {
     local_addr: SocketAddr,

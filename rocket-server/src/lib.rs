@@ -31,7 +31,7 @@ mod tls;
 
 pub use admission::{Full, Gate, Permit};
 pub use driver::{Runtime, serve_connection};
-pub use frontend::{Admit, Running, Server, Task, serve_socket};
+pub use frontend::{Admit, LISTEN_BACKLOG, Running, Server, Task, bind_listener, serve_socket};
 pub use hub::{Hub, random_token, to_message};
 pub use outbox::{End, Next, Outbox, Overflow};
 pub use rustls;

@@ -38,32 +38,12 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 pub use rocket_proto::Config;
 pub use rocket_server::{Running, Server, Service, rustls};
 
-/// Pending connections the kernel may queue before `accept` (the default of 128 drops
-/// connection attempts during a connect storm).
-const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds the config's `Host` and `Port` and starts serving. Call inside a tokio runtime.
+/// Binds the config's `Host` and `Port` (with a 4096-connection listen backlog) and starts
+/// serving. Call inside a tokio runtime.
 pub async fn bind(server: Server) -> io::Result<Running> {
-    let mut last_error = None;
     let (host, port) = server.address();
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-    for addr in addrs {
-        match listen(addr) {
-            Ok(listener) => return serve(server, listener),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
-}
-
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    let listener = TcpListener::from_std(rocket_server::bind_listener(host, port)?)?;
+    serve(server, listener)
 }
 
 /// Starts serving on a listener the caller bound. Call inside a tokio runtime.
