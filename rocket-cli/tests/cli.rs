@@ -239,24 +239,7 @@ async fn serves_example_json_and_shuts_down_on_sigterm(runtime: &str) {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
     );
 
-    send(
-        &mut ws,
-        serde_json::json!({"authenticate": {"user": "backend", "secret": "secret"}}),
-    )
-    .await;
-    assert_eq!(
-        next_json(&mut ws).await,
-        serde_json::json!({"authenticated": "backend"})
-    );
-    send(
-        &mut ws,
-        serde_json::json!({"subscribe": {"channel": "news"}}),
-    )
-    .await;
-    assert_eq!(
-        next_json(&mut ws).await,
-        serde_json::json!({"subscribed": "news"})
-    );
+    login_and_subscribe(&mut ws, "news").await;
 
     server.signal("TERM");
     assert_eq!(close_code(&mut ws).await, CloseCode::Away);
@@ -459,29 +442,30 @@ fn an_unknown_runtime_is_refused() {
     );
 }
 
-/// Authenticates as `backend` and subscribes to `channel`.
+/// Connects, reads the greeting, authenticates as `backend` and subscribes to `channel`.
 async fn subscriber(address: &str, channel: &str) -> Ws {
     let mut ws = connect(address, "/echo").await;
     next_json(&mut ws).await; // greeting
+    login_and_subscribe(&mut ws, channel).await;
+    ws
+}
+
+/// Authenticates as `backend` and subscribes to `channel`.
+async fn login_and_subscribe(ws: &mut Ws, channel: &str) {
     send(
-        &mut ws,
+        ws,
         serde_json::json!({"authenticate": {"user": "backend", "secret": "secret"}}),
     )
     .await;
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(ws).await,
         serde_json::json!({"authenticated": "backend"})
     );
-    send(
-        &mut ws,
-        serde_json::json!({"subscribe": {"channel": channel}}),
-    )
-    .await;
+    send(ws, serde_json::json!({"subscribe": {"channel": channel}})).await;
     assert_eq!(
-        next_json(&mut ws).await,
+        next_json(ws).await,
         serde_json::json!({"subscribed": channel})
     );
-    ws
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
