@@ -177,7 +177,7 @@ fn same_bytes(a: &Payload, b: &Payload) -> bool {
 }
 
 /// The WebSocket message for a payload.
-pub fn to_message(payload: &Payload) -> Message {
+fn to_message(payload: &Payload) -> Message {
     if payload.is_text() {
         // Text payloads are UTF-8 by construction; the check runs once per broadcast.
         Message::Text(Utf8Bytes::try_from(payload.bytes().clone()).expect("text payload is UTF-8"))

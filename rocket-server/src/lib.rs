@@ -32,7 +32,7 @@ mod tls;
 pub use admission::{Full, Gate, Permit};
 pub use driver::{Runtime, serve_connection};
 pub use frontend::{Admit, LISTEN_BACKLOG, Running, Server, Task, bind_listener, serve_socket};
-pub use hub::{Hub, random_token, to_message};
+pub use hub::{Hub, random_token};
 pub use outbox::{End, Next, Outbox, Overflow};
 pub use rustls;
 pub use secrets::{MAX_CONCURRENT_VERIFICATIONS, hash_secret, verify_phc};
