@@ -123,6 +123,15 @@ pub struct Limits {
     /// is full is a slow consumer and is closed with 1008.
     #[serde(rename = "SendQueueMessages")]
     pub send_queue_messages: usize,
+    /// Queued message bytes per connection (`SendQueueBytes`, 1048576); more is a slow
+    /// consumer, closed with 1008. Bytes already handed to the socket do not count, and one
+    /// message is always accepted into an empty queue.
+    #[serde(rename = "SendQueueBytes")]
+    pub send_queue_bytes: usize,
+    /// A write that makes no progress this long drops the connection (`WriteTimeoutMs`,
+    /// 10000), e.g. a client that stopped reading.
+    #[serde(rename = "WriteTimeoutMs")]
+    pub write_timeout_ms: u64,
     /// Time to finish the WebSocket upgrade (`HandshakeTimeoutMs`, 10000).
     #[serde(rename = "HandshakeTimeoutMs")]
     pub handshake_timeout_ms: u64,
@@ -148,6 +157,8 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 0,
             send_queue_messages: 1024,
+            send_queue_bytes: 1024 * 1024,
+            write_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
             ping_interval_ms: 30_000,
             idle_timeout_ms: 90_000,
@@ -342,6 +353,8 @@ impl Config {
         for (key, value) in [
             ("MaxMessageBytes", l.max_message_bytes as u64),
             ("SendQueueMessages", l.send_queue_messages as u64),
+            ("SendQueueBytes", l.send_queue_bytes as u64),
+            ("WriteTimeoutMs", l.write_timeout_ms),
             ("HandshakeTimeoutMs", l.handshake_timeout_ms),
         ] {
             if value == 0 {
@@ -402,9 +415,20 @@ fn phc_well_formed(secret: &str) -> bool {
         && b64(parts[5])
 }
 
-fn validate_path(path: &str) -> Result<(), String> {
+/// Paths the server answers over plain HTTP; no hub may use them (nor any path under `/api/`).
+pub const RESERVED_PATHS: &[&str] = &["/health", "/ready", "/metrics", "/api"];
+
+/// Checks a hub path as the config does (`Hubs[].Path`): starts with `/`, printable ASCII,
+/// no empty, `.` or `..` segment, not one of the HTTP endpoints ([`RESERVED_PATHS`], or
+/// under `/api/`). The error says what is wrong.
+pub fn validate_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} must start with '/'"));
+    }
+    if RESERVED_PATHS.contains(&path) || path.starts_with("/api/") {
+        return Err(format!(
+            "{path:?} is reserved for the HTTP endpoints (/health, /ready, /metrics, /api/...)"
+        ));
     }
     if path.len() > 1024 {
         return Err("must be at most 1024 bytes".into());
@@ -542,6 +566,11 @@ mod tests {
             ("/a?x", "contains '?'"),
             ("/a//b", "empty, '.' or '..' segment"),
             ("/../b", "empty, '.' or '..' segment"),
+            ("/health", "reserved for the HTTP endpoints"),
+            ("/ready", "reserved for the HTTP endpoints"),
+            ("/metrics", "reserved for the HTTP endpoints"),
+            ("/api", "reserved for the HTTP endpoints"),
+            ("/api/broadcast", "reserved for the HTTP endpoints"),
         ] {
             let e = err(&format!(r#"{{"Hubs":[{{"Path":"{path}"}}]}}"#));
             assert!(e.contains("Hubs[0].Path") && e.contains(why), "{path}: {e}");
@@ -549,6 +578,10 @@ mod tests {
         let e = err(r#"{"Hubs":[{"Path":"/a"},{"Path":"/b"},{"Path":"/a"}]}"#);
         assert_eq!(e, "invalid config: Hubs[2].Path: duplicate hub path \"/a\"");
         assert!(err(r#"{"Hubs":[]}"#).contains("at least one hub"));
+        // Only the exact endpoints and what lies under /api/ are reserved.
+        for path in ["/healthz", "/apix", "/metrics/x", "/echo"] {
+            Config::from_json(&format!(r#"{{"Hubs":[{{"Path":"{path}"}}]}}"#)).unwrap();
+        }
     }
 
     #[test]
@@ -569,6 +602,17 @@ mod tests {
         assert_eq!(c.limits.max_message_bytes, 10);
         assert_eq!(c.limits.max_failed_auth, 0);
         assert_eq!(c.limits.send_queue_messages, 1024);
+        assert_eq!(c.limits.send_queue_bytes, 1 << 20);
+        assert_eq!(c.limits.write_timeout_ms, 10_000);
+        for key in ["SendQueueBytes", "WriteTimeoutMs"] {
+            let e = err(&format!(
+                r#"{{"Hubs":[{{"Path":"/a"}}],"Limits":{{"{key}":0}}}}"#
+            ));
+            assert!(
+                e.contains(&format!("Limits.{key}: must be at least 1")),
+                "{e}"
+            );
+        }
         let e = err(r#"{"Hubs":[{"Path":"/a"}],"Limits":{"SendQueueMessages":0}}"#);
         assert!(
             e.contains("Limits.SendQueueMessages: must be at least 1"),
