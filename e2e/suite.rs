@@ -587,6 +587,15 @@ pub async fn tls_serves_wss<F: Frontend>() {
     c.send(json!({"authenticate": {"user": "backend", "secret": "secret"}}))
         .await;
     assert_eq!(c.recv().await, json!({"authenticated": "backend"}));
+    // The HTTP front answers over TLS too.
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let mut buf = Vec::new();
+    let r = http_exchange(&mut tls, &mut buf, "GET /health HTTP/1.1\r\n\r\n").await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"ok"}"#));
+    let r = http_exchange(&mut tls, &mut buf, "GET /echo HTTP/1.1\r\n\r\n").await;
+    assert_eq!(r.status, 426);
     // Plain ws:// to a TLS port fails.
     let tcp = TcpStream::connect(s.addr).await.unwrap();
     assert!(
@@ -669,6 +678,289 @@ pub async fn disallowed_origin_is_403<F: Frontend>() {
         .expect("no Origin: a non-browser client");
 }
 
+/// One HTTP response as read off a raw connection.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines, names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Writes `request` on `io` and reads one response (its body by `Content-Length`); the
+/// bytes after it stay in `buf` for the next call.
+pub async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    request: &str,
+) -> HttpResponse {
+    io.write_all(request.as_bytes()).await.unwrap();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(STEP, io.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before a response; got {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+    let status = status_line[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("a header line");
+            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let head_only = request.starts_with("HEAD ");
+    let body_len = if head_only { 0 } else { len };
+    while buf.len() < head_end + body_len {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(STEP, io.read(&mut chunk))
+            .await
+            .expect("a body in time")
+            .expect("read");
+        assert!(n > 0, "connection closed inside a body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8(buf[head_end..head_end + body_len].to_vec()).unwrap();
+    buf.drain(..head_end + body_len);
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Whether the server closed `io` (EOF or reset) within [`STEP`].
+pub async fn closed_by_server<S: AsyncRead + Unpin>(io: &mut S) -> bool {
+    let mut chunk = [0u8; 64];
+    matches!(
+        tokio::time::timeout(STEP, io.read(&mut chunk)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+pub async fn health_and_plain_http_share_the_port<F: Frontend>() {
+    let s = start::<F>("");
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    // One keep-alive connection: every answer comes on it, in order.
+    let r = http_exchange(
+        &mut tcp,
+        &mut buf,
+        "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"ok"}"#));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let r = http_exchange(&mut tcp, &mut buf, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(r.status, 426, "a hub path without Upgrade: {r:?}");
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    let r = http_exchange(&mut tcp, &mut buf, "GET /nope HTTP/1.1\r\n\r\n").await;
+    assert_eq!(r.status, 404);
+    let r = http_exchange(&mut tcp, &mut buf, "DELETE /health HTTP/1.1\r\n\r\n").await;
+    assert_eq!(r.status, 405);
+    // Two pipelined requests, then Connection: close.
+    let both = "HEAD /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let r = http_exchange(&mut tcp, &mut buf, both).await;
+    assert_eq!((r.status, r.body.as_str()), (200, ""), "HEAD has no body");
+    let r = http_exchange(&mut tcp, &mut buf, "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(closed_by_server(&mut tcp).await);
+    // A garbage head gets 400 and the connection closes.
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let r = http_exchange(&mut tcp, &mut Vec::new(), "NOT HTTP AT ALL\r\n\r\n").await;
+    assert_eq!(r.status, 400);
+    assert!(closed_by_server(&mut tcp).await);
+    // An upgrade with the first WebSocket frame in the same packet loses nothing.
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut c = Client::handshake(Box::new(tcp), s.addr, "/echo")
+        .await
+        .unwrap();
+    c.send(json!({"logout": true})).await;
+    assert_eq!(c.recv().await, json!({"loggedOut": true}));
+    assert_eq!(s.service.pending_handshakes(), 0);
+}
+
+pub async fn hub_paths_cannot_take_the_http_endpoints<F: Frontend>() {
+    for path in ["/health", "/ready", "/metrics", "/api/broadcast"] {
+        let text = format!(r#"{{"Hubs":[{{"Path":"{path}"}}]}}"#);
+        let e = Config::from_json(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("Hubs[0].Path") && e.contains("reserved"),
+            "{path}: {e}"
+        );
+        let e = Service::new(config(""))
+            .with_protocol(
+                path,
+                rocket_proto::Engine::new(
+                    &config("").hubs[0],
+                    &Default::default(),
+                    Default::default(),
+                ),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reserved"), "{path}: {e}");
+    }
+    // Near misses are ordinary hubs, and /health still answers beside them.
+    let config = Config::from_json(
+        r#"{"Hubs":[{"Path":"/healthz","Users":{"u":{"Permission":3}}},{"Path":"/apix"}]}"#,
+    )
+    .unwrap();
+    let s = F::start(Service::new(config), None);
+    Client::connect(s.addr, "/healthz").await;
+    Client::connect(s.addr, "/apix").await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let r = http_exchange(&mut tcp, &mut Vec::new(), "GET /health HTTP/1.1\r\n\r\n").await;
+    assert_eq!(r.status, 200);
+}
+
+/// A subscriber that stops reading while large messages are queued for it: its write
+/// stalls, and it must not be held for as long as TCP keeps the socket.
+async fn stall_a_subscriber(s: &Started, messages: usize, size: usize) -> (Client, TcpStream) {
+    // A small receive buffer, so the stall comes after little data.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let upgrade = format!(
+        "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+    );
+    let r = http_exchange(&mut stalled, &mut buf, &upgrade).await;
+    assert_eq!(r.status, 101);
+    // Masked client frames: authenticate, subscribe (the replies are never read).
+    for text in [
+        r#"{"authenticate":{"user":"backend","secret":"secret"}}"#,
+        r#"{"subscribe":{"channel":"big"}}"#,
+    ] {
+        stalled.write_all(&masked_text_frame(text)).await.unwrap();
+    }
+    // Read up to the subscribe reply, then never again.
+    while !buf.windows(20).any(|w| w == br#"{"subscribed":"big"}"#) {
+        let mut chunk = [0u8; 256];
+        let n = tokio::time::timeout(STEP, stalled.read(&mut chunk))
+            .await
+            .expect("replies in time")
+            .unwrap();
+        assert!(n > 0, "closed before subscribing");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut witness = Client::subscriber(s.addr, "big").await;
+    let mut publisher = Client::login(s.addr, "backend", "secret").await;
+    let pad = "z".repeat(size);
+    for i in 0..messages {
+        publisher
+            .send(json!({"broadcast": {"event": "big", "channel": "big", "data": {"i": i, "pad": pad}}}))
+            .await;
+        assert_eq!(publisher.recv().await, json!({"broadcasted": "big"}));
+        assert_eq!(
+            witness.recv().await["data"]["i"],
+            json!(i),
+            "the witness gets everything"
+        );
+    }
+    drop(publisher);
+    (witness, stalled)
+}
+
+fn masked_text_frame(text: &str) -> Vec<u8> {
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81];
+    let len = text.len();
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+pub async fn a_client_that_stops_reading_is_dropped_by_the_write_timeout<F: Frontend>() {
+    // Idle timeout and the queue bounds out of the way: only the write deadline can act.
+    let s = start::<F>(
+        r#""WriteTimeoutMs": 1000, "PingIntervalMs": 0, "IdleTimeoutMs": 0,
+           "MaxMessageBytes": 2000000, "SendQueueBytes": 100000000"#,
+    );
+    let (mut witness, _stalled) = stall_a_subscriber(&s, 12, 900_000).await;
+    let queued = tokio::time::Instant::now();
+    eventually("the stalled client is dropped", || {
+        s.service.hub("/echo").unwrap().connection_count() == 1
+    })
+    .await;
+    let took = queued.elapsed();
+    // WriteTimeoutMs, plus up to one tick (the period is the write timeout here) and slack.
+    assert!(
+        took < Duration::from_millis(2000 + 1500),
+        "dropped after {took:?}"
+    );
+    witness.send(json!({"logout": true})).await;
+    assert_eq!(witness.recv().await, json!({"loggedOut": true}));
+}
+
+pub async fn timers_run_while_a_write_is_stalled<F: Frontend>() {
+    // The write deadline far away: the idle timeout must still close the stalled client.
+    let s = start::<F>(
+        r#""WriteTimeoutMs": 600000, "PingIntervalMs": 500, "IdleTimeoutMs": 2000,
+           "MaxMessageBytes": 2000000, "SendQueueBytes": 100000000"#,
+    );
+    let (mut witness, _stalled) = stall_a_subscriber(&s, 12, 900_000).await;
+    let queued = tokio::time::Instant::now();
+    // The witness keeps reading (and so answers pings) meanwhile.
+    while s.service.hub("/echo").unwrap().connection_count() > 1 {
+        assert!(queued.elapsed() < STEP, "the stalled client is still open");
+        let _ = tokio::time::timeout(Duration::from_millis(50), witness.ws.next()).await;
+    }
+    let took = queued.elapsed();
+    assert!(
+        took < Duration::from_millis(2000 + 500 + 2000 + 1500),
+        "closed after {took:?}"
+    );
+    // The witness answered pings all along (its client does), so it is still here.
+    witness.send(json!({"logout": true})).await;
+    assert_eq!(witness.recv().await, json!({"loggedOut": true}));
+}
+
+pub async fn queued_bytes_over_the_bound_make_a_slow_consumer<F: Frontend>() {
+    let s = start::<F>(
+        r#""WriteTimeoutMs": 600000, "MaxMessageBytes": 2000000, "SendQueueBytes": 1048576"#,
+    );
+    // 12 × 900 KB is far past the kernel's buffers plus 1 MiB of queue.
+    let (mut witness, _stalled) = stall_a_subscriber(&s, 12, 900_000).await;
+    eventually("the stalled client is cut off as a slow consumer", || {
+        s.service.hub("/echo").unwrap().connection_count() == 1
+    })
+    .await;
+    witness.send(json!({"logout": true})).await;
+    assert_eq!(witness.recv().await, json!({"loggedOut": true}));
+}
+
 pub fn close_code(c: CloseCode) -> u16 {
     c.into()
 }
@@ -696,6 +988,11 @@ macro_rules! e2e_tests {
             stalled_handshakes_are_dropped,
             connection_limit_refuses_with_503,
             disallowed_origin_is_403,
+            health_and_plain_http_share_the_port,
+            hub_paths_cannot_take_the_http_endpoints,
+            a_client_that_stops_reading_is_dropped_by_the_write_timeout,
+            timers_run_while_a_write_is_stalled,
+            queued_bytes_over_the_bound_make_a_slow_consumer,
         );
         $crate::e2e_tests!(@faults $frontend;
             slow_consumer_under_10k_messages_is_cut_off,

@@ -46,10 +46,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_util::Stream;
 use futures_util::io::{AsyncRead, AsyncWrite};
-use rocket_server::{Admit, Runtime, Task};
+use rocket_server::{AsSocket, Metered, Runtime, Task};
 
 pub use rocket_proto::Config;
 pub use rocket_server::{Running, Server, Service, rustls};
@@ -58,13 +58,15 @@ pub use rocket_server::{Running, Server, Service, rustls};
 /// on async-std.
 pub async fn bind(server: Server) -> io::Result<Running> {
     let (host, port) = server.address();
-    let listener = async_std::net::TcpListener::from(rocket_server::bind_listener(host, port)?);
+    let listener = rocket_server::bind_listener(host, port)?;
     serve(server, listener)
 }
 
-/// Serves on an async-std listener the caller bound.
-pub fn serve(server: Server, listener: async_std::net::TcpListener) -> io::Result<Running> {
-    let local_addr = listener.local_addr()?;
+/// Serves on async-std, on a listener the caller bound. Its sockets run on the `async-io`
+/// reactor, which async-std itself runs on.
+pub fn serve(server: Server, listener: std::net::TcpListener) -> io::Result<Running> {
+    let listener = async_io::Async::new(listener)?;
+    let local_addr = listener.get_ref().local_addr()?;
     let incoming =
         futures_util::stream::unfold(listener, |l| async { Some((l.accept().await, l)) });
     let spawn = |task| drop(async_std::task::spawn(task));
@@ -80,7 +82,7 @@ pub fn serve_incoming<S, I>(
     spawn: impl Fn(Task) + Send + Sync + 'static,
 ) -> Running
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + AsSocket + Unpin + Send + 'static,
     I: Stream<Item = io::Result<(S, SocketAddr)>> + Send + 'static,
 {
     let tls = server
@@ -95,8 +97,8 @@ where
     )
 }
 
-/// TLS (if configured) and the WebSocket handshake for one accepted socket, then its
-/// connection.
+/// TLS (if configured), the HTTP front and the WebSocket stream for one accepted socket,
+/// then its connection.
 async fn connection<S>(
     socket: S,
     peer: SocketAddr,
@@ -107,32 +109,38 @@ async fn connection<S>(
 {
     let runtime = &AsyncIoRuntime;
     match tls {
-        None => rocket_server::serve_socket(socket, peer, service, runtime, websocket).await,
+        None => {
+            let plain = |socket| std::future::ready(Ok(socket));
+            rocket_server::serve_socket(socket, peer, service, runtime, plain, websocket).await
+        }
         Some(acceptor) => {
-            let upgrade = |socket, admit, config| async move {
-                let stream = acceptor.accept(socket).await?;
-                websocket(stream, admit, config).await
-            };
+            let secure = |socket| acceptor.accept(socket);
             // Boxed: the TLS stream is large, and plain connections should not pay for it.
             Box::pin(rocket_server::serve_socket(
-                socket, peer, service, runtime, upgrade,
+                socket, peer, service, runtime, secure, websocket,
             ))
             .await;
         }
     }
 }
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
+/// The WebSocket over a connection whose upgrade was answered; `read` holds the bytes
+/// the client sent after its request head.
 async fn websocket<S>(
-    stream: S,
-    admit: Admit,
+    stream: Metered<S>,
+    read: Vec<u8>,
     config: WebSocketConfig,
-) -> Result<async_tungstenite::WebSocketStream<S>, Error>
+) -> async_tungstenite::WebSocketStream<Metered<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    Ok(async_tungstenite::accept_hdr_async_with_config(stream, admit, Some(config)).await?)
+    async_tungstenite::WebSocketStream::from_partially_read(
+        stream,
+        read,
+        Role::Server,
+        Some(config),
+    )
+    .await
 }
 
 /// async-io's timer and the `blocking` thread pool, both shared by async-std and smol, for

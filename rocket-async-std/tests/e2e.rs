@@ -19,7 +19,7 @@ impl Frontend for AsyncStd {
         if let Some(tls) = tls {
             server = server.with_tls(tls);
         }
-        let running = rocket_async_std::serve(server, listener.into()).unwrap();
+        let running = rocket_async_std::serve(server, listener).unwrap();
         Started {
             addr: running.local_addr(),
             service: Arc::clone(running.service()),

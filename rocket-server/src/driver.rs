@@ -1,15 +1,22 @@
 //! The connection driver: one async task per WebSocket connection, written once over the
 //! `futures` `Stream`/`Sink` traits and a small [`Runtime`] trait, so every runtime runs
 //! the same code.
+//!
+//! One loop polls four things and never waits on one alone: the outbox (what the hub
+//! queued), the socket's write side (what was taken from the outbox), the socket's read
+//! side (paused while a PHC secret is verified, so replies stay in order), and the timer.
+//! A client that stops reading therefore cannot stop the pings, the idle timeout or the
+//! write deadline ([`Liveness`]).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rocket_proto::{ClientId, CloseCode, Frame, Verification};
 use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
@@ -17,6 +24,8 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
 use crate::hub::Hub;
+use crate::liveness::{Due, Liveness};
+use crate::metered::WriteProgress;
 use crate::outbox::{End, Next, Outbox};
 use crate::service::{Admission, Service};
 
@@ -35,24 +44,33 @@ pub trait Runtime: Send + Sync + 'static {
 /// Events handled in a row before the connection task yields to its executor.
 const YIELD_EVERY: u32 = 32;
 
-/// How long a closing connection waits for the client's close frame.
+/// How long closing may take: sending the close frame and reading the client's reply.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a connection being dropped (slow consumer, write timeout) gets to send its
+/// close frame: it is not reading, so the frame may never leave.
+const DROP_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Serves one upgraded WebSocket connection until it ends: greets it, feeds its messages
 /// to the hub, writes what the hub queues (everything queued, then one flush), pings it,
 /// and closes it on idle timeout, oversize (1009), invalid UTF-8 (1007), slow consumption
-/// (1008) or shutdown (1001).
+/// or a stalled write (1008), or shutdown (1001). `progress` counts the bytes written to
+/// the connection's socket (see [`Metered`](crate::Metered)).
 pub async fn serve_connection<S>(
     ws: S,
     peer: std::net::SocketAddr,
     admission: Admission,
+    progress: WriteProgress,
     service: &Service,
     runtime: &dyn Runtime,
 ) where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
 {
     let limits = service.limits();
-    let outbox = Arc::new(Outbox::new(limits.send_queue_messages));
+    let outbox = Arc::new(Outbox::new(
+        limits.send_queue_messages,
+        limits.send_queue_bytes,
+    ));
     let hub = &*admission.hub;
     let token = crate::hub::random_token();
     let Ok(id) = hub.connect(token, Arc::clone(&outbox)) else {
@@ -67,15 +85,17 @@ pub async fn serve_connection<S>(
         service,
         outbox: &outbox,
         runtime,
-        ping_every: millis(limits.ping_interval_ms),
-        idle_after: millis(limits.idle_timeout_ms),
-        last_seen: Instant::now(),
-        active: false,
+        progress,
+        liveness: Liveness::new(limits, Instant::now()),
+        unsent: VecDeque::new(),
+        unflushed: false,
+        closing: None,
+        verifying: None,
     };
     let ended = conn.run().await;
     hub.disconnect(id);
     match ended {
-        Ended::SlowConsumer => {
+        Ended::SlowConsumer | Ended::WriteTimeout => {
             tracing::warn!(client = %id, hub = hub.path(), %peer, "connection closed: {ended}")
         }
         _ => tracing::info!(client = %id, hub = hub.path(), %peer, "connection closed: {ended}"),
@@ -85,12 +105,16 @@ pub async fn serve_connection<S>(
 /// Why a connection ended, for the log.
 #[derive(Debug)]
 enum Ended {
-    /// The client closed the WebSocket (or asked to: `disconnect` closes with 1000).
+    /// The client closed the WebSocket.
     ByClient,
+    /// The client asked with `{"disconnect":true}`; the server closed with 1000.
+    Disconnected,
     /// The server closed it with this code and reason.
-    ByServer(u16, std::borrow::Cow<'static, str>),
+    ByServer(u16, Cow<'static, str>),
     /// Its send queue overflowed.
     SlowConsumer,
+    /// A write made no progress for `WriteTimeoutMs`.
+    WriteTimeout,
     /// The socket ended or failed without a close handshake.
     Broken(String),
 }
@@ -99,16 +123,20 @@ impl std::fmt::Display for Ended {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Ended::ByClient => f.write_str("closed by the client"),
+            Ended::Disconnected => {
+                f.write_str("the client asked to disconnect; closed by the server with 1000")
+            }
             Ended::ByServer(code, reason) => write!(f, "closed by the server: {code} {reason}"),
             Ended::SlowConsumer => f.write_str("slow consumer: send queue full, closed with 1008"),
+            Ended::WriteTimeout => {
+                f.write_str("write timeout: the client stopped reading, connection dropped")
+            }
             Ended::Broken(why) => f.write_str(why),
         }
     }
 }
 
-fn millis(ms: u64) -> Option<Duration> {
-    (ms != 0).then(|| Duration::from_millis(ms))
-}
+type Verifying<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 
 struct Connection<'a, S> {
     ws: S,
@@ -117,27 +145,36 @@ struct Connection<'a, S> {
     service: &'a Service,
     outbox: &'a Outbox,
     runtime: &'a dyn Runtime,
-    ping_every: Option<Duration>,
-    idle_after: Option<Duration>,
-    last_seen: Instant,
-    active: bool,
+    progress: WriteProgress,
+    liveness: Liveness,
+    /// Messages taken from the outbox (and pings), not yet handed to the WebSocket.
+    unsent: VecDeque<Message>,
+    /// Messages were handed to the WebSocket since its last completed flush.
+    unflushed: bool,
+    /// The outbox asked to close once everything queued is written.
+    closing: Option<(u16, Cow<'static, str>)>,
+    /// A PHC secret being checked; the client's next frame waits for it.
+    verifying: Option<Verifying<'a>>,
 }
 
 enum Event {
-    Outbox(Next),
+    /// Everything is written and the outbox asked to close.
+    Close(u16, Cow<'static, str>),
+    SlowConsumer,
+    WriteFailed(WsError),
+    Verified(bool),
     Incoming(Option<Result<Message, WsError>>),
     Tick,
 }
 
-impl<S> Connection<'_, S>
+impl<'a, S> Connection<'a, S>
 where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
 {
-    /// The connection's life. Rare, large steps (closing, verifying a secret) are boxed so
-    /// that they do not size every connection's task: idle connections are most of a
-    /// server's memory.
+    /// The connection's life. Rare, large steps (closing) are boxed so that they do not
+    /// size every connection's task: idle connections are most of a server's memory.
     async fn run(&mut self) -> Ended {
-        let mut tick = self.next_tick();
+        let mut tick = self.runtime.sleep(self.liveness.period());
         let mut burst = 0u32;
         loop {
             // Executors without a cooperative budget (async-std, smol) would let a client
@@ -147,140 +184,164 @@ where
                 burst = 0;
                 yield_now().await;
             }
-            let event = poll_fn(|cx| {
-                if let Poll::Ready(next) = self.outbox.poll_next(cx) {
-                    return Poll::Ready(Event::Outbox(next));
-                }
-                if let Poll::Ready(item) = self.ws.poll_next_unpin(cx) {
-                    return Poll::Ready(Event::Incoming(item));
-                }
-                if let Some(t) = tick.as_mut() {
-                    if t.poll_unpin(cx).is_ready() {
-                        return Poll::Ready(Event::Tick);
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
+            let event = poll_fn(|cx| self.poll_event(cx, tick.as_mut())).await;
             match event {
-                Event::Outbox(Next::Batch(batch)) => {
-                    // Boxed (one allocation per batch, next to a write system call) to keep
-                    // the idle connection's task small.
-                    if let Err(ended) = Box::pin(self.write_batch(batch)).await {
-                        return ended;
-                    }
-                }
-                Event::Outbox(Next::End(End::Close { code, reason })) => {
+                Event::Close(code, reason) => {
                     Box::pin(self.close(code, &reason)).await;
                     return if code == CloseCode::NORMAL.0 {
-                        Ended::ByClient // the client asked with {"disconnect":true}
+                        Ended::Disconnected // the engine closes with 1000 on request only
                     } else {
                         Ended::ByServer(code, reason)
                     };
                 }
-                Event::Outbox(Next::End(End::SlowConsumer)) => {
-                    return Box::pin(self.drop_slow_consumer()).await;
+                Event::SlowConsumer => {
+                    Box::pin(self.drop_with("slow consumer")).await;
+                    return Ended::SlowConsumer;
                 }
+                Event::WriteFailed(e) => return Ended::Broken(format!("write failed: {e}")),
+                Event::Verified(ok) => self.hub.secret_verified(self.id, ok),
                 Event::Incoming(None) => return Ended::Broken("connection ended".into()),
                 Event::Incoming(Some(Ok(message))) => {
-                    self.active = true;
+                    self.liveness.handle_frame();
                     let (hub, id) = (self.hub, self.id);
                     let verification = match message {
                         Message::Text(text) => hub.handle_frame(id, Frame::Text(&text)),
                         Message::Binary(bytes) => hub.handle_frame(id, Frame::Binary(&bytes)),
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
                         Message::Close(_) => {
-                            // tungstenite queued the close reply; flush it.
-                            let _ = Box::pin(self.ws.flush()).await;
+                            // tungstenite queued the close reply; flush it, briefly.
+                            let flush = self.ws.flush();
+                            let _ = futures_util::future::select(
+                                flush,
+                                self.runtime.sleep(CLOSE_TIMEOUT),
+                            )
+                            .await;
                             return Ended::ByClient;
                         }
                     };
                     if let Some(v) = verification {
-                        Box::pin(self.verify(v)).await;
+                        self.verifying = Some(self.verify(v));
                     }
                 }
                 Event::Incoming(Some(Err(e))) => return Box::pin(self.read_failed(e)).await,
                 Event::Tick => {
-                    let now = Instant::now();
-                    if std::mem::take(&mut self.active) {
-                        self.last_seen = now;
+                    let writing = self.is_writing().then(|| self.progress.get());
+                    match self.liveness.handle_timeout(Instant::now(), writing) {
+                        Due::Nothing => {}
+                        Due::Ping => self.unsent.push_back(Message::Ping(Default::default())),
+                        Due::IdleTimeout => {
+                            let (code, reason) = (CloseCode::GOING_AWAY.0, "idle timeout");
+                            Box::pin(self.close(code, reason)).await;
+                            return Ended::ByServer(code, reason.into());
+                        }
+                        Due::WriteTimeout => {
+                            Box::pin(self.drop_with("write timeout")).await;
+                            return Ended::WriteTimeout;
+                        }
                     }
-                    if self
-                        .idle_after
-                        .is_some_and(|idle| now - self.last_seen >= idle)
-                    {
-                        Box::pin(self.close(CloseCode::GOING_AWAY.0, "idle timeout")).await;
-                        return Ended::ByServer(CloseCode::GOING_AWAY.0, "idle timeout".into());
-                    }
-                    if self.ping_every.is_some()
-                        && Box::pin(self.ws.send(Message::Ping(Default::default())))
-                            .await
-                            .is_err()
-                    {
-                        return Ended::Broken("ping failed".into());
-                    }
-                    tick = self.next_tick();
+                    tick = self.runtime.sleep(self.liveness.period());
                 }
             }
         }
     }
 
-    /// Checks a PHC secret off the hub's lock and off the executor, at most
-    /// `MAX_CONCURRENT_VERIFICATIONS` at once. This client's next frame waits, so its
-    /// replies stay in order.
-    async fn verify(&mut self, v: Verification) {
-        let ok = {
-            let _slot = self.service.verification_slot().await;
-            let job = move || crate::verify_phc(&v.phc, &v.secret);
-            self.runtime.unblock(Box::new(job)).await
-        };
-        self.hub.secret_verified(self.id, ok);
-    }
-
-    /// The timer for the next ping or idle check.
-    fn next_tick(&self) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
-        let period = match (self.ping_every, self.idle_after) {
-            (Some(p), Some(i)) => p.min(i),
-            (p, i) => p.or(i)?,
-        };
-        Some(self.runtime.sleep(period))
-    }
-
-    /// Writes everything drained from the outbox with one flush, giving up at once if the
-    /// client becomes a slow consumer meanwhile.
-    async fn write_batch(&mut self, batch: VecDeque<Message>) -> Result<(), Ended> {
-        let outbox = self.outbox;
-        let result = {
-            let ws = &mut self.ws;
-            let mut write = pin!(async {
-                for message in batch {
-                    ws.feed(message).await?;
+    /// One step of the loop: take what the hub queued, write, then read, then the timer.
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        tick: Pin<&mut (dyn Future<Output = ()> + Send)>,
+    ) -> Poll<Event> {
+        if self.closing.is_none() {
+            match self.outbox.poll_next(cx) {
+                Poll::Ready(Next::Batch(batch)) if self.unsent.is_empty() => self.unsent = batch,
+                Poll::Ready(Next::Batch(batch)) => self.unsent.extend(batch),
+                Poll::Ready(Next::End(End::SlowConsumer)) => {
+                    return Poll::Ready(Event::SlowConsumer);
                 }
-                ws.flush().await
-            });
-            poll_fn(|cx| {
-                if outbox.poll_slow_consumer(cx).is_ready() {
-                    return Poll::Ready(Err(None));
+                Poll::Ready(Next::End(End::Close { code, reason })) => {
+                    self.closing = Some((code, reason));
                 }
-                write.as_mut().poll(cx).map_err(Some)
-            })
-            .await
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(None) => Err(Box::pin(self.drop_slow_consumer()).await),
-            Err(Some(e)) => Err(Ended::Broken(format!("write failed: {e}"))),
+                Poll::Pending => {}
+            }
         }
+        if let Err(e) = self.poll_write(cx) {
+            return Poll::Ready(Event::WriteFailed(e));
+        }
+        if !self.is_writing() {
+            if let Some((code, reason)) = self.closing.take() {
+                return Poll::Ready(Event::Close(code, reason));
+            }
+        }
+        match &mut self.verifying {
+            Some(verifying) => {
+                if let Poll::Ready(ok) = verifying.as_mut().poll(cx) {
+                    self.verifying = None;
+                    return Poll::Ready(Event::Verified(ok));
+                }
+            }
+            None => {
+                if let Poll::Ready(item) = self.ws.poll_next_unpin(cx) {
+                    return Poll::Ready(Event::Incoming(item));
+                }
+            }
+        }
+        if tick.poll(cx).is_ready() {
+            return Poll::Ready(Event::Tick);
+        }
+        Poll::Pending
     }
 
-    async fn drop_slow_consumer(&mut self) -> Ended {
-        let frame = close_frame(CloseCode::POLICY.0, "slow consumer");
-        // The client is not reading, so the close frame may never leave: try briefly.
+    /// Hands unsent messages to the WebSocket as far as it accepts them, then flushes.
+    /// Never waits: whatever cannot be written yet stays for the next poll.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), WsError> {
+        if !self.unsent.is_empty() {
+            while !self.unsent.is_empty() {
+                match self.ws.poll_ready_unpin(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Err(e),
+                    Poll::Pending => return Ok(()),
+                }
+                // Not empty: checked by the loop condition.
+                let message = self.unsent.pop_front().expect("an unsent message");
+                self.ws.start_send_unpin(message)?;
+                self.unflushed = true;
+            }
+            // Everything taken is with the WebSocket now; an idle connection keeps no
+            // queue allocation.
+            self.unsent = VecDeque::new();
+            self.outbox.handed_over();
+        }
+        if self.unflushed {
+            match self.ws.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn is_writing(&self) -> bool {
+        self.unflushed || !self.unsent.is_empty()
+    }
+
+    /// Checks a PHC secret off the hub's lock and off the executor, at most
+    /// `MAX_CONCURRENT_VERIFICATIONS` at once.
+    fn verify(&self, v: Verification) -> Verifying<'a> {
+        let (service, runtime) = (self.service, self.runtime);
+        Box::pin(async move {
+            let _slot = service.verification_slot().await;
+            let job = move || crate::verify_phc(&v.phc, &v.secret);
+            runtime.unblock(Box::new(job)).await
+        })
+    }
+
+    /// Drops a client that does not read: close 1008 with `reason` is attempted briefly.
+    async fn drop_with(&mut self, reason: &str) {
+        self.unsent = VecDeque::new();
+        let frame = close_frame(CloseCode::POLICY.0, reason);
         let attempt = self.ws.send(Message::Close(Some(frame)));
-        let _ =
-            futures_util::future::select(attempt, self.runtime.sleep(Duration::from_millis(200)))
-                .await;
-        Ended::SlowConsumer
+        let _ = futures_util::future::select(attempt, self.runtime.sleep(DROP_TIMEOUT)).await;
     }
 
     async fn read_failed(&mut self, e: WsError) -> Ended {
@@ -299,18 +360,22 @@ where
         Ended::ByServer(code, reason.into())
     }
 
-    /// Sends a close frame, then waits briefly for the client's close reply.
+    /// Sends a close frame, then waits for the client's close reply; both within
+    /// [`CLOSE_TIMEOUT`], since the client may not read at all.
     async fn close(&mut self, code: u16, reason: &str) {
-        if self
-            .ws
-            .send(Message::Close(Some(close_frame(code, reason))))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
-        let _ = futures_util::future::select(pin!(drain), self.runtime.sleep(CLOSE_TIMEOUT)).await;
+        self.unsent = VecDeque::new();
+        let ws = &mut self.ws;
+        let handshake = async {
+            if ws
+                .send(Message::Close(Some(close_frame(code, reason))))
+                .await
+                .is_ok()
+            {
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        };
+        let _ =
+            futures_util::future::select(pin!(handshake), self.runtime.sleep(CLOSE_TIMEOUT)).await;
     }
 }
 

@@ -5,20 +5,22 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{Sink, Stream, StreamExt};
 use rocket_proto::Config;
 use tungstenite::Message;
 use tungstenite::error::Error as WsError;
-use tungstenite::handshake::server::{Callback, ErrorResponse, Request, Response};
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::service::{Admission, Service};
+use crate::http::{self, Closed};
+use crate::metered::{Metered, WriteProgress};
+use crate::service::Service;
 use crate::{Runtime, TlsError, serve_connection};
 
 /// A task for an executor.
@@ -87,8 +89,8 @@ impl Server {
         (&c.host, c.port)
     }
 
-    /// For frontends: accepts the sockets `incoming` yields until shutdown, and runs
-    /// `connection` for each on a task given to `spawn`. A failed accept (out of file
+    /// For frontends: accepts the sockets `incoming` yields until shutdown, sets
+    /// `TCP_NODELAY` on each, and runs `connection` for each on a task given to `spawn`. A failed accept (out of file
     /// descriptors, say) backs off for 50 ms instead of spinning.
     pub fn run<S, I, C, F>(
         self,
@@ -99,7 +101,7 @@ impl Server {
         connection: C,
     ) -> Running
     where
-        S: Send + 'static,
+        S: AsSocket + Send + 'static,
         I: Stream<Item = io::Result<(S, SocketAddr)>> + Send + 'static,
         C: Fn(S, SocketAddr, Arc<Service>) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
@@ -117,6 +119,10 @@ impl Server {
                 match poll_first(pin!(stopped.recv()), incoming.next()).await {
                     Err(_) | Ok(None) => return,
                     Ok(Some(Ok((socket, peer)))) => {
+                        // Writes are coalesced already (one flush per batch): send at once.
+                        if let Err(e) = socket2::SockRef::from(&socket).set_tcp_nodelay(true) {
+                            tracing::debug!(%peer, "TCP_NODELAY not set: {e}");
+                        }
                         spawn_connection(Box::pin(connection(socket, peer, Arc::clone(&service))));
                     }
                     Ok(Some(Err(e))) => {
@@ -170,6 +176,18 @@ pub fn bind_listener(host: &str, port: u16) -> io::Result<std::net::TcpListener>
     }))
 }
 
+/// A TCP socket the accept loop can tune: anything with a file descriptor (a socket
+/// handle on Windows), as every runtime's `TcpStream` has.
+#[cfg(unix)]
+pub trait AsSocket: std::os::fd::AsFd {}
+#[cfg(unix)]
+impl<T: std::os::fd::AsFd> AsSocket for T {}
+/// A TCP socket the accept loop can tune: anything with a socket handle.
+#[cfg(windows)]
+pub trait AsSocket: std::os::windows::io::AsSocket {}
+#[cfg(windows)]
+impl<T: std::os::windows::io::AsSocket> AsSocket for T {}
+
 /// A running server; [`shutdown`](Self::shutdown) stops it gracefully.
 pub struct Running {
     local_addr: SocketAddr,
@@ -214,76 +232,107 @@ impl Running {
     }
 }
 
-/// The handshake callback: admits the request (hub by path, `Origin`, connection limits)
-/// or refuses it with 404, 403 or 503, and leaves the admission for [`serve_socket`].
-pub struct Admit {
-    service: Arc<Service>,
-    peer: IpAddr,
-    slot: Arc<Mutex<Option<Admission>>>,
-}
-
-impl std::fmt::Debug for Admit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admit")
-            .field("peer", &self.peer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Callback for Admit {
-    fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
-        match self.service.admit(request, self.peer) {
-            Ok(admission) => {
-                *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(admission);
-                Ok(response)
-            }
-            Err(refusal) => {
-                let path = request.uri().path();
-                tracing::debug!(peer = %self.peer, path, %refusal, "handshake refused");
-                Err(refusal.into_response())
-            }
-        }
-    }
-}
-
-/// Serves one accepted socket: under `HandshakeTimeoutMs` and the cap on unfinished
-/// handshakes, runs `upgrade` (the frontend's TLS handshake, if any, and its WebSocket
-/// handshake with the given callback and configuration), then serves the connection.
-pub async fn serve_socket<S, U, F, W>(
-    socket: S,
+/// Serves one accepted socket. Under the cap on unfinished handshakes, and with each
+/// request head due within `HandshakeTimeoutMs` (the TLS handshake included, for the
+/// first), runs `secure` (the frontend's TLS handshake, or nothing), serves plain HTTP
+/// requests (see [`http`](crate::http)) until one upgrades to WebSocket on a hub path,
+/// then runs `upgrade` (the frontend's WebSocket stream over the connection, with the
+/// bytes already read past the request head) and serves the connection.
+pub async fn serve_socket<T, S, FS, U, FU, W>(
+    socket: T,
     peer: SocketAddr,
     service: Arc<Service>,
     runtime: &dyn Runtime,
+    secure: impl FnOnce(T) -> FS,
     upgrade: U,
 ) where
-    U: FnOnce(S, Admit, WebSocketConfig) -> F,
-    F: Future<Output = Result<W, Box<dyn std::error::Error + Send + Sync>>>,
-    W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    FS: Future<Output = io::Result<S>>,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    U: FnOnce(Metered<S>, Vec<u8>, WebSocketConfig) -> FU,
+    FU: Future<Output = W>,
+    W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
 {
     let Some(pending) = service.begin_handshake() else {
         return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
     };
-    let slot = Arc::new(Mutex::new(None));
-    let admit = Admit {
-        service: Arc::clone(&service),
-        peer: peer.ip(),
-        slot: Arc::clone(&slot),
-    };
     let timeout = Duration::from_millis(service.limits().handshake_timeout_ms);
-    // Boxed: the handshake's state (a TLS session in the making, say) would otherwise size
-    // the connection's task for its whole life.
-    let handshake = Box::pin(upgrade(socket, admit, service.websocket_config()));
-    let ws = match poll_first(pin!(runtime.sleep(timeout)), handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => return tracing::debug!(%peer, "handshake failed: {e}"),
-        Err(()) => return tracing::debug!(%peer, "handshake timed out"),
+    let progress = WriteProgress::default();
+    // Boxed: the HTTP phase's state (a TLS session in the making, the request buffer)
+    // would otherwise size the connection's task for its whole life.
+    let front = Box::pin(async {
+        let deadline = Instant::now() + timeout;
+        let stream = within(runtime, deadline, secure(socket)).await?;
+        let mut stream = Metered::new(stream, progress.clone());
+        let mut buf = Vec::new();
+        let mut deadline = deadline;
+        loop {
+            let head = within(runtime, deadline, async {
+                http::read_head(&mut stream, &mut buf)
+                    .await
+                    .map_err(Closed::into_io)
+            })
+            .await?;
+            let step = match head {
+                Ok(head) => http::route(head, &mut buf, &service, peer.ip()),
+                Err(response) => http::Step::Respond {
+                    response,
+                    keep_alive: false,
+                },
+            };
+            match step {
+                http::Step::Upgrade {
+                    admission,
+                    response,
+                } => {
+                    within(runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                    return Ok((stream, buf, admission));
+                }
+                http::Step::Respond {
+                    response,
+                    keep_alive,
+                } => {
+                    tracing::debug!(%peer, status = %http::status_of(&response), "http request");
+                    within(runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                    if !keep_alive {
+                        return Err(io::Error::other("answered over plain HTTP"));
+                    }
+                    deadline = Instant::now() + timeout;
+                }
+            }
+        }
+    });
+    let (stream, leftover, admission) = match front.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => return tracing::debug!(%peer, "no WebSocket: {e}"),
     };
     drop(pending);
-    let admission = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-    drop(slot);
-    // The callback ran and admitted the connection, or the handshake failed above.
-    let admission = admission.expect("an accepted handshake was admitted");
-    serve_connection(ws, peer, admission, &service, runtime).await;
+    let ws = upgrade(stream, leftover, service.websocket_config()).await;
+    serve_connection(ws, peer, admission, progress, &service, runtime).await;
+}
+
+/// Runs `io` until `deadline`; a late one is a `TimedOut` error.
+async fn within<T>(
+    runtime: &dyn Runtime,
+    deadline: Instant,
+    io: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match poll_first(pin!(runtime.sleep(left)), io).await {
+        Ok(result) => result,
+        Err(()) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "handshake timed out",
+        )),
+    }
+}
+
+impl Closed {
+    fn into_io(self) -> io::Error {
+        match self {
+            Closed::Eof => io::Error::new(io::ErrorKind::UnexpectedEof, "closed by the client"),
+            Closed::Io(e) => e,
+        }
+    }
 }
 
 /// Polls `stop` first, then `next`: `Err` when `stop` completed.

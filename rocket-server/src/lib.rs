@@ -23,7 +23,10 @@
 mod admission;
 mod driver;
 mod frontend;
+pub mod http;
 mod hub;
+mod liveness;
+mod metered;
 mod outbox;
 mod secrets;
 mod service;
@@ -31,8 +34,9 @@ mod tls;
 
 pub use admission::{Full, Gate, Permit};
 pub use driver::{Runtime, serve_connection};
-pub use frontend::{Admit, LISTEN_BACKLOG, Running, Server, Task, bind_listener, serve_socket};
+pub use frontend::{AsSocket, LISTEN_BACKLOG, Running, Server, Task, bind_listener, serve_socket};
 pub use hub::{Hub, random_token};
+pub use metered::{Metered, WriteProgress};
 pub use outbox::{End, Next, Outbox, Overflow};
 pub use rustls;
 pub use secrets::{MAX_CONCURRENT_VERIFICATIONS, hash_secret, verify_phc};

@@ -1,10 +1,15 @@
 //! A connection's outbound queue and its slow-consumer policy.
 //!
 //! The hub pushes messages without ever waiting; the connection's driver drains everything
-//! queued in one go and writes it with a single flush. A queue that reaches its bound
-//! means the client does not read fast enough: it is a *slow consumer*, its queue is
-//! dropped and the driver closes it with 1008 "slow consumer". Nobody else waits for it,
-//! and server memory per connection stays bounded.
+//! queued in one go and writes it with a single flush. A queue that reaches its bound — in
+//! messages (`SendQueueMessages`) or in bytes (`SendQueueBytes`) — means the client does not
+//! read fast enough: it is a *slow consumer*, its queue is dropped and the driver closes it
+//! with 1008 "slow consumer". Nobody else waits for it, and server memory per connection
+//! stays bounded.
+//!
+//! Bytes count from the push until the driver has handed them to the socket: a batch the
+//! driver took but could not write yet still counts ([`Outbox::handed_over`] ends that).
+//! One message is always accepted into an empty queue, whatever its size.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -44,6 +49,10 @@ pub struct Overflow;
 #[derive(Debug, Default)]
 struct State {
     queue: VecDeque<Message>,
+    /// Bytes of the messages in `queue`.
+    queued_bytes: usize,
+    /// Bytes the driver took with the last batches and has not yet handed to the socket.
+    taken_bytes: usize,
     end: Option<End>,
     waker: Option<Waker>,
 }
@@ -51,15 +60,18 @@ struct State {
 /// A bounded, single-consumer queue of outbound messages for one connection.
 #[derive(Debug)]
 pub struct Outbox {
-    capacity: usize,
+    max_messages: usize,
+    max_bytes: usize,
     state: Mutex<State>,
 }
 
 impl Outbox {
-    /// An empty queue holding at most `capacity` messages (`SendQueueMessages`).
-    pub fn new(capacity: usize) -> Self {
+    /// An empty queue holding at most `max_messages` messages (`SendQueueMessages`) and
+    /// `max_bytes` bytes not yet handed to the socket (`SendQueueBytes`).
+    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
         Self {
-            capacity: capacity.max(1),
+            max_messages: max_messages.max(1),
+            max_bytes,
             state: Mutex::default(),
         }
     }
@@ -72,12 +84,16 @@ impl Outbox {
         if s.end.is_some() {
             return Ok(());
         }
-        if s.queue.len() >= self.capacity {
+        let len = message.len();
+        let pending = s.queued_bytes + s.taken_bytes;
+        if s.queue.len() >= self.max_messages || (pending > 0 && pending + len > self.max_bytes) {
             s.queue = VecDeque::new();
+            s.queued_bytes = 0;
             s.end = Some(End::SlowConsumer);
             wake(&mut s);
             return Err(Overflow);
         }
+        s.queued_bytes += len;
         s.queue.push_back(message);
         if s.queue.len() == 1 {
             wake(&mut s);
@@ -99,13 +115,18 @@ impl Outbox {
     }
 
     /// Takes every queued message ([`Next::Batch`]), or reports the end once the queue is
-    /// empty. A slow consumer ends at once. Only the connection's driver polls.
+    /// empty. A slow consumer ends at once. Only the connection's driver polls; the next
+    /// push or end wakes it, whatever this returned.
     pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut s = self.lock();
         if s.end == Some(End::SlowConsumer) {
             return Poll::Ready(Next::End(End::SlowConsumer));
         }
         if !s.queue.is_empty() {
+            s.taken_bytes += std::mem::take(&mut s.queued_bytes);
+            // The driver writes this batch without polling again first: the next push must
+            // still wake it.
+            register(&mut s, cx);
             return Poll::Ready(Next::Batch(std::mem::take(&mut s.queue)));
         }
         if let Some(end) = s.end.clone() {
@@ -115,19 +136,21 @@ impl Outbox {
         Poll::Pending
     }
 
-    /// Ready once the connection became a slow consumer (polled while a write is pending).
-    pub fn poll_slow_consumer(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut s = self.lock();
-        if s.end == Some(End::SlowConsumer) {
-            return Poll::Ready(());
-        }
-        register(&mut s, cx);
-        Poll::Pending
+    /// The driver handed every message it took to the socket: their bytes stop counting
+    /// against `SendQueueBytes`.
+    pub fn handed_over(&self) {
+        self.lock().taken_bytes = 0;
     }
 
     /// Messages queued now.
     pub fn len(&self) -> usize {
         self.lock().queue.len()
+    }
+
+    /// Bytes counted against `SendQueueBytes` now: queued, or taken and not yet handed over.
+    pub fn pending_bytes(&self) -> usize {
+        let s = self.lock();
+        s.queued_bytes + s.taken_bytes
     }
 
     /// Whether nothing is queued.
@@ -165,7 +188,7 @@ mod tests {
 
     #[test]
     fn drains_in_order_then_ends() {
-        let o = Outbox::new(3);
+        let o = Outbox::new(3, 1 << 20);
         assert_eq!(poll(&o), Poll::Pending);
         for m in ["a", "b"] {
             o.push(Message::text(m)).unwrap();
@@ -183,14 +206,74 @@ mod tests {
 
     #[test]
     fn overflow_makes_a_slow_consumer_and_drops_the_queue() {
-        let o = Outbox::new(2);
+        let o = Outbox::new(2, 1 << 20);
         o.push(Message::text("1")).unwrap();
         o.push(Message::text("2")).unwrap();
         assert_eq!(o.push(Message::text("3")), Err(Overflow));
         assert!(o.is_empty());
         assert_eq!(o.push(Message::text("4")), Ok(()), "reported once");
         assert_eq!(poll(&o), Poll::Ready(Next::End(End::SlowConsumer)));
-        let cx = &mut Context::from_waker(Waker::noop());
-        assert_eq!(o.poll_slow_consumer(cx), Poll::Ready(()));
+    }
+
+    #[test]
+    fn a_push_after_a_batch_wakes_the_driver() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let cx = &mut Context::from_waker(&waker);
+        let o = Outbox::new(8, 1 << 20);
+        o.push(Message::text("a")).unwrap();
+        assert!(matches!(o.poll_next(cx), Poll::Ready(Next::Batch(_))));
+        o.push(Message::text("b")).unwrap();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "woken by the push after a batch"
+        );
+    }
+
+    #[test]
+    fn bytes_not_handed_to_the_socket_are_bounded() {
+        let o = Outbox::new(100, 10);
+        o.push(Message::text("x".repeat(25))).unwrap();
+        assert_eq!(
+            o.pending_bytes(),
+            25,
+            "one message always fits an empty queue"
+        );
+        let Poll::Ready(Next::Batch(batch)) = poll(&o) else {
+            panic!("a batch")
+        };
+        assert_eq!(batch.len(), 1);
+        assert_eq!(
+            o.pending_bytes(),
+            25,
+            "taken but not handed over still counts"
+        );
+        o.handed_over();
+        assert_eq!(o.pending_bytes(), 0);
+        o.push(Message::text("1234")).unwrap();
+        o.push(Message::text("123456")).unwrap();
+        assert_eq!(o.pending_bytes(), 10, "exactly at the bound is allowed");
+        assert_eq!(o.push(Message::text("1")), Err(Overflow));
+        assert_eq!(o.pending_bytes(), 0, "the queue is freed");
+        assert_eq!(poll(&o), Poll::Ready(Next::End(End::SlowConsumer)));
+    }
+
+    #[test]
+    fn a_taken_batch_counts_until_handed_over() {
+        let o = Outbox::new(100, 10);
+        o.push(Message::text("12345678")).unwrap();
+        let Poll::Ready(Next::Batch(_)) = poll(&o) else {
+            panic!("a batch")
+        };
+        assert_eq!(o.push(Message::text("123")), Err(Overflow));
     }
 }

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use rocket_proto::{Config, Engine, HashSeed, Limits, Protocol};
-use tungstenite::handshake::server::{ErrorResponse, Request};
+use rocket_proto::{Config, ConfigError, Engine, HashSeed, Limits, Protocol};
+use tungstenite::handshake::server::Request;
 use tungstenite::http::{StatusCode, header};
 use tungstenite::protocol::WebSocketConfig;
 
@@ -73,15 +73,24 @@ impl Service {
     }
 
     /// Serves `protocol` on `path` instead of (or besides) the configured hubs: the way to
-    /// run a custom protocol with the same frontends.
-    pub fn with_protocol(mut self, path: impl Into<String>, protocol: impl Protocol) -> Self {
+    /// run a custom protocol with the same frontends. `path` follows the config's rules for
+    /// hub paths (it may not be `/health` or another HTTP endpoint, for one).
+    pub fn with_protocol(
+        mut self,
+        path: impl Into<String>,
+        protocol: impl Protocol,
+    ) -> Result<Self, ConfigError> {
         let path = path.into();
+        rocket_proto::config::validate_path(&path).map_err(|reason| ConfigError::Invalid {
+            key: format!("hub path {path:?}"),
+            reason,
+        })?;
         self.hubs.retain(|e| e.hub.path() != path);
         self.hubs.push(HubEntry {
             hub: Arc::new(Hub::new(path, Box::new(protocol))),
             allowed_origins: None,
         });
-        self
+        Ok(self)
     }
 
     /// Waits for a place among the argon2 verifications allowed to run at once.
@@ -210,15 +219,6 @@ impl Drop for PendingHandshake {
 /// A handshake refused by [`Service::admit`]: the HTTP status and a short reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal(pub StatusCode, pub &'static str);
-
-impl Refusal {
-    /// The HTTP response carrying this refusal.
-    pub fn into_response(self) -> ErrorResponse {
-        let mut response = ErrorResponse::new(Some(format!("{}\n", self.1)));
-        *response.status_mut() = self.0;
-        response
-    }
-}
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:9001".into());
     let mut config = rocket_proto::Config::demo();
     config.limits.max_message_bytes = 16 << 20; // conformance suites send large messages
-    let service = rocket_tokio::Service::new(config).with_protocol("/echo-raw", Echo::default());
+    let service = rocket_tokio::Service::new(config).with_protocol("/echo-raw", Echo::default())?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let running = rocket_tokio::serve(rocket_tokio::Server::from_service(service), listener)?;
     println!(

@@ -16,9 +16,10 @@
 //! ```
 //!
 //! This crate is deliberately thin. It supplies tokio's listener, spawn, timer and blocking
-//! pool, tokio-rustls and tokio-tungstenite's handshake; everything else (the accept loop,
-//! handshake limits and timeout, routing, send queues, pings, close codes, shutdown) is
-//! `rocket-server`'s, shared with the async-std frontend. To serve a protocol of your own,
+//! pool, tokio-rustls and tokio-tungstenite's WebSocket stream; everything else (the accept
+//! loop, the HTTP front with `/health`, handshake limits and timeout, routing, send queues,
+//! pings, write deadlines, close codes, shutdown) is `rocket-server`'s, shared with the
+//! async-std frontend. To serve a protocol of your own,
 //! build a [`Service`] with [`Service::with_protocol`] and use [`Server::from_service`].
 
 #![forbid(unsafe_code)]
@@ -31,9 +32,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocket_server::{Admit, Runtime};
+use rocket_server::{Metered, Runtime};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
 pub use rocket_proto::Config;
 pub use rocket_server::{Running, Server, Service, rustls};
@@ -64,43 +67,43 @@ pub fn serve(server: Server, listener: TcpListener) -> io::Result<Running> {
     ))
 }
 
-/// TLS (if configured) and the WebSocket handshake for one accepted socket, then its
-/// connection.
+/// TLS (if configured), the HTTP front and the WebSocket stream for one accepted socket,
+/// then its connection. tokio's IO traits are bridged to the `futures` ones that
+/// `rocket-server` reads HTTP with, and back for tokio-tungstenite.
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     service: Arc<Service>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let _ = tcp.set_nodelay(true); // writes are coalesced already
     let runtime = &TokioRuntime;
     match tls {
-        None => rocket_server::serve_socket(tcp, peer, service, runtime, websocket).await,
+        None => {
+            let plain = |tcp: TcpStream| std::future::ready(Ok(tcp.compat()));
+            rocket_server::serve_socket(tcp, peer, service, runtime, plain, websocket).await
+        }
         Some(acceptor) => {
-            let upgrade = |tcp, admit, config| async move {
-                let stream = acceptor.accept(tcp).await?;
-                websocket(stream, admit, config).await
-            };
+            let secure = |tcp| async move { Ok(acceptor.accept(tcp).await?.compat()) };
             // Boxed: the TLS stream is large, and plain connections should not pay for it.
             Box::pin(rocket_server::serve_socket(
-                tcp, peer, service, runtime, upgrade,
+                tcp, peer, service, runtime, secure, websocket,
             ))
             .await;
         }
     }
 }
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
+/// The WebSocket over a connection whose upgrade was answered; `read` holds the bytes
+/// the client sent after its request head.
 async fn websocket<S>(
-    stream: S,
-    admit: Admit,
+    stream: Metered<S>,
+    read: Vec<u8>,
     config: WebSocketConfig,
-) -> Result<tokio_tungstenite::WebSocketStream<S>, Error>
+) -> WebSocketStream<Compat<Metered<S>>>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin,
 {
-    Ok(tokio_tungstenite::accept_hdr_async_with_config(stream, admit, Some(config)).await?)
+    WebSocketStream::from_partially_read(stream.compat(), read, Role::Server, Some(config)).await
 }
 
 /// tokio's timer and blocking pool for the shared connection driver.
