@@ -4,7 +4,8 @@
 //! Shared by the `config` fuzz target and by `rocket-proto/tests/fuzz_corpus.rs`, which
 //! include this file with `#[path]`.
 
-use rocket_proto::{ClientId, Config, Engine, Frame, HashSeed, Output, Permissions, Token};
+use rocket_proto::{ClientId, Completion, Config, Engine, Frame, HashSeed, Operation, Output};
+use rocket_proto::{Permissions, Token};
 
 /// Parses `data` as a config and, when it is accepted, drives an engine for each hub: every
 /// configured user can log in with its secret, and after everyone left the engine is idle.
@@ -44,17 +45,19 @@ pub fn run(data: &[u8]) {
             if rocket_proto::config::is_phc(&user.secret) {
                 // The frontend verifies PHC secrets; here every secret matches.
                 engine.drain_outputs(&mut outputs);
-                match outputs.pop() {
-                    Some(Output::Verify {
+                let op = match outputs.pop() {
+                    Some(Output::Start {
                         client,
-                        verification,
+                        op,
+                        operation: Operation::VerifySecret(verification),
                     }) if client == id => {
                         assert_eq!(&*verification.phc, user.secret.as_str());
                         assert_eq!(verification.secret, user.secret);
+                        op
                     }
                     other => panic!("expected a verification, got {other:?}"),
-                }
-                engine.handle_secret_verified(id, true);
+                };
+                engine.handle_completion(op, Completion::SecretVerified(true));
             }
             if user.permission.contains(Permissions::READ) {
                 engine.handle_frame(id, Frame::Text(r#"{"subscribe":{"channel":"c"}}"#));

@@ -32,8 +32,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rocket_proto::{ClientId, CloseCode, Config, ConnectError, Engine, Frame, HashSeed};
-use rocket_proto::{Output, Payload, Permissions, Token};
+use rocket_proto::{ClientId, CloseCode, Completion, Config, ConnectError, Engine, Frame};
+use rocket_proto::{HashSeed, OpId, Operation, Output, Payload, Permissions, Token};
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -188,9 +188,11 @@ pub enum Event {
         /// Index into [`CHANNELS`].
         channel: u8,
     },
-    /// The frontend's verdict on the slot's outstanding [`Output::Verify`]
-    /// (`handle_secret_verified`); also fed when none is outstanding, which must do nothing.
-    /// Until it comes, the driver feeds no frame from that slot, as a frontend must not.
+    /// The frontend's verdict on the slot's outstanding verification ([`Output::Start`] of
+    /// [`Operation::VerifySecret`]), fed with `handle_completion`. When none is outstanding,
+    /// the slot's last operation id (stale) or one the engine never gave is fed instead,
+    /// which must do nothing. Until the verdict comes, the driver feeds no frame from that
+    /// slot, as a frontend must not.
     Verified {
         /// Client slot.
         slot: u8,
@@ -444,8 +446,8 @@ struct Conn {
     session: Option<Permissions>,
     subscriptions: BTreeSet<String>,
     failed_auth: u32,
-    /// An [`Output::Verify`] awaits the frontend's verdict.
-    verifying: bool,
+    /// A verification awaits the frontend's verdict.
+    verifying: Option<OpId>,
 }
 
 /// The reply a template request must get, when the model can tell.
@@ -459,7 +461,7 @@ enum Expect {
     LoggedOut,
     /// No reply, a close with 1000.
     Closed,
-    /// No reply yet, an [`Output::Verify`] of this secret.
+    /// No reply yet, an [`Operation::VerifySecret`] of this secret.
     Verify(String),
 }
 
@@ -472,6 +474,8 @@ struct World {
     slots: [Option<Conn>; SLOTS],
     /// Each slot's last connection, for frames and directs to clients that are gone.
     last: [Option<(ClientId, Token)>; SLOTS],
+    /// Each slot's last operation, for verdicts on operations that are over.
+    last_op: [Option<OpId>; SLOTS],
     next_id: u64,
     outputs: Vec<Output>,
 }
@@ -490,6 +494,7 @@ impl World {
             config,
             slots: Default::default(),
             last: [None; SLOTS],
+            last_op: [None; SLOTS],
             next_id: 1,
             outputs: Vec::new(),
         }
@@ -663,12 +668,16 @@ impl World {
             }
             Event::Verified { slot, ok } => {
                 let slot = usize::from(slot & 3);
-                let id = self.id_of(slot);
-                self.engine.handle_secret_verified(id, *ok);
+                let outstanding = self.slots[slot].as_ref().and_then(|c| c.verifying);
+                let op = outstanding
+                    .or(self.last_op[slot])
+                    .unwrap_or(OpId(u64::MAX - slot as u64));
+                self.engine
+                    .handle_completion(op, Completion::SecretVerified(*ok));
                 let outputs = self.drain();
                 match self.slots[slot].as_mut() {
-                    Some(conn) if conn.verifying => {
-                        conn.verifying = false;
+                    Some(conn) if conn.verifying.is_some() => {
+                        conn.verifying = None;
                         let expect = if *ok {
                             Expect::Ok("authenticated", HASHED.to_owned())
                         } else {
@@ -717,7 +726,7 @@ impl World {
             session: None,
             subscriptions: BTreeSet::new(),
             failed_auth: 0,
-            verifying: false,
+            verifying: None,
         });
         self.last[slot] = Some((id, token));
     }
@@ -812,7 +821,10 @@ impl World {
     /// template request must get and the `data` its deliveries must carry.
     fn frame(&mut self, slot: u8, frame: Frame<'_>, expect: Option<(Expect, Data)>) {
         let slot = usize::from(slot & 3);
-        if self.slots[slot].as_ref().is_some_and(|c| c.verifying) {
+        if self.slots[slot]
+            .as_ref()
+            .is_some_and(|c| c.verifying.is_some())
+        {
             return; // A frontend holds frames back while a verification is outstanding.
         }
         let id = self.id_of(slot);
@@ -861,15 +873,20 @@ impl World {
                     assert!(reason.len() <= 123, "close reason too long: {reason:?}");
                     close = Some(*code);
                 }
-                Output::Verify {
+                Output::Start {
                     client,
-                    verification,
+                    op,
+                    operation: Operation::VerifySecret(verification),
                 } => {
                     assert_eq!(*client, id, "verify for another client: {outputs:?}");
                     assert!(verify.is_none(), "two verifications: {outputs:?}");
+                    assert!(
+                        self.last_op.iter().flatten().all(|last| last < op),
+                        "operation ids are fresh: {outputs:?}"
+                    );
                     let configured = &self.config.hubs[0].users[HASHED].secret;
                     assert_eq!(&*verification.phc, configured.as_str());
-                    verify = Some(verification.secret.clone());
+                    verify = Some((*op, verification.secret.clone()));
                 }
                 Output::AuthFailed {
                     client,
@@ -886,7 +903,7 @@ impl World {
             }
         }
 
-        if let Some(secret) = verify {
+        if let Some((op, secret)) = verify {
             assert!(
                 replies.is_empty() && deliveries.is_empty() && close.is_none(),
                 "a verification comes alone: {outputs:?}"
@@ -901,7 +918,8 @@ impl World {
             let conn = self.conn_mut(id).expect("live");
             conn.session = None;
             conn.subscriptions.clear();
-            conn.verifying = true;
+            conn.verifying = Some(op);
+            self.last_op[slot] = Some(op);
             return;
         }
         if close == Some(CloseCode::NORMAL) {

@@ -8,7 +8,10 @@ use subtle::ConstantTimeEq;
 use crate::config::{HubConfig, Limits};
 use crate::reply::{self, ErrorCode};
 use crate::request::Request;
-use crate::{ClientId, CloseCode, Frame, Output, Payload, Permissions, Protocol, Token};
+use crate::{
+    ClientId, CloseCode, Completion, Frame, OpId, Operation, Output, Payload, Permissions,
+    Protocol, Token, Verification,
+};
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
@@ -35,7 +38,7 @@ enum Secret {
     Any,
     /// Compared in constant time.
     Plain(Box<[u8]>),
-    /// Checked by the frontend ([`Output::Verify`]).
+    /// Checked by the frontend ([`Operation::VerifySecret`]).
     Phc(Arc<str>),
 }
 
@@ -51,8 +54,25 @@ struct Client {
     /// Subscribed channels, each with this client's index in the channel's member list.
     subscriptions: Map<Arc<str>, usize>,
     failed_auth: u32,
-    /// The user whose PHC verification is outstanding.
-    verifying: Option<Box<str>>,
+    /// The PHC verification outstanding for this client, if any.
+    verifying: Option<OpId>,
+}
+
+/// An operation the engine started and whose completion it awaits.
+enum Pending {
+    /// `client` authenticates as `user`; the secret is being checked.
+    VerifySecret { client: ClientId, user: Box<str> },
+}
+
+impl Pending {
+    /// Whether `completion` is the kind of result this operation produces.
+    fn accepts(&self, completion: &Completion) -> bool {
+        match (self, completion) {
+            (Pending::VerifySecret { .. }, Completion::SecretVerified(_)) => true,
+            #[cfg(test)]
+            _ => false,
+        }
+    }
 }
 
 /// The Rocket protocol for one hub: users, channels and clients, with no IO.
@@ -62,7 +82,8 @@ struct Client {
 ///   [`channel_count`](Self::channel_count), [`subscriber_count`](Self::subscriber_count);
 /// - inputs (`handle_*`): [`handle_connect`](Self::handle_connect),
 ///   [`handle_frame`](Self::handle_frame), [`handle_disconnect`](Self::handle_disconnect),
-///   [`handle_remote_broadcast`](Self::handle_remote_broadcast);
+///   [`handle_remote_broadcast`](Self::handle_remote_broadcast),
+///   [`handle_completion`](Self::handle_completion);
 /// - outputs: [`poll_output`](Self::poll_output) or [`drain_outputs`](Self::drain_outputs).
 ///
 /// After every input, drain the outputs before the next input of another thread could
@@ -73,6 +94,10 @@ pub struct Engine {
     tokens: Map<Token, ClientId>,
     /// Channel name to its subscribers. A channel exists while it has a subscriber.
     channels: Map<Arc<str>, Vec<ClientId>>,
+    /// Operations started and not yet completed (or forgotten with their client).
+    pending: Map<OpId, Pending>,
+    /// The next operation's id.
+    next_op: u64,
     max_subscriptions: usize,
     max_failed_auth: u32,
     hasher: ahash::RandomState,
@@ -85,6 +110,7 @@ impl std::fmt::Debug for Engine {
             .field("users", &self.users.len())
             .field("clients", &self.clients.len())
             .field("channels", &self.channels.len())
+            .field("pending_operations", &self.pending.len())
             .field("pending_outputs", &self.outputs.len())
             .finish_non_exhaustive()
     }
@@ -118,6 +144,8 @@ impl Engine {
             clients: Map::with_hasher(hasher.clone()),
             tokens: Map::with_hasher(hasher.clone()),
             channels: Map::with_hasher(hasher.clone()),
+            pending: Map::with_hasher(hasher.clone()),
+            next_op: 1,
             max_subscriptions: limits.max_subscriptions_per_client,
             max_failed_auth: limits.max_failed_auth,
             hasher,
@@ -140,12 +168,13 @@ impl Engine {
         self.channels.get(channel).map_or(0, Vec::len)
     }
 
-    /// Whether the engine holds no client, channel or pending output: what is left after
-    /// every client has disconnected and the outputs were drained.
+    /// Whether the engine holds no client, channel, pending operation or pending output:
+    /// what is left after every client has disconnected and the outputs were drained.
     pub fn is_idle(&self) -> bool {
         self.clients.is_empty()
             && self.tokens.is_empty()
             && self.channels.is_empty()
+            && self.pending.is_empty()
             && self.outputs.is_empty()
     }
 
@@ -277,15 +306,21 @@ impl Engine {
                 secret: Secret::Phc(phc),
                 ..
             }) => {
-                let verification = crate::Verification {
+                let operation = Operation::VerifySecret(Verification {
                     phc: Arc::clone(phc),
                     secret: secret.to_owned(),
-                };
+                });
+                let op = OpId(self.next_op);
+                self.next_op += 1;
                 // The client exists: handle_frame checked it.
-                self.clients.get_mut(&id).expect("live client").verifying = Some(user.into());
-                self.outputs.push_back(Output::Verify {
+                self.clients.get_mut(&id).expect("live client").verifying = Some(op);
+                let user = user.into();
+                self.pending
+                    .insert(op, Pending::VerifySecret { client: id, user });
+                self.outputs.push_back(Output::Start {
                     client: id,
-                    verification,
+                    op,
+                    operation,
                 });
                 return;
             }
@@ -293,21 +328,36 @@ impl Engine {
         self.conclude_authentication(id, user, verdict);
     }
 
-    /// The frontend's answer to an [`Output::Verify`] for `client`. Ignored when no
-    /// verification is outstanding for it (e.g. it disconnected meanwhile).
-    pub fn handle_secret_verified(&mut self, client: ClientId, ok: bool) {
-        let Some(user) = self
-            .clients
-            .get_mut(&client)
-            .and_then(|c| c.verifying.take())
-        else {
+    /// The result of the operation started as `op` ([`Output::Start`]). Ignored when the
+    /// engine does not await `op`: an id it never gave, one already completed, or one
+    /// whose client left or ended its session meanwhile (disconnect, logout, a new
+    /// `authenticate`). A completion of the wrong kind for `op` is ignored too, and `op`
+    /// still awaits its own.
+    pub fn handle_completion(&mut self, op: OpId, completion: Completion) {
+        if !self
+            .pending
+            .get(&op)
+            .is_some_and(|p| p.accepts(&completion))
+        {
             return;
-        };
-        let verdict = match self.users.get(&*user) {
-            Some(u) if ok => Ok(u.permission),
-            _ => Err(ErrorCode::InvalidCredentials),
-        };
-        self.conclude_authentication(client, &user, verdict);
+        }
+        // Present: checked just above.
+        let pending = self.pending.remove(&op).expect("a pending operation");
+        match (pending, completion) {
+            (Pending::VerifySecret { client, user }, Completion::SecretVerified(ok)) => {
+                // Pending operations are forgotten with their client's session.
+                let c = self.clients.get_mut(&client).expect("live client");
+                debug_assert_eq!(c.verifying, Some(op));
+                c.verifying = None;
+                let verdict = match self.users.get(&*user) {
+                    Some(u) if ok => Ok(u.permission),
+                    _ => Err(ErrorCode::InvalidCredentials),
+                };
+                self.conclude_authentication(client, &user, verdict);
+            }
+            #[cfg(test)]
+            _ => unreachable!("accepts() checked the kind"),
+        }
     }
 
     fn conclude_authentication(
@@ -398,7 +448,9 @@ impl Engine {
             return;
         };
         client.session = None;
-        client.verifying = None;
+        if let Some(op) = client.verifying.take() {
+            self.pending.remove(&op);
+        }
         let empty = Map::with_hasher(self.hasher.clone());
         let subscriptions = std::mem::replace(&mut client.subscriptions, empty);
         for (name, index) in &subscriptions {
@@ -461,7 +513,51 @@ impl Protocol for Engine {
     fn drain_outputs(&mut self, out: &mut Vec<Output>) {
         Engine::drain_outputs(self, out)
     }
-    fn handle_secret_verified(&mut self, client: ClientId, ok: bool) {
-        Engine::handle_secret_verified(self, client, ok)
+    fn handle_completion(&mut self, op: OpId, completion: Completion) {
+        Engine::handle_completion(self, op, completion)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+
+    /// Only this crate's tests can build a completion no operation expects
+    /// ([`Completion::Unexpected`]), so the wrong-kind rule is tested here.
+    #[test]
+    fn a_completion_of_the_wrong_kind_is_ignored_and_the_operation_still_awaits_its_own() {
+        let json = format!(
+            r#"{{"Hubs":[{{"Path":"/t","Users":{{"h":{{"Secret":"{PHC}","Permission":3}}}}}}]}}"#
+        );
+        let config = Config::from_json(&json).unwrap();
+        let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed::default());
+        let mut out = Vec::new();
+        let c = ClientId(1);
+        engine
+            .handle_connect(c, Token::from_bytes([1; 16]))
+            .unwrap();
+        engine.handle_frame(
+            c,
+            Frame::Text(r#"{"authenticate":{"user":"h","secret":"s"}}"#),
+        );
+        engine.drain_outputs(&mut out);
+        let Some(Output::Start { client, op, .. }) = out.pop() else {
+            panic!("a verification starts: {out:?}")
+        };
+        assert_eq!(client, c);
+        engine.handle_completion(op, Completion::Unexpected);
+        assert!(engine.poll_output().is_none(), "ignored");
+        assert_eq!(engine.pending.len(), 1, "still awaited");
+        engine.handle_completion(op, Completion::SecretVerified(true));
+        engine.drain_outputs(&mut out);
+        let Some(Output::Send { payload, .. }) = out.pop() else {
+            panic!("a reply: {out:?}")
+        };
+        assert_eq!(payload.as_text(), Some(r#"{"authenticated":"h"}"#));
+        engine.handle_disconnect(c);
+        assert!(engine.is_idle());
     }
 }

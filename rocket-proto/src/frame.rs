@@ -100,22 +100,6 @@ impl CloseCode {
     pub const TOO_BIG: Self = Self(1009);
 }
 
-/// A secret to check against an argon2 PHC hash, off the engine's thread (verification is
-/// deliberately slow). Answer with [`Engine::handle_secret_verified`](crate::Engine::handle_secret_verified).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Verification {
-    /// The configured PHC hash.
-    pub phc: std::sync::Arc<str>,
-    /// The secret the client sent.
-    pub secret: String,
-}
-
-impl fmt::Debug for Verification {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Verification { .. }") // never print secrets or hashes
-    }
-}
-
 /// What the engine asks its frontend to do. Drained in order with
 /// [`Protocol::poll_output`](crate::Protocol::poll_output).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,14 +122,17 @@ pub enum Output {
         /// Close reason (at most 123 bytes).
         reason: Cow<'static, str>,
     },
-    /// Verify `client`'s secret against a PHC hash and report the result with
-    /// [`Protocol::handle_secret_verified`](crate::Protocol::handle_secret_verified). Until
-    /// then, feed no further frames from this client (its replies must stay in order).
-    Verify {
-        /// The authenticating client.
+    /// Run `operation` on behalf of `client`, then report its result with
+    /// [`Protocol::handle_completion`](crate::Protocol::handle_completion) under `op`.
+    /// Until then, feed no further frames from `client`: its replies must stay in order
+    /// (the completion may produce the reply to the frame that started the operation).
+    Start {
+        /// The client on whose behalf the operation runs.
         client: ClientId,
-        /// What to check.
-        verification: Verification,
+        /// The operation's id, to hand back with its completion.
+        op: crate::OpId,
+        /// What to do.
+        operation: crate::Operation,
     },
     /// For the log only: `client` failed to authenticate as `user`. Nothing to send; the
     /// error reply is a separate [`Output::Send`].

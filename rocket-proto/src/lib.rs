@@ -19,7 +19,7 @@
 //! Feed one event, then drain every output before the next event:
 //!
 //! ```
-//! use rocket_proto::{ClientId, Config, Engine, Frame, HashSeed, Output, Token};
+//! use rocket_proto::{ClientId, Completion, Config, Engine, Frame, HashSeed, Operation, Output, Token};
 //!
 //! let config = Config::demo();
 //! let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed::default());
@@ -32,8 +32,9 @@
 //!     match output {
 //!         Output::Send { client, payload } => { /* queue payload on client's socket */ }
 //!         Output::Close { client, code, reason } => { /* flush, then close with code */ }
-//!         Output::Verify { client, verification } => {
-//!             /* check the PHC hash off-thread, then engine.handle_secret_verified(client, ok) */
+//!         Output::Start { client, op, operation: Operation::VerifySecret(v) } => {
+//!             /* hold client's frames; check v off-thread, then, with the result `ok`:
+//!                engine.handle_completion(op, Completion::SecretVerified(ok)) */
 //!         }
 //!         Output::AuthFailed { client, user, error } => { /* log it */ }
 //!         _ => {} // outputs may grow (the enum is non-exhaustive)
@@ -59,11 +60,17 @@
 //!   with the given code. The engine has already forgotten the client, and frames that
 //!   still arrive from it are ignored. The engine closes a client on `disconnect` (1000)
 //!   and on its `MaxFailedAuth`-th failed authentication (1008).
+//! - **Operations.** Work the engine cannot do itself goes out as [`Output::Start`] with an
+//!   [`Operation`] and a fresh [`OpId`]; the frontend runs it off the engine's lock and
+//!   feeds the result back with [`Engine::handle_completion`] under the same id. Until
+//!   then it feeds no frame from the client on whose behalf the operation runs, so that
+//!   client's replies stay in order. Completions the engine no longer awaits (the client
+//!   left or re-authenticated meanwhile) and unknown ids are ignored.
 //! - **Secrets.** Plain secrets are compared in constant time inside the engine. For a
-//!   user whose `Secret` is an argon2 PHC hash, the engine emits [`Output::Verify`]; the
-//!   frontend verifies off the engine's lock (argon2 is slow on purpose) and answers with
-//!   [`Engine::handle_secret_verified`]. Secrets never appear in outputs other than
-//!   `Verify`, and never in `Debug` output.
+//!   user whose `Secret` is an argon2 PHC hash, the engine starts
+//!   [`Operation::VerifySecret`] (argon2 is slow on purpose) and concludes on
+//!   [`Completion::SecretVerified`]. Secrets never appear in outputs other than that
+//!   operation, and never in `Debug` output.
 //! - **Hygiene.** A channel exists only while it has a subscriber; a disconnected client
 //!   leaves nothing behind ([`Engine::is_idle`] after everyone left).
 //! - **No panics on input.** Any byte sequence, from any client, in any state, is handled.
@@ -85,6 +92,7 @@ mod client;
 pub mod config;
 mod engine;
 mod frame;
+mod operation;
 mod permissions;
 mod protocol;
 mod reply;
@@ -93,7 +101,8 @@ mod request;
 pub use client::{ClientId, Token};
 pub use config::{Config, ConfigError, HubConfig, Limits, UserConfig, is_phc};
 pub use engine::{ConnectError, Engine, HashSeed};
-pub use frame::{CloseCode, Frame, Output, Payload, Verification};
+pub use frame::{CloseCode, Frame, Output, Payload};
+pub use operation::{Completion, OpId, Operation, Verification};
 pub use permissions::Permissions;
 pub use protocol::Protocol;
 pub use reply::ErrorCode;

@@ -1,7 +1,7 @@
 //! The small sans-IO trait every frontend drives. [`Engine`](crate::Engine) is the Rocket
 //! implementation; any other type can be served by the same frontends.
 
-use crate::{ClientId, ConnectError, Frame, Output, Token};
+use crate::{ClientId, Completion, ConnectError, Frame, OpId, Output, Token};
 
 /// A protocol served on one hub path: connection events and frames in, [`Output`]s out.
 ///
@@ -43,10 +43,12 @@ pub trait Protocol: Send + 'static {
     /// for a client the protocol already closed with [`Output::Close`].
     fn handle_disconnect(&mut self, client: ClientId);
 
-    /// The result of an [`Output::Verify`] for `client`. The default ignores it (for
-    /// protocols that never ask).
-    fn handle_secret_verified(&mut self, client: ClientId, ok: bool) {
-        let _ = (client, ok);
+    /// The result of the operation the protocol started as `op` ([`Output::Start`]). Must
+    /// ignore an `op` it does not know or no longer expects (its client left meanwhile, say)
+    /// and a completion of the wrong kind. The default ignores everything (for protocols
+    /// that start no operations).
+    fn handle_completion(&mut self, op: OpId, completion: Completion) {
+        let _ = (op, completion);
     }
 
     /// The next output, or `None` when everything was drained.

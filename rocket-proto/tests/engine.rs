@@ -4,7 +4,8 @@
 mod support;
 
 use rocket_proto::{
-    ClientId, Config, ConnectError, Engine, Frame, HashSeed, Output, Payload, Protocol, Token,
+    ClientId, Completion, Config, ConnectError, Engine, Frame, HashSeed, OpId, Output, Payload,
+    Protocol, Token,
 };
 use serde_json::{Value, json};
 use support::{Received, Sim, config, token_for};
@@ -251,6 +252,108 @@ fn phc_failures_count_towards_max_failed_auth_and_departed_clients_are_ignored()
     sim.disconnect(d);
     sim.verified(d, true); // the answer arrives after the client left
     assert!(sim.engine().client_count() == 0 || sim.take_raw(d).is_empty());
+}
+
+#[test]
+fn each_verification_gets_a_fresh_operation_id_for_its_client() {
+    let mut sim = phc_sim(json!({}));
+    let (c, d) = (sim.connect(), sim.connect());
+    sim.send(c, authenticate("hashed", "one"));
+    sim.send(d, authenticate("hashed", "two"));
+    let (op_c, op_d) = (sim.last_op(c).unwrap(), sim.last_op(d).unwrap());
+    assert_ne!(op_c, op_d);
+    assert_eq!(sim.started, [(c, op_c), (d, op_d)]);
+    // Completions may come in any order; each concludes its own client.
+    sim.complete(op_d, Completion::SecretVerified(false));
+    assert_eq!(sim.take(d), [err("INVALID_CREDENTIALS")]);
+    assert!(sim.take(c).is_empty());
+    sim.complete(op_c, Completion::SecretVerified(true));
+    assert_eq!(sim.take(c), [json!({ "authenticated": "hashed" })]);
+    // A completed operation is over: its id is not awaited any more.
+    sim.complete(op_c, Completion::SecretVerified(false));
+    sim.assert_silent();
+    sim.send(d, authenticate("hashed", "three"));
+    assert!(sim.last_op(d).unwrap() > op_d, "ids are never reused");
+}
+
+#[test]
+fn unknown_operation_ids_are_ignored() {
+    let mut sim = phc_sim(json!({}));
+    let c = sim.connect();
+    sim.complete(OpId(1), Completion::SecretVerified(true));
+    sim.complete(OpId(u64::MAX), Completion::SecretVerified(true));
+    sim.assert_silent();
+    assert!(sim.auth_failures.is_empty());
+    assert_eq!(sim.request(c, subscribe("news")), err("ACCESS_DENIED"));
+    // With a verification outstanding, another id still changes nothing.
+    sim.send(c, authenticate("hashed", "guess"));
+    let op = sim.last_op(c).unwrap();
+    sim.complete(OpId(op.0 + 1), Completion::SecretVerified(true));
+    sim.assert_silent();
+    sim.complete(op, Completion::SecretVerified(true));
+    assert_eq!(sim.take(c), [json!({ "authenticated": "hashed" })]);
+}
+
+#[test]
+fn a_completion_after_its_client_disconnected_is_ignored() {
+    let mut sim = phc_sim(json!({}));
+    let c = sim.connect();
+    sim.send(c, authenticate("hashed", "guess"));
+    let op = sim.last_op(c).unwrap();
+    sim.disconnect(c);
+    assert!(
+        sim.engine().is_idle(),
+        "the pending operation left with its client"
+    );
+    sim.complete(op, Completion::SecretVerified(true));
+    sim.assert_silent();
+    assert!(sim.engine().is_idle());
+    // A new client, even with the same id, is not concluded by the old operation.
+    sim.connect_with(c, token_for(77)).unwrap();
+    sim.take(c);
+    sim.complete(op, Completion::SecretVerified(true));
+    assert!(sim.take(c).is_empty());
+    assert_eq!(sim.request(c, subscribe("news")), err("ACCESS_DENIED"));
+}
+
+#[test]
+fn a_completion_after_its_client_re_authenticated_is_ignored() {
+    let mut sim = Sim::new(&config(
+        json!({
+            "hashed": { "Secret": PHC, "Permission": 3 },
+            "reader": { "Secret": "r", "Permission": 1 },
+        }),
+        json!({}),
+    ));
+    let c = sim.connect();
+    // A frontend holds frames back while verifying; the engine must cope if one does not.
+    sim.send(c, authenticate("hashed", "guess"));
+    let first = sim.last_op(c).unwrap();
+    sim.auth(c, "reader", "r");
+    sim.complete(first, Completion::SecretVerified(true));
+    sim.assert_silent();
+    assert_eq!(
+        sim.request(c, json!({"broadcast": {"event": "e", "channel": "x"}})),
+        err("ACCESS_DENIED"),
+        "still the reader"
+    );
+    // Logout and a second verification: only the newest operation counts.
+    sim.send(c, authenticate("hashed", "guess"));
+    let second = sim.last_op(c).unwrap();
+    assert_eq!(
+        sim.request(c, json!({"logout": true})),
+        json!({"loggedOut": true})
+    );
+    sim.complete(second, Completion::SecretVerified(true));
+    sim.assert_silent();
+    sim.send(c, authenticate("hashed", "guess"));
+    let third = sim.last_op(c).unwrap();
+    sim.complete(second, Completion::SecretVerified(true));
+    sim.assert_silent();
+    sim.complete(third, Completion::SecretVerified(false));
+    assert_eq!(sim.take(c), [err("INVALID_CREDENTIALS")]);
+    sim.disconnect(c);
+    assert!(sim.engine().is_idle());
 }
 
 #[test]

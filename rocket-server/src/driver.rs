@@ -4,7 +4,8 @@
 //!
 //! One loop polls four things and never waits on one alone: the outbox (what the hub
 //! queued), the socket's write side (what was taken from the outbox), the socket's read
-//! side (paused while a PHC secret is verified, so replies stay in order), and the timer.
+//! side (paused while an operation started for the client runs, such as a PHC secret
+//! check, so replies stay in order), and the timer.
 //! A client that stops reading therefore cannot stop the pings, the idle timeout or the
 //! write deadline ([`Liveness`]).
 
@@ -17,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use rocket_proto::{ClientId, CloseCode, Frame, Verification};
+use rocket_proto::{ClientId, CloseCode, Completion, Frame, OpId, Operation};
 use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::CloseFrame;
@@ -90,7 +91,7 @@ pub async fn serve_connection<S>(
         unsent: VecDeque::new(),
         unflushed: false,
         closing: None,
-        verifying: None,
+        operation: None,
     };
     let ended = conn.run().await;
     hub.disconnect(id);
@@ -136,7 +137,8 @@ impl std::fmt::Display for Ended {
     }
 }
 
-type Verifying<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+/// An operation run for the connection's client, resolving to its id and result.
+type Running<'a> = Pin<Box<dyn Future<Output = (OpId, Completion)> + Send + 'a>>;
 
 struct Connection<'a, S> {
     ws: S,
@@ -153,8 +155,8 @@ struct Connection<'a, S> {
     unflushed: bool,
     /// The outbox asked to close once everything queued is written.
     closing: Option<(u16, Cow<'static, str>)>,
-    /// A PHC secret being checked; the client's next frame waits for it.
-    verifying: Option<Verifying<'a>>,
+    /// An operation started on the client's behalf; its next frame waits for it.
+    operation: Option<Running<'a>>,
 }
 
 enum Event {
@@ -162,7 +164,7 @@ enum Event {
     Close(u16, Cow<'static, str>),
     SlowConsumer,
     WriteFailed(WsError),
-    Verified(bool),
+    Completed(OpId, Completion),
     Incoming(Option<Result<Message, WsError>>),
     Tick,
 }
@@ -199,12 +201,15 @@ where
                     return Ended::SlowConsumer;
                 }
                 Event::WriteFailed(e) => return Ended::Broken(format!("write failed: {e}")),
-                Event::Verified(ok) => self.hub.secret_verified(self.id, ok),
+                Event::Completed(op, completion) => {
+                    let next = self.hub.handle_completion(self.id, op, completion);
+                    self.operation = next.and_then(|(op, operation)| self.start(op, operation));
+                }
                 Event::Incoming(None) => return Ended::Broken("connection ended".into()),
                 Event::Incoming(Some(Ok(message))) => {
                     self.liveness.handle_frame();
                     let (hub, id) = (self.hub, self.id);
-                    let verification = match message {
+                    let started = match message {
                         Message::Text(text) => hub.handle_frame(id, Frame::Text(&text)),
                         Message::Binary(bytes) => hub.handle_frame(id, Frame::Binary(&bytes)),
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
@@ -219,8 +224,8 @@ where
                             return Ended::ByClient;
                         }
                     };
-                    if let Some(v) = verification {
-                        self.verifying = Some(self.verify(v));
+                    if let Some((op, operation)) = started {
+                        self.operation = self.start(op, operation);
                     }
                 }
                 Event::Incoming(Some(Err(e))) => return Box::pin(self.read_failed(e)).await,
@@ -272,11 +277,11 @@ where
                 return Poll::Ready(Event::Close(code, reason));
             }
         }
-        match &mut self.verifying {
-            Some(verifying) => {
-                if let Poll::Ready(ok) = verifying.as_mut().poll(cx) {
-                    self.verifying = None;
-                    return Poll::Ready(Event::Verified(ok));
+        match &mut self.operation {
+            Some(running) => {
+                if let Poll::Ready((op, completion)) = running.as_mut().poll(cx) {
+                    self.operation = None;
+                    return Poll::Ready(Event::Completed(op, completion));
                 }
             }
             None => {
@@ -325,15 +330,23 @@ where
         self.unflushed || !self.unsent.is_empty()
     }
 
-    /// Checks a PHC secret off the hub's lock and off the executor, at most
-    /// `MAX_CONCURRENT_VERIFICATIONS` at once.
-    fn verify(&self, v: Verification) -> Verifying<'a> {
+    /// Runs `operation` off the hub's lock. A PHC secret is checked off the executor, at
+    /// most `MAX_CONCURRENT_VERIFICATIONS` at once. `None` for an operation this server
+    /// cannot run (the client's frames then flow on).
+    fn start(&self, op: OpId, operation: Operation) -> Option<Running<'a>> {
         let (service, runtime) = (self.service, self.runtime);
-        Box::pin(async move {
-            let _slot = service.verification_slot().await;
-            let job = move || crate::verify_phc(&v.phc, &v.secret);
-            runtime.unblock(Box::new(job)).await
-        })
+        match operation {
+            Operation::VerifySecret(v) => Some(Box::pin(async move {
+                let _slot = service.verification_slot().await;
+                let job = move || crate::verify_phc(&v.phc, &v.secret);
+                let ok = runtime.unblock(Box::new(job)).await;
+                (op, Completion::SecretVerified(ok))
+            })),
+            other => {
+                tracing::error!(client = %self.id, %op, ?other, "unsupported operation");
+                None
+            }
+        }
     }
 
     /// Drops a client that does not read: close 1008 with `reason` is attempted briefly.

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use rocket_proto::{ClientId, ConnectError, Frame, Output, Payload, Protocol, Token, Verification};
+use rocket_proto::{
+    ClientId, Completion, ConnectError, Frame, OpId, Operation, Output, Payload, Protocol, Token,
+};
 use tungstenite::Message;
 use tungstenite::protocol::frame::Utf8Bytes;
 
@@ -65,28 +67,35 @@ impl Hub {
         let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed));
         lock(&self.peers).outboxes.insert(id, outbox);
         let mut result = Ok(id);
-        self.run(|p| result = p.handle_connect(id, token).map(|()| id));
+        let started = self.run(None, |p| result = p.handle_connect(id, token).map(|()| id));
+        debug_assert!(started.is_none(), "nothing to run before the first frame");
         if result.is_err() {
             lock(&self.peers).outboxes.remove(&id);
         }
         result
     }
 
-    /// A message from `client`. Returns the secret verification the protocol asked for,
-    /// if any: the caller must verify it and report with
-    /// [`secret_verified`](Self::secret_verified) before feeding `client`'s next frame.
-    pub fn handle_frame(&self, client: ClientId, frame: Frame<'_>) -> Option<Verification> {
-        self.run(|p| p.handle_frame(client, frame))
+    /// A message from `client`. Returns the operation the protocol started on `client`'s
+    /// behalf, if any: the caller must run it and report its result with
+    /// [`handle_completion`](Self::handle_completion) before feeding `client`'s next frame.
+    pub fn handle_frame(&self, client: ClientId, frame: Frame<'_>) -> Option<(OpId, Operation)> {
+        self.run(Some(client), |p| p.handle_frame(client, frame))
     }
 
-    /// The result of `client`'s secret verification.
-    pub fn secret_verified(&self, client: ClientId, ok: bool) {
-        let _ = self.run(|p| p.handle_secret_verified(client, ok));
+    /// The result of operation `op`, which `client`'s driver ran. Returns the next
+    /// operation started on `client`'s behalf, if any, as [`handle_frame`](Self::handle_frame).
+    pub fn handle_completion(
+        &self,
+        client: ClientId,
+        op: OpId,
+        completion: Completion,
+    ) -> Option<(OpId, Operation)> {
+        self.run(Some(client), |p| p.handle_completion(op, completion))
     }
 
     /// `client`'s connection is gone.
     pub fn disconnect(&self, client: ClientId) {
-        let _ = self.run(|p| p.handle_disconnect(client));
+        let _ = self.run(None, |p| p.handle_disconnect(client));
         lock(&self.peers).outboxes.remove(&client);
     }
 
@@ -102,25 +111,32 @@ impl Hub {
         lock(&self.peers).outboxes.len()
     }
 
-    fn run(&self, input: impl FnOnce(&mut dyn Protocol)) -> Option<Verification> {
+    /// Feeds one input, then dispatches its outputs. `caller` is the connection whose
+    /// input it is: an operation started on its behalf is returned for it to run.
+    fn run(
+        &self,
+        caller: Option<ClientId>,
+        input: impl FnOnce(&mut dyn Protocol),
+    ) -> Option<(OpId, Operation)> {
         let mut protocol = lock(&self.protocol);
         input(&mut **protocol);
         let mut peers = lock(&self.peers);
         let Peers { outboxes, outputs } = &mut *peers;
         protocol.drain_outputs(outputs);
         drop(protocol);
-        dispatch(&self.path, outboxes, outputs)
+        dispatch(&self.path, caller, outboxes, outputs)
     }
 }
 
-/// Carries out `outputs`; returns a verification request (for the client whose input
-/// produced it).
+/// Carries out `outputs`; returns the operation started on behalf of `caller`, whose
+/// driver runs it.
 fn dispatch(
     hub: &str,
+    caller: Option<ClientId>,
     peers: &HashMap<ClientId, Arc<Outbox>>,
     outputs: &mut Vec<Output>,
-) -> Option<Verification> {
-    let mut verification = None;
+) -> Option<(OpId, Operation)> {
+    let mut started = None;
     // Consecutive sends of one broadcast share a payload: convert it to a message once.
     let mut last: Option<(Payload, Message)> = None;
     for output in outputs.drain(..) {
@@ -149,13 +165,17 @@ fn dispatch(
                     outbox.close(code.0, reason);
                 }
             }
-            Output::Verify {
+            Output::Start {
                 client,
-                verification: v,
-            } => {
-                debug_assert!(verification.is_none(), "one input, one verification");
-                tracing::trace!(%client, "verifying a PHC secret");
-                verification = Some(v);
+                op,
+                operation,
+            } if Some(client) == caller && started.is_none() => {
+                tracing::trace!(%client, %op, "starting an operation");
+                started = Some((op, operation));
+            }
+            Output::Start { client, op, .. } => {
+                // Only the client's own driver runs operations, one at a time.
+                tracing::error!(%client, %op, hub, "operation not started: no driver runs it");
             }
             Output::AuthFailed {
                 client,
@@ -168,7 +188,7 @@ fn dispatch(
             other => tracing::error!(?other, "unsupported protocol output ignored"),
         }
     }
-    verification
+    started
 }
 
 fn same_bytes(a: &Payload, b: &Payload) -> bool {

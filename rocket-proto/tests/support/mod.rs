@@ -12,7 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rocket_proto::{
-    ClientId, Config, ConnectError, Engine, Frame, HashSeed, Output, Payload, Token,
+    ClientId, Completion, Config, ConnectError, Engine, Frame, HashSeed, OpId, Operation, Output,
+    Payload, Token,
 };
 use serde_json::Value;
 
@@ -82,8 +83,10 @@ pub struct Sim {
     buf: Vec<Output>,
     /// `AuthFailed` notices, in order: (client, user, error name).
     pub auth_failures: Vec<(ClientId, String, &'static str)>,
-    /// Outstanding PHC verifications the engine asked for: (client, hash, secret).
+    /// PHC verifications the engine asked for, in order: (client, hash, secret).
     pub verifications: Vec<(ClientId, String, String)>,
+    /// Every operation the engine started, in order: (client, op).
+    pub started: Vec<(ClientId, OpId)>,
 }
 
 impl Sim {
@@ -110,13 +113,30 @@ impl Sim {
             buf: Vec::new(),
             auth_failures: Vec::new(),
             verifications: Vec::new(),
+            started: Vec::new(),
         }
     }
 
-    /// Answers an outstanding PHC verification, as a frontend does.
+    /// Answers the last operation started for `id` (a PHC verification) as a frontend
+    /// does; when none was ever started for `id`, answers an id the engine never gave.
     pub fn verified(&mut self, id: ClientId, ok: bool) {
-        self.engine.handle_secret_verified(id, ok);
+        let op = self.last_op(id).unwrap_or(OpId(u64::MAX));
+        self.complete(op, Completion::SecretVerified(ok));
+    }
+
+    /// Feeds the completion of `op` and drives the engine.
+    pub fn complete(&mut self, op: OpId, completion: Completion) {
+        self.engine.handle_completion(op, completion);
         self.drive();
+    }
+
+    /// The last operation the engine started on behalf of `id`.
+    pub fn last_op(&self, id: ClientId) -> Option<OpId> {
+        self.started
+            .iter()
+            .rev()
+            .find(|(client, _)| *client == id)
+            .map(|&(_, op)| op)
     }
 
     /// The engine, for its getters.
@@ -260,13 +280,23 @@ impl Sim {
                     self.auth_failures.push((client, user, error.name()));
                     continue;
                 }
-                Output::Verify {
+                Output::Start {
                     client,
-                    verification,
+                    op,
+                    operation,
                 } => {
-                    let v = verification;
-                    self.verifications
-                        .push((client, v.phc.to_string(), v.secret));
+                    assert!(
+                        self.started.iter().all(|&(_, o)| o != op),
+                        "{op} started twice"
+                    );
+                    self.started.push((client, op));
+                    match operation {
+                        Operation::VerifySecret(v) => {
+                            self.verifications
+                                .push((client, v.phc.to_string(), v.secret));
+                        }
+                        other => panic!("unexpected operation {other:?}"),
+                    }
                     continue;
                 }
                 other => panic!("unexpected output {other:?}"),

@@ -1,0 +1,57 @@
+//! Asynchronous work the engine asks its driver to do: an [`Operation`] goes out in
+//! [`Output::Start`](crate::Output::Start) under an [`OpId`], and its result comes back in
+//! with [`Protocol::handle_completion`](crate::Protocol::handle_completion) as a
+//! [`Completion`] under the same id.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Names one operation the engine started, unique for the engine's life. The engine picks
+/// it (from a counter); the driver hands it back with the operation's [`Completion`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
+
+impl fmt::Display for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "op{}", self.0)
+    }
+}
+
+/// Work that the engine cannot do itself (it is slow, or needs IO) and asks its driver to
+/// run, off the engine's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Check a secret against an argon2 PHC hash (deliberately slow: run it where blocking
+    /// is allowed). Completes with [`Completion::SecretVerified`].
+    VerifySecret(Verification),
+}
+
+/// The result of an [`Operation`], fed back with
+/// [`Protocol::handle_completion`](crate::Protocol::handle_completion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Completion {
+    /// The result of [`Operation::VerifySecret`]: whether the secret matched the hash.
+    SecretVerified(bool),
+    /// A completion that no operation expects; it exists only in rocket-proto's own unit
+    /// tests, to check that a completion of the wrong kind is ignored.
+    #[cfg(test)]
+    Unexpected,
+}
+
+/// A secret to check against an argon2 PHC hash, off the engine's thread (verification is
+/// deliberately slow).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// The configured PHC hash.
+    pub phc: Arc<str>,
+    /// The secret the client sent.
+    pub secret: String,
+}
+
+impl fmt::Debug for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Verification { .. }") // never print secrets or hashes
+    }
+}
