@@ -961,6 +961,103 @@ pub async fn queued_bytes_over_the_bound_make_a_slow_consumer<F: Frontend>() {
     assert_eq!(witness.recv().await, json!({"loggedOut": true}));
 }
 
+/// A custom protocol for the timer test, served with `Service::with_protocol`: it greets
+/// like Rocket, and answers the frame `in N` with `{"later":N}` N ms later, through
+/// `poll_timeout` and `handle_timeout`. It notes when a request came from the system clock
+/// (a test protocol may; the engine never reads one) and is told the time when its timer
+/// fires.
+#[derive(Default)]
+struct Later {
+    due: Vec<(std::time::Instant, rocket_proto::ClientId, u64)>,
+    out: std::collections::VecDeque<rocket_proto::Output>,
+}
+
+impl rocket_proto::Protocol for Later {
+    fn handle_connect(
+        &mut self,
+        client: rocket_proto::ClientId,
+        token: rocket_proto::Token,
+    ) -> Result<(), rocket_proto::ConnectError> {
+        let payload =
+            rocket_proto::Payload::text(json!({ "connected": token.to_string() }).to_string());
+        self.out
+            .push_back(rocket_proto::Output::Send { client, payload });
+        Ok(())
+    }
+
+    fn handle_frame(&mut self, client: rocket_proto::ClientId, frame: rocket_proto::Frame<'_>) {
+        let rocket_proto::Frame::Text(text) = frame else {
+            return;
+        };
+        if let Some(ms) = text.strip_prefix("in ").and_then(|n| n.parse().ok()) {
+            let at = std::time::Instant::now() + Duration::from_millis(ms);
+            self.due.push((at, client, ms));
+        }
+    }
+
+    fn handle_disconnect(&mut self, client: rocket_proto::ClientId) {
+        self.due.retain(|d| d.1 != client);
+    }
+
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        self.due.sort();
+        while self.due.first().is_some_and(|d| d.0 <= now) {
+            let (_, client, ms) = self.due.remove(0);
+            let payload = rocket_proto::Payload::text(json!({ "later": ms }).to_string());
+            self.out
+                .push_back(rocket_proto::Output::Send { client, payload });
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.due.iter().map(|d| d.0).min()
+    }
+
+    fn poll_output(&mut self) -> Option<rocket_proto::Output> {
+        self.out.pop_front()
+    }
+}
+
+pub async fn a_protocol_timer_fires_on_time<F: Frontend>() {
+    let service = Service::new(config(""))
+        .with_protocol("/later", Later::default())
+        .unwrap();
+    let s = F::start(service, None);
+    let mut c = Client::connect(s.addr, "/later").await;
+    let ms = |d: Duration| d.as_millis();
+    let sent = std::time::Instant::now();
+    c.send_text("in 300").await;
+    assert_eq!(c.recv().await, json!({ "later": 300 }));
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "delivered after {} ms",
+        ms(took)
+    );
+    // A timeout earlier than the one the hub's timer sleeps on wakes it.
+    let sent = std::time::Instant::now();
+    c.send_text("in 1000").await;
+    c.send_text("in 300").await;
+    assert_eq!(c.recv().await, json!({ "later": 300 }));
+    let first = sent.elapsed();
+    assert_eq!(c.recv().await, json!({ "later": 1000 }));
+    let second = sent.elapsed();
+    assert!(
+        first >= Duration::from_millis(300) && first < Duration::from_millis(1000),
+        "the earlier timeout came after {} ms",
+        ms(first)
+    );
+    assert!(
+        second >= Duration::from_millis(1000) && second < Duration::from_secs(4),
+        "the later timeout came after {} ms",
+        ms(second)
+    );
+    // Shutdown ends the timer with everything else.
+    let stop = tokio::spawn((s.stop)(Duration::from_secs(5)));
+    assert_eq!(c.closed().await.map(|(code, _)| code), Some(1001));
+    assert_eq!(stop.await.unwrap(), 0);
+}
+
 pub fn close_code(c: CloseCode) -> u16 {
     c.into()
 }
@@ -993,6 +1090,7 @@ macro_rules! e2e_tests {
             a_client_that_stops_reading_is_dropped_by_the_write_timeout,
             timers_run_while_a_write_is_stalled,
             queued_bytes_over_the_bound_make_a_slow_consumer,
+            a_protocol_timer_fires_on_time,
         );
         $crate::e2e_tests!(@faults $frontend;
             slow_consumer_under_10k_messages_is_cut_off,

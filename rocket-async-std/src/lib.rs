@@ -44,7 +44,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_util::Stream;
@@ -154,6 +154,10 @@ impl Runtime for AsyncIoRuntime {
         Box::pin(async move {
             timer.await;
         })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
     }
 
     fn unblock(

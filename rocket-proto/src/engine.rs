@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use subtle::ConstantTimeEq;
 
@@ -83,7 +84,8 @@ impl Pending {
 /// - inputs (`handle_*`): [`handle_connect`](Self::handle_connect),
 ///   [`handle_frame`](Self::handle_frame), [`handle_disconnect`](Self::handle_disconnect),
 ///   [`handle_remote_broadcast`](Self::handle_remote_broadcast),
-///   [`handle_completion`](Self::handle_completion);
+///   [`handle_completion`](Self::handle_completion), [`handle_timeout`](Self::handle_timeout);
+/// - when the engine next needs the time: [`poll_timeout`](Self::poll_timeout);
 /// - outputs: [`poll_output`](Self::poll_output) or [`drain_outputs`](Self::drain_outputs).
 ///
 /// After every input, drain the outputs before the next input of another thread could
@@ -360,6 +362,19 @@ impl Engine {
         }
     }
 
+    /// Time passed: `now` is the driver's clock. The engine has no timers yet, so this does
+    /// nothing; history and presence TTLs will expire here.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// When the engine next needs [`handle_timeout`](Self::handle_timeout). Always `None`
+    /// for now, as the engine has no timers yet; history and presence TTLs will return
+    /// their earliest expiry here.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+
     fn conclude_authentication(
         &mut self,
         id: ClientId,
@@ -515,6 +530,12 @@ impl Protocol for Engine {
     }
     fn handle_completion(&mut self, op: OpId, completion: Completion) {
         Engine::handle_completion(self, op, completion)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Engine::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Engine::poll_timeout(self)
     }
 }
 

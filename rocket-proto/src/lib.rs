@@ -16,7 +16,8 @@
 //!   and each recipient's [`Output::Send`] holds a reference-counted clone of the same bytes.
 //!
 //! ## The driver loop
-//! Feed one event, then drain every output before the next event:
+//! Feed one input, drain every output, then ask when the engine next needs the time, before
+//! the next input:
 //!
 //! ```
 //! use rocket_proto::{ClientId, Completion, Config, Engine, Frame, HashSeed, Operation, Output, Token};
@@ -33,13 +34,16 @@
 //!         Output::Send { client, payload } => { /* queue payload on client's socket */ }
 //!         Output::Close { client, code, reason } => { /* flush, then close with code */ }
 //!         Output::Start { client, op, operation: Operation::VerifySecret(v) } => {
-//!             /* hold client's frames; check v off-thread, then, with the result `ok`:
-//!                engine.handle_completion(op, Completion::SecretVerified(ok)) */
+//!             /* hold client's frames; check v off-thread; when done, with the result `ok`:
+//!                engine.handle_completion(op, Completion::SecretVerified(ok)), then drain */
 //!         }
 //!         Output::AuthFailed { client, user, error } => { /* log it */ }
 //!         _ => {} // outputs may grow (the enum is non-exhaustive)
 //!     }
 //! }
+//! let wake_at = engine.poll_timeout(); // (re)arm the one timer; None: no timer
+//! // ... when it fires, with the driver's clock (the engine never reads one):
+//! engine.handle_timeout(std::time::Instant::now()); // then drain and poll_timeout again
 //! engine.handle_disconnect(alice); // on socket close
 //! ```
 //!

@@ -1,6 +1,8 @@
 //! The small sans-IO trait every frontend drives. [`Engine`](crate::Engine) is the Rocket
 //! implementation; any other type can be served by the same frontends.
 
+use std::time::Instant;
+
 use crate::{ClientId, Completion, ConnectError, Frame, OpId, Output, Token};
 
 /// A protocol served on one hub path: connection events and frames in, [`Output`]s out.
@@ -9,6 +11,15 @@ use crate::{ClientId, Completion, ConnectError, Frame, OpId, Output, Token};
 /// then drains the outputs ([`poll_output`](Self::poll_output) until `None`, or
 /// [`drain_outputs`](Self::drain_outputs)) before feeding the next event. Outputs for one
 /// client must be carried out in the order they were produced.
+///
+/// Methods come in the kinds quinn-proto uses: inputs (`handle_*`: a connection opened or
+/// closed, a frame, the completion of an operation, time passing) and outputs (`poll_*`:
+/// what to do, and when the protocol next needs the time).
+///
+/// Time is an input: a protocol never reads a clock. After every input the driver calls
+/// [`poll_timeout`](Self::poll_timeout) and (re)arms one timer for the instant it returns;
+/// when that timer fires it calls [`handle_timeout`](Self::handle_timeout) with the
+/// driver's `now`, then drains the outputs as after any other input.
 ///
 /// ```
 /// use rocket_proto::{ClientId, ConnectError, Frame, Output, Payload, Protocol, Token};
@@ -49,6 +60,21 @@ pub trait Protocol: Send + 'static {
     /// that start no operations).
     fn handle_completion(&mut self, op: OpId, completion: Completion) {
         let _ = (op, completion);
+    }
+
+    /// Time passed: `now` is the driver's clock, at or after the instant
+    /// [`poll_timeout`](Self::poll_timeout) returned. Expire what is due; the outputs this
+    /// produces are drained as after any other input. The default does nothing.
+    fn handle_timeout(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// When the protocol next needs [`handle_timeout`](Self::handle_timeout), or `None`
+    /// when it has no timer running. The answer may change after any `handle_*` call, so
+    /// the driver asks again after each one and re-arms its timer when the instant moved.
+    /// An instant in the past means "now". The default is `None` (no timers).
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
     }
 
     /// The next output, or `None` when everything was drained.

@@ -1754,3 +1754,20 @@ fn a_million_distinct_channels_leave_nothing_behind() {
     engine.handle_disconnect(d);
     assert!(engine.is_idle());
 }
+
+#[test]
+fn the_engine_has_no_timers_yet_and_time_changes_nothing() {
+    let mut sim = sim();
+    let c = sim.connect();
+    sim.auth(c, "admin", "s3cret");
+    sim.subscribe(c, "news");
+    let engine = sim.engine_mut();
+    assert_eq!(Protocol::poll_timeout(engine), None);
+    let now = std::time::Instant::now();
+    for later in [0, 1, 3_600_000] {
+        Protocol::handle_timeout(engine, now + std::time::Duration::from_millis(later));
+    }
+    sim.drive();
+    sim.assert_silent();
+    assert_eq!(sim.engine().subscriber_count("news"), 1);
+}

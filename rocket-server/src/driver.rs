@@ -30,10 +30,13 @@ use crate::metered::WriteProgress;
 use crate::outbox::{End, Next, Outbox};
 use crate::service::{Admission, Service};
 
-/// What the driver needs from a runtime: a timer, and a pool for blocking work.
+/// What the driver needs from a runtime: a clock, a timer, and a pool for blocking work.
 pub trait Runtime: Send + Sync + 'static {
     /// A future that completes after `duration`.
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// The runtime's clock (a test runtime may pause or advance it).
+    fn now(&self) -> Instant;
 
     /// Runs `job` on a thread where blocking is allowed (argon2 verification).
     fn unblock(
@@ -393,7 +396,7 @@ where
 }
 
 /// Returns `Pending` once (after asking to be polled again), letting other tasks run.
-async fn yield_now() {
+pub(crate) async fn yield_now() {
     let mut yielded = false;
     poll_fn(|cx| {
         if std::mem::replace(&mut yielded, true) {

@@ -133,6 +133,11 @@ impl Server {
             }
         };
         spawn(Box::pin(accept));
+        for hub in self.service.hubs() {
+            if let Some(timer) = hub.timer_task(Arc::clone(&runtime)) {
+                spawn(timer);
+            }
+        }
         Running {
             local_addr,
             service: self.service,

@@ -9,10 +9,17 @@
 //!
 //! The outputs pass through one buffer owned by the hub (behind the dispatch lock), not one
 //! per connection: idle connections hold no output buffer.
+//!
+//! Time reaches the protocol through one timer task per hub ([`Hub::run_timer`]): it sleeps
+//! until the protocol's [`poll_timeout`](Protocol::poll_timeout), then feeds
+//! [`handle_timeout`](Protocol::handle_timeout) with the runtime's `now` and dispatches the
+//! outputs like any other input's. An input that moves the timeout earlier wakes it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use rocket_proto::{
     ClientId, Completion, ConnectError, Frame, OpId, Operation, Output, Payload, Protocol, Token,
@@ -20,14 +27,37 @@ use rocket_proto::{
 use tungstenite::Message;
 use tungstenite::protocol::frame::Utf8Bytes;
 
+use crate::Runtime;
+use crate::frontend::Task;
 use crate::outbox::Outbox;
 
 /// One hub: a request path served by one protocol instance.
 pub struct Hub {
     path: String,
-    protocol: Mutex<Box<dyn Protocol>>,
+    state: Mutex<State>,
     peers: Mutex<Peers>,
     next_id: AtomicU64,
+    /// Wakes the timer task when the protocol's timeout moved earlier; closed at shutdown.
+    wake: async_channel::Sender<()>,
+    woken: async_channel::Receiver<()>,
+    /// The timer task was handed out (there is one per hub).
+    timer_started: AtomicBool,
+}
+
+/// What the protocol lock guards.
+struct State {
+    protocol: Box<dyn Protocol>,
+    /// The instant the timer task sleeps until; `None` while it waits for news only.
+    armed: Option<Instant>,
+}
+
+/// What the timer task does after a look at the protocol.
+#[derive(Debug, PartialEq, Eq)]
+enum Tick {
+    /// The timeout was due and was handled: look again.
+    Fired,
+    /// Sleep until this instant (or, for `None`, until news).
+    Sleep(Option<Instant>),
 }
 
 /// What the dispatch lock guards: the connections' outboxes and the output buffer.
@@ -48,11 +78,18 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// A hub on `path` serving `protocol`.
     pub fn new(path: impl Into<String>, protocol: Box<dyn Protocol>) -> Self {
+        let (wake, woken) = async_channel::bounded(1);
         Self {
             path: path.into(),
-            protocol: Mutex::new(protocol),
+            state: Mutex::new(State {
+                protocol,
+                armed: None,
+            }),
             peers: Mutex::default(),
             next_id: AtomicU64::new(1),
+            wake,
+            woken,
+            timer_started: AtomicBool::new(false),
         }
     }
 
@@ -99,6 +136,69 @@ impl Hub {
         lock(&self.peers).outboxes.remove(&client);
     }
 
+    /// The hub's timer task on `runtime`, the first time it is asked for (a hub has one);
+    /// `None` afterwards. It runs until [`stop_timer`](Self::stop_timer).
+    pub(crate) fn timer_task(self: &Arc<Self>, runtime: Arc<dyn Runtime>) -> Option<Task> {
+        if self.timer_started.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let hub = Arc::clone(self);
+        Some(Box::pin(async move { hub.run_timer(&*runtime).await }))
+    }
+
+    /// Ends the timer task (at shutdown).
+    pub(crate) fn stop_timer(&self) {
+        self.wake.close();
+    }
+
+    /// The timer task: sleeps until the protocol's next timeout, handles it at the
+    /// runtime's `now`, and starts over; an input that moved the timeout earlier wakes it
+    /// sooner. Returns once [`stop_timer`](Self::stop_timer) was called.
+    pub(crate) async fn run_timer(&self, runtime: &dyn Runtime) {
+        while !self.woken.is_closed() {
+            let now = runtime.now();
+            let at = match self.tick(now) {
+                Tick::Fired => {
+                    // A protocol whose timeout stays due must not starve the executor.
+                    crate::driver::yield_now().await;
+                    continue;
+                }
+                Tick::Sleep(at) => at,
+            };
+            let news = pin!(self.woken.recv());
+            let open = match at {
+                None => news.await.is_ok(),
+                Some(at) => {
+                    let sleep = runtime.sleep(at.saturating_duration_since(now));
+                    match futures_util::future::select(news, sleep).await {
+                        futures_util::future::Either::Left((news, _)) => news.is_ok(),
+                        futures_util::future::Either::Right(_) => true,
+                    }
+                }
+            };
+            if !open {
+                return;
+            }
+        }
+    }
+
+    /// One look at the protocol's timer at `now`: handles the timeout if it is due.
+    fn tick(&self, now: Instant) -> Tick {
+        let mut state = lock(&self.state);
+        match state.protocol.poll_timeout() {
+            Some(at) if at <= now => {
+                state.protocol.handle_timeout(now);
+                state.armed = None;
+                let _ = self.dispatch(state, None);
+                Tick::Fired
+            }
+            next => {
+                state.armed = next;
+                Tick::Sleep(next)
+            }
+        }
+    }
+
     /// Asks every connection to flush and close with `code` and `reason`.
     pub fn close_all(&self, code: u16, reason: &'static str) {
         for outbox in lock(&self.peers).outboxes.values() {
@@ -118,12 +218,29 @@ impl Hub {
         caller: Option<ClientId>,
         input: impl FnOnce(&mut dyn Protocol),
     ) -> Option<(OpId, Operation)> {
-        let mut protocol = lock(&self.protocol);
-        input(&mut **protocol);
+        let mut state = lock(&self.state);
+        input(&mut *state.protocol);
+        let next = state.protocol.poll_timeout();
+        if next.is_some_and(|at| state.armed.is_none_or(|armed| at < armed)) {
+            // The timer task sleeps too long (or waits for news): wake it. A full channel
+            // already holds a wake-up; a closed one means shutdown.
+            state.armed = next;
+            let _ = self.wake.try_send(());
+        }
+        self.dispatch(state, caller)
+    }
+
+    /// Drains the protocol's outputs and carries them out, in order (the dispatch lock is
+    /// taken before the protocol lock is released).
+    fn dispatch(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        caller: Option<ClientId>,
+    ) -> Option<(OpId, Operation)> {
         let mut peers = lock(&self.peers);
         let Peers { outboxes, outputs } = &mut *peers;
-        protocol.drain_outputs(outputs);
-        drop(protocol);
+        state.protocol.drain_outputs(outputs);
+        drop(state);
         dispatch(&self.path, caller, outboxes, outputs)
     }
 }
@@ -217,4 +334,197 @@ pub fn random_token() -> Token {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Protocols are written not to panic; if one did, its state is still the best we have.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Next;
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    /// A runtime whose clock moves only when the test says so.
+    struct FakeClock(Mutex<Instant>);
+
+    impl FakeClock {
+        fn advance(&self, ms: u64) {
+            *lock(&self.0) += Duration::from_millis(ms);
+        }
+    }
+
+    impl Runtime for Arc<FakeClock> {
+        fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+            let (clock, until) = (Arc::clone(self), self.now() + duration);
+            // Polled by hand in these tests: no waker needed.
+            Box::pin(std::future::poll_fn(move |_| {
+                if *lock(&clock.0) >= until {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }))
+        }
+
+        fn now(&self) -> Instant {
+            *lock(&self.0)
+        }
+
+        fn unblock(
+            &self,
+            job: Box<dyn FnOnce() -> bool + Send>,
+        ) -> Pin<Box<dyn Future<Output = bool> + Send>> {
+            Box::pin(std::future::ready(job()))
+        }
+    }
+
+    /// A protocol that answers the frame "at N" with "due N" once its clock reaches
+    /// `base` + N ms; it reads no clock, it is told the time.
+    struct Later {
+        base: Instant,
+        due: Vec<(Instant, ClientId, u64)>,
+        out: VecDeque<Output>,
+        /// The instants `handle_timeout` was given, for the test to see.
+        timeouts: Arc<Mutex<Vec<Instant>>>,
+    }
+
+    impl Protocol for Later {
+        fn handle_connect(&mut self, _: ClientId, _: Token) -> Result<(), ConnectError> {
+            Ok(())
+        }
+        fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>) {
+            if let Frame::Text(t) = frame {
+                let ms: u64 = t.strip_prefix("at ").unwrap().parse().unwrap();
+                self.due
+                    .push((self.base + Duration::from_millis(ms), client, ms));
+            }
+        }
+        fn handle_disconnect(&mut self, client: ClientId) {
+            self.due.retain(|d| d.1 != client);
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            lock(&self.timeouts).push(now);
+            self.due.sort();
+            while self.due.first().is_some_and(|d| d.0 <= now) {
+                let (_, client, ms) = self.due.remove(0);
+                let payload = Payload::text(format!("due {ms}"));
+                self.out.push_back(Output::Send { client, payload });
+            }
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.due.iter().map(|d| d.0).min()
+        }
+        fn poll_output(&mut self) -> Option<Output> {
+            self.out.pop_front()
+        }
+    }
+
+    type Timeouts = Arc<Mutex<Vec<Instant>>>;
+
+    fn setup() -> (Arc<Hub>, Arc<FakeClock>, ClientId, Arc<Outbox>, Timeouts) {
+        let base = Instant::now();
+        let clock = Arc::new(FakeClock(Mutex::new(base)));
+        let protocol = Later {
+            base,
+            due: Vec::new(),
+            out: VecDeque::new(),
+            timeouts: Timeouts::default(),
+        };
+        let timeouts = Arc::clone(&protocol.timeouts);
+        let hub = Arc::new(Hub::new("/later", Box::new(protocol)));
+        let outbox = Arc::new(Outbox::new(16, 1 << 20));
+        let client = hub
+            .connect(Token::from_bytes([1; 16]), Arc::clone(&outbox))
+            .unwrap();
+        (hub, clock, client, outbox, timeouts)
+    }
+
+    fn poll(timer: &mut Pin<&mut impl Future<Output = ()>>) -> Poll<()> {
+        timer.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn received(outbox: &Outbox) -> Vec<String> {
+        match outbox.poll_next(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Next::Batch(batch)) => batch
+                .into_iter()
+                .map(|m| m.into_text().unwrap().as_str().to_owned())
+                .collect(),
+            Poll::Pending => Vec::new(),
+            Poll::Ready(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_timer_fires_at_the_protocols_timeout_and_dispatches_its_outputs() {
+        let (hub, clock, client, outbox, timeouts) = setup();
+        let runtime = Arc::clone(&clock);
+        let mut timer = pin!(hub.run_timer(&runtime));
+        assert_eq!(
+            poll(&mut timer),
+            Poll::Pending,
+            "no timeout: waits for news"
+        );
+        hub.handle_frame(client, Frame::Text("at 300"));
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        clock.advance(299);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert!(received(&outbox).is_empty(), "not yet");
+        clock.advance(1);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert_eq!(received(&outbox), ["due 300"]);
+        assert_eq!(
+            lock(&timeouts).len(),
+            1,
+            "handle_timeout ran once, when due"
+        );
+        clock.advance(10_000);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert!(received(&outbox).is_empty(), "nothing else was due");
+        hub.stop_timer();
+        assert_eq!(poll(&mut timer), Poll::Ready(()), "ends at shutdown");
+    }
+
+    #[test]
+    fn an_earlier_timeout_wakes_the_sleeping_timer_and_a_later_one_does_not() {
+        let (hub, clock, client, outbox, timeouts) = setup();
+        let runtime = Arc::clone(&clock);
+        let mut timer = pin!(hub.run_timer(&runtime));
+        hub.handle_frame(client, Frame::Text("at 1000"));
+        assert_eq!(poll(&mut timer), Poll::Pending, "sleeps until 1000");
+        assert_eq!(
+            lock(&hub.state).armed,
+            Some(runtime.now() + Duration::from_millis(1000))
+        );
+        hub.handle_frame(client, Frame::Text("at 300"));
+        hub.handle_frame(client, Frame::Text("at 2000"));
+        clock.advance(300);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert_eq!(received(&outbox), ["due 300"]);
+        clock.advance(699);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert!(received(&outbox).is_empty());
+        clock.advance(1);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert_eq!(received(&outbox), ["due 1000"]);
+        clock.advance(1000);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert_eq!(received(&outbox), ["due 2000"]);
+        // handle_timeout ran only when something was due, with the runtime's clock.
+        let base = *lock(&timeouts).first().unwrap() - Duration::from_millis(300);
+        let at = |ms| base + Duration::from_millis(ms);
+        assert_eq!(*lock(&timeouts), [at(300), at(1000), at(2000)]);
+        assert_eq!(lock(&hub.state).armed, None, "nothing left: waits for news");
+        hub.stop_timer();
+        assert_eq!(poll(&mut timer), Poll::Ready(()));
+    }
+
+    #[test]
+    fn one_timer_task_per_hub() {
+        let (hub, clock, ..) = setup();
+        let runtime: Arc<dyn Runtime> = Arc::new(clock);
+        assert!(hub.timer_task(Arc::clone(&runtime)).is_some());
+        assert!(hub.timer_task(runtime).is_none());
+    }
 }

@@ -113,6 +113,11 @@ impl Service {
         self.hubs.iter().map(|e| &e.hub).find(|h| h.path() == path)
     }
 
+    /// The hubs served.
+    pub(crate) fn hubs(&self) -> impl Iterator<Item = &Arc<Hub>> {
+        self.hubs.iter().map(|e| &e.hub)
+    }
+
     /// Paths of the hubs served.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.hubs.iter().map(|e| e.hub.path())
@@ -150,6 +155,7 @@ impl Service {
         self.shutting_down.store(true, Ordering::Release);
         for e in &self.hubs {
             e.hub.close_all(1001, "server shutting down");
+            e.hub.stop_timer();
         }
     }
 

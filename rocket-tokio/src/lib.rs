@@ -30,7 +30,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rocket_server::{Metered, Runtime};
 use tokio::net::{TcpListener, TcpStream};
@@ -113,6 +113,11 @@ pub struct TokioRuntime;
 impl Runtime for TokioRuntime {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn now(&self) -> Instant {
+        // tokio's clock, which a test may pause; the same as std's otherwise.
+        tokio::time::Instant::now().into_std()
     }
 
     fn unblock(
