@@ -455,6 +455,41 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever arrives, the head parser answers (complete, partial or an error
+        /// status) without panicking, and routing a complete head never panics either.
+        #[test]
+        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let mut buf = bytes.clone();
+            if let Parsed::Complete(head) = parse(&buf) {
+                assert!(head.len <= bytes.len());
+                let _ = route(*head, &mut buf, &service(), [127, 0, 0, 1].into());
+            }
+        }
+
+        /// Well-formed requests with random paths, methods and headers are routed to one
+        /// of the documented statuses.
+        #[test]
+        fn requests_get_a_documented_status(
+            method in "(GET|HEAD|POST|PUT|DELETE|OPTIONS)",
+            path in "/[a-z/]{0,12}",
+            upgrade in proptest::bool::ANY,
+            extra in proptest::collection::vec(("[A-Za-z-]{1,12}", "[ -~]{0,20}"), 0..6),
+        ) {
+            let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
+            if upgrade {
+                raw.push_str(UPGRADE);
+            }
+            for (name, value) in &extra {
+                raw.push_str(&format!("{name}: {value}\r\n"));
+            }
+            raw.push_str("\r\n");
+            let (response, _) = step(&raw);
+            let status: u16 = response[9..12].parse().unwrap();
+            assert!([101, 200, 400, 404, 405, 426, 503].contains(&status), "{raw:?} -> {response}");
+        }
+    }
+
     #[test]
     fn pipelined_requests_stay_in_the_buffer() {
         let raw = b"GET /health HTTP/1.1\r\n\r\nGET /echo HTTP/1.1\r\n\r\n";
