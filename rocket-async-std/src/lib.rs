@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_util::Stream;
+use futures_util::future::Either;
 use futures_util::io::{AsyncRead, AsyncWrite};
 use rocket_server::{AsSocket, Metered, Runtime, Task};
 
@@ -99,27 +100,30 @@ where
 
 /// TLS (if configured), the HTTP front and the WebSocket stream for one accepted socket,
 /// then its connection.
-async fn connection<S>(
+fn connection<S>(
     socket: S,
     peer: SocketAddr,
     service: Arc<Service>,
     tls: Option<futures_rustls::TlsAcceptor>,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Not an `async fn`, which would keep its arguments beside the future they move into.
     let runtime = &AsyncIoRuntime;
     match tls {
         None => {
             let plain = |socket| std::future::ready(Ok(socket));
-            rocket_server::serve_socket(socket, peer, service, runtime, plain, websocket).await
+            Either::Left(rocket_server::serve_socket(
+                socket, peer, service, runtime, plain, websocket,
+            ))
         }
         Some(acceptor) => {
-            let secure = |socket| acceptor.accept(socket);
+            let secure = move |socket| acceptor.accept(socket);
             // Boxed: the TLS stream is large, and plain connections should not pay for it.
-            Box::pin(rocket_server::serve_socket(
+            Either::Right(Box::pin(rocket_server::serve_socket(
                 socket, peer, service, runtime, secure, websocket,
-            ))
-            .await;
+            )))
         }
     }
 }

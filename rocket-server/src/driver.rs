@@ -24,7 +24,6 @@ use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
-use crate::hub::Hub;
 use crate::liveness::{Due, Liveness};
 use crate::metered::WriteProgress;
 use crate::outbox::{End, Next, Outbox};
@@ -60,34 +59,34 @@ const DROP_TIMEOUT: Duration = Duration::from_millis(200);
 /// and closes it on idle timeout, oversize (1009), invalid UTF-8 (1007), slow consumption
 /// or a stalled write (1008), or shutdown (1001). `progress` counts the bytes written to
 /// the connection's socket (see [`Metered`](crate::Metered)).
-pub async fn serve_connection<S>(
+///
+/// Not an `async fn`: the connection's state is built here and moved into the returned
+/// future once, so that the future holds the WebSocket once (an `async fn` keeps its
+/// arguments beside what they were moved into; idle connections are most of the memory).
+pub fn serve_connection<'a, S>(
     ws: S,
     peer: std::net::SocketAddr,
     admission: Admission,
     progress: WriteProgress,
-    service: &Service,
-    runtime: &dyn Runtime,
-) where
-    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
+    service: &'a Service,
+    runtime: &'a dyn Runtime,
+) -> impl Future<Output = ()> + Send + 'a
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send + 'a,
 {
     let limits = service.limits();
     let outbox = Arc::new(Outbox::new(
         limits.send_queue_messages,
         limits.send_queue_bytes,
     ));
-    let hub = &*admission.hub;
     let token = crate::hub::random_token();
-    let Ok(id) = hub.connect(token, Arc::clone(&outbox)) else {
-        tracing::error!(%peer, "protocol refused a fresh connection");
-        return;
-    };
-    tracing::info!(client = %id, hub = hub.path(), %peer, "connection open");
-    let mut conn = Connection {
+    let connected = admission.hub.connect(token, Arc::clone(&outbox));
+    let mut conn = connected.ok().map(|id| Connection {
         ws,
         id,
-        hub,
+        admission,
         service,
-        outbox: &outbox,
+        outbox,
         runtime,
         progress,
         liveness: Liveness::new(limits, Instant::now()),
@@ -95,14 +94,25 @@ pub async fn serve_connection<S>(
         unflushed: false,
         closing: None,
         operation: None,
-    };
-    let ended = conn.run().await;
-    hub.disconnect(id);
-    match ended {
-        Ended::SlowConsumer | Ended::WriteTimeout => {
-            tracing::warn!(client = %id, hub = hub.path(), %peer, "connection closed: {ended}")
+    });
+    async move {
+        // Borrowed in place: moving it out would store it twice.
+        let Some(conn) = conn.as_mut() else {
+            return tracing::error!(%peer, "protocol refused a fresh connection");
+        };
+        let id = conn.id;
+        let path = conn.admission.hub.path();
+        tracing::info!(client = %id, hub = path, %peer, "connection open");
+        let ended = conn.run().await;
+        let hub = &conn.admission.hub;
+        let path = hub.path();
+        hub.disconnect(id);
+        match ended {
+            Ended::SlowConsumer | Ended::WriteTimeout => {
+                tracing::warn!(client = %id, hub = path, %peer, "connection closed: {ended}")
+            }
+            _ => tracing::info!(client = %id, hub = path, %peer, "connection closed: {ended}"),
         }
-        _ => tracing::info!(client = %id, hub = hub.path(), %peer, "connection closed: {ended}"),
     }
 }
 
@@ -146,9 +156,10 @@ type Running<'a> = Pin<Box<dyn Future<Output = (OpId, Completion)> + Send + 'a>>
 struct Connection<'a, S> {
     ws: S,
     id: ClientId,
-    hub: &'a Hub,
+    /// The hub, and the connection's place under `MaxConnections`.
+    admission: Admission,
     service: &'a Service,
-    outbox: &'a Outbox,
+    outbox: Arc<Outbox>,
     runtime: &'a dyn Runtime,
     progress: WriteProgress,
     liveness: Liveness,
@@ -205,13 +216,16 @@ where
                 }
                 Event::WriteFailed(e) => return Ended::Broken(format!("write failed: {e}")),
                 Event::Completed(op, completion) => {
-                    let next = self.hub.handle_completion(self.id, op, completion);
+                    let next = self
+                        .admission
+                        .hub
+                        .handle_completion(self.id, op, completion);
                     self.operation = next.and_then(|(op, operation)| self.start(op, operation));
                 }
                 Event::Incoming(None) => return Ended::Broken("connection ended".into()),
                 Event::Incoming(Some(Ok(message))) => {
                     self.liveness.handle_frame();
-                    let (hub, id) = (self.hub, self.id);
+                    let (hub, id) = (&*self.admission.hub, self.id);
                     let started = match message {
                         Message::Text(text) => hub.handle_frame(id, Frame::Text(&text)),
                         Message::Binary(bytes) => hub.handle_frame(id, Frame::Binary(&bytes)),

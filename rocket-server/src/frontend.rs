@@ -20,7 +20,7 @@ use tungstenite::protocol::WebSocketConfig;
 
 use crate::http::{self, Closed};
 use crate::metered::{Metered, WriteProgress};
-use crate::service::Service;
+use crate::service::{Admission, Service};
 use crate::{Runtime, TlsError, serve_connection};
 
 /// A task for an executor.
@@ -243,76 +243,113 @@ impl Running {
 /// requests (see [`http`](crate::http)) until one upgrades to WebSocket on a hub path,
 /// then runs `upgrade` (the frontend's WebSocket stream over the connection, with the
 /// bytes already read past the request head) and serves the connection.
-pub async fn serve_socket<T, S, FS, U, FU, W>(
+///
+/// Not an `async fn`: what the connection keeps for its whole life is moved into the
+/// returned future once (an `async fn` keeps its arguments beside what they were moved
+/// into, and idle connections are most of a server's memory).
+pub fn serve_socket<'a, T, S, FS, U, FU, W>(
+    socket: T,
+    peer: SocketAddr,
+    service: Arc<Service>,
+    runtime: &'a dyn Runtime,
+    secure: impl FnOnce(T) -> FS + Send + 'a,
+    upgrade: U,
+) -> impl Future<Output = ()> + Send + 'a
+where
+    T: Send + 'a,
+    FS: Future<Output = io::Result<S>> + Send + 'a,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+    U: FnOnce(Metered<S>, Vec<u8>, WebSocketConfig) -> FU + Send + 'a,
+    FU: Future<Output = W> + Send + 'a,
+    W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send + 'a,
+{
+    let pending = service.begin_handshake();
+    let progress = WriteProgress::default();
+    // Boxed: the HTTP phase's state (a TLS session in the making, the request buffer)
+    // would otherwise size the connection's task for its whole life.
+    let front = pending.is_some().then(|| {
+        let front = http_front(
+            socket,
+            peer,
+            Arc::clone(&service),
+            runtime,
+            secure,
+            progress.clone(),
+        );
+        Box::pin(front)
+    });
+    async move {
+        let (Some(pending), Some(front)) = (pending, front) else {
+            return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
+        };
+        let (stream, mut leftover, admission) = match front.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(%peer, "no WebSocket: {e}"),
+        };
+        drop(pending);
+        // The WebSocket keeps this vector as its read buffer: hand it over at its size,
+        // not at the capacity the HTTP reads gave it.
+        leftover.shrink_to_fit();
+        let ws = upgrade(stream, leftover, service.websocket_config()).await;
+        serve_connection(ws, peer, admission, progress, &service, runtime).await;
+    }
+}
+
+/// The HTTP phase of a connection: TLS (`secure`), then requests until one upgrades to
+/// WebSocket on a hub path. Returns the stream, the bytes read past the upgrade request
+/// and the admission; an error when the connection ends without an upgrade.
+async fn http_front<T, S, FS>(
     socket: T,
     peer: SocketAddr,
     service: Arc<Service>,
     runtime: &dyn Runtime,
     secure: impl FnOnce(T) -> FS,
-    upgrade: U,
-) where
+    progress: WriteProgress,
+) -> io::Result<(Metered<S>, Vec<u8>, Admission)>
+where
     FS: Future<Output = io::Result<S>>,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-    U: FnOnce(Metered<S>, Vec<u8>, WebSocketConfig) -> FU,
-    FU: Future<Output = W>,
-    W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(pending) = service.begin_handshake() else {
-        return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
-    };
     let timeout = Duration::from_millis(service.limits().handshake_timeout_ms);
-    let progress = WriteProgress::default();
-    // Boxed: the HTTP phase's state (a TLS session in the making, the request buffer)
-    // would otherwise size the connection's task for its whole life.
-    let front = Box::pin(async {
-        let deadline = Instant::now() + timeout;
-        let stream = within(runtime, deadline, secure(socket)).await?;
-        let mut stream = Metered::new(stream, progress.clone());
-        let mut buf = Vec::new();
-        let mut deadline = deadline;
-        loop {
-            let head = within(runtime, deadline, async {
-                http::read_head(&mut stream, &mut buf)
-                    .await
-                    .map_err(Closed::into_io)
-            })
-            .await?;
-            let step = match head {
-                Ok(head) => http::route(head, &mut buf, &service, peer.ip()),
-                Err(response) => http::Step::Respond {
-                    response,
-                    keep_alive: false,
-                },
-            };
-            match step {
-                http::Step::Upgrade {
-                    admission,
-                    response,
-                } => {
-                    within(runtime, deadline, http::write_all(&mut stream, &response)).await?;
-                    return Ok((stream, buf, admission));
+    let mut deadline = Instant::now() + timeout;
+    let stream = within(runtime, deadline, secure(socket)).await?;
+    let mut stream = Metered::new(stream, progress);
+    let mut buf = Vec::new();
+    loop {
+        let head = within(runtime, deadline, async {
+            http::read_head(&mut stream, &mut buf)
+                .await
+                .map_err(Closed::into_io)
+        })
+        .await?;
+        let step = match head {
+            Ok(head) => http::route(head, &mut buf, &service, peer.ip()),
+            Err(response) => http::Step::Respond {
+                response,
+                keep_alive: false,
+            },
+        };
+        match step {
+            http::Step::Upgrade {
+                admission,
+                response,
+            } => {
+                within(runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                return Ok((stream, buf, admission));
+            }
+            http::Step::Respond {
+                response,
+                keep_alive,
+            } => {
+                tracing::debug!(%peer, status = %http::status_of(&response), "http request");
+                within(runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                if !keep_alive {
+                    return Err(io::Error::other("answered over plain HTTP"));
                 }
-                http::Step::Respond {
-                    response,
-                    keep_alive,
-                } => {
-                    tracing::debug!(%peer, status = %http::status_of(&response), "http request");
-                    within(runtime, deadline, http::write_all(&mut stream, &response)).await?;
-                    if !keep_alive {
-                        return Err(io::Error::other("answered over plain HTTP"));
-                    }
-                    deadline = Instant::now() + timeout;
-                }
+                deadline = Instant::now() + timeout;
             }
         }
-    });
-    let (stream, leftover, admission) = match front.await {
-        Ok(upgraded) => upgraded,
-        Err(e) => return tracing::debug!(%peer, "no WebSocket: {e}"),
-    };
-    drop(pending);
-    let ws = upgrade(stream, leftover, service.websocket_config()).await;
-    serve_connection(ws, peer, admission, progress, &service, runtime).await;
+    }
 }
 
 /// Runs `io` until `deadline`; a late one is a `TimedOut` error.
