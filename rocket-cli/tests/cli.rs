@@ -88,7 +88,12 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = rocket(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -179,15 +184,19 @@ async fn connect(address: &str, path: &str) -> Ws {
     ws
 }
 
+/// The next text message as JSON (pings, which the client answers itself, are skipped).
 async fn next_json(ws: &mut Ws) -> serde_json::Value {
-    let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("a message in time")
-        .expect("the connection is open")
-        .unwrap();
-    match message {
-        Message::Text(text) => serde_json::from_str(&text).unwrap(),
-        other => panic!("expected a text message, got {other:?}"),
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("the connection is open")
+            .unwrap();
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
     }
 }
 
@@ -583,6 +592,94 @@ async fn stalled_subscriber_keeps_server_memory_bounded(runtime: &str) {
     assert!(
         growth_mib < 24,
         "server RSS grew by {growth_mib} MiB while 40 MB went to a stalled client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_its_memory_freed_on_tokio() {
+    non_reading_client_is_dropped_by_the_write_timeout("tokio").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_its_memory_freed_on_async_std() {
+    non_reading_client_is_dropped_by_the_write_timeout("async-std").await;
+}
+
+/// The case that once held a connection for seven minutes: a subscriber stops reading and
+/// 40 × 500 KB (fewer messages than `SendQueueMessages`, and under `SendQueueBytes` here)
+/// are broadcast to it. Its write stalls; it is dropped within `WriteTimeoutMs` plus a
+/// tick, the server's RSS comes back down to near its baseline, and a healthy subscriber
+/// receives everything.
+async fn non_reading_client_is_dropped_by_the_write_timeout(runtime: &str) {
+    let config = config_with(
+        &format!("write-timeout-{runtime}.json"),
+        r#"{"Host":"127.0.0.1","Port":0,
+            "Hubs":[{"Path":"/echo","Users":{"backend":{"Secret":"secret","Permission":7}}}],
+            "Limits":{"PingIntervalMs":500,"IdleTimeoutMs":60000,"WriteTimeoutMs":1000,
+                      "MaxMessageBytes":600000,"SendQueueBytes":67108864}}"#,
+    );
+    // glibc keeps freed memory for reuse after it raised its mmap threshold to the size of
+    // these messages; with the threshold fixed, what the server frees goes back to the OS
+    // at once, so RSS shows whether the server let go of everything (see the README).
+    let mut server = Server::start_with_env(
+        &[
+            &config,
+            "--runtime",
+            runtime,
+            "--log-level",
+            "warn,rocket_cli=info",
+        ],
+        &[("MALLOC_MMAP_THRESHOLD_", "131072")],
+    );
+    let address = server.address();
+    let pid = server.child.id();
+    let mut healthy = subscriber(&address, "big").await;
+    let _stalled = subscriber(&address, "big").await; // never reads again
+    let mut publisher = subscriber(&address, "publisher-own").await;
+    let before = rss_kib(pid);
+    let mut peak = before;
+    let pad = "q".repeat(500_000);
+    for i in 0..40u64 {
+        let data = serde_json::json!({"seq": i, "pad": pad});
+        send(
+            &mut publisher,
+            serde_json::json!({"broadcast": {"event": "b", "channel": "big", "data": data}}),
+        )
+        .await;
+        assert_eq!(
+            next_json(&mut publisher).await,
+            serde_json::json!({"broadcasted": "big"})
+        );
+        assert_eq!(
+            next_json(&mut healthy).await["data"]["seq"],
+            serde_json::json!(i)
+        );
+        peak = peak.max(rss_kib(pid));
+    }
+    let sent = Instant::now();
+    let line = server.wait_for("write timeout");
+    let took = sent.elapsed();
+    assert!(line.contains("WARN"), "{line}");
+    // 1 s of no progress, noticed at the next 500 ms tick; the stall may start before the
+    // last broadcast, so this is an upper bound with room for a loaded machine.
+    assert!(
+        took < Duration::from_secs(4),
+        "dropped {took:?} after the last broadcast"
+    );
+    // Freed memory goes back to the allocator at once; give the OS a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid);
+    eprintln!("{runtime}: server RSS {before} KiB before, {peak} KiB at peak, {after} KiB after");
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "server RSS stayed {} MiB above its baseline after the stalled client was dropped",
+        after.saturating_sub(before) / 1024
+    );
+    // The healthy subscriber is still served.
+    send(&mut healthy, serde_json::json!({"logout": true})).await;
+    assert_eq!(
+        next_json(&mut healthy).await,
+        serde_json::json!({"loggedOut": true})
     );
 }
 
