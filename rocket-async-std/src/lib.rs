@@ -89,12 +89,14 @@ where
     let tls = server
         .tls()
         .map(|c| futures_rustls::TlsAcceptor::from(Arc::clone(c)));
+    let runtime = Arc::new(AsyncIoRuntime::new(spawn));
     server.run(
         local_addr,
         incoming,
-        spawn,
-        Arc::new(AsyncIoRuntime),
-        move |socket, peer, service| connection(socket, peer, service, tls.clone()),
+        Arc::clone(&runtime) as Arc<dyn Runtime>,
+        move |socket, peer, service| {
+            connection(socket, peer, service, tls.clone(), Arc::clone(&runtime))
+        },
     )
 }
 
@@ -105,12 +107,12 @@ fn connection<S>(
     peer: SocketAddr,
     service: Arc<Service>,
     tls: Option<futures_rustls::TlsAcceptor>,
+    runtime: Arc<AsyncIoRuntime>,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Not an `async fn`, which would keep its arguments beside the future they move into.
-    let runtime = &AsyncIoRuntime;
     match tls {
         None => {
             let plain = |socket| std::future::ready(Ok(socket));
@@ -147,12 +149,33 @@ where
     .await
 }
 
-/// async-io's timer and the `blocking` thread pool, both shared by async-std and smol, for
-/// the connection driver.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AsyncIoRuntime;
+/// The runtime of async-std and smol for `rocket-server`: the spawn function given to
+/// [`serve_incoming`] (async-std's for [`serve`]), async-io's clock and timer, and the
+/// `blocking` thread pool, which async-std and smol share.
+pub struct AsyncIoRuntime {
+    spawn: Box<dyn Fn(Task) + Send + Sync>,
+}
+
+impl AsyncIoRuntime {
+    /// A runtime whose tasks go to `spawn` (e.g. `|t| smol::spawn(t).detach()`).
+    pub fn new(spawn: impl Fn(Task) + Send + Sync + 'static) -> Self {
+        Self {
+            spawn: Box::new(spawn),
+        }
+    }
+}
+
+impl std::fmt::Debug for AsyncIoRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncIoRuntime").finish_non_exhaustive()
+    }
+}
 
 impl Runtime for AsyncIoRuntime {
+    fn spawn(&self, task: Task) {
+        (self.spawn)(task)
+    }
+
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let timer = async_io::Timer::after(duration);
         Box::pin(async move {

@@ -15,7 +15,7 @@ use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rocket_proto::{ClientId, CloseCode, Completion, Frame, OpId, Operation};
@@ -24,25 +24,11 @@ use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
+use crate::Runtime;
 use crate::liveness::{Due, Liveness};
 use crate::metered::WriteProgress;
 use crate::outbox::{End, Next, Outbox};
 use crate::service::{Admission, Service};
-
-/// What the driver needs from a runtime: a clock, a timer, and a pool for blocking work.
-pub trait Runtime: Send + Sync + 'static {
-    /// A future that completes after `duration`.
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
-
-    /// The runtime's clock (a test runtime may pause or advance it).
-    fn now(&self) -> Instant;
-
-    /// Runs `job` on a thread where blocking is allowed (argon2 verification).
-    fn unblock(
-        &self,
-        job: Box<dyn FnOnce() -> bool + Send>,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send>>;
-}
 
 /// Events handled in a row before the connection task yields to its executor.
 const YIELD_EVERY: u32 = 32;
@@ -89,7 +75,7 @@ where
         outbox,
         runtime,
         progress,
-        liveness: Liveness::new(limits, Instant::now()),
+        liveness: Liveness::new(limits, runtime.now()),
         unsent: VecDeque::new(),
         unflushed: false,
         closing: None,
@@ -248,7 +234,7 @@ where
                 Event::Incoming(Some(Err(e))) => return Box::pin(self.read_failed(e)).await,
                 Event::Tick => {
                     let writing = self.is_writing().then(|| self.progress.get());
-                    match self.liveness.handle_timeout(Instant::now(), writing) {
+                    match self.liveness.handle_timeout(self.runtime.now(), writing) {
                         Due::Nothing => {}
                         Due::Ping => self.unsent.push_back(Message::Ping(Default::default())),
                         Due::IdleTimeout => {

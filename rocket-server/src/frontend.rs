@@ -1,7 +1,7 @@
 //! What every frontend does the same way: the server builder, the accept loop, the
 //! handshake under its timeout and limits, and graceful shutdown. A frontend adds only
-//! what depends on its runtime: its listener, its spawn function, its TLS acceptor and
-//! WebSocket handshake function, and its [`Runtime`].
+//! what depends on its runtime: its listener, its TLS acceptor, its WebSocket stream
+//! constructor, and its [`Runtime`].
 
 use std::future::Future;
 use std::io;
@@ -22,9 +22,6 @@ use crate::http::{self, Closed};
 use crate::metered::{Metered, WriteProgress};
 use crate::service::{Admission, Service};
 use crate::{Runtime, TlsError, serve_connection};
-
-/// A task for an executor.
-pub type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A Rocket server, configured but not yet listening. Frontends start it:
 /// `rocket_tokio::bind(server)`, `rocket_async_std::bind(server)`.
@@ -90,13 +87,13 @@ impl Server {
     }
 
     /// For frontends: accepts the sockets `incoming` yields until shutdown, sets
-    /// `TCP_NODELAY` on each, and runs `connection` for each on a task given to `spawn`. A failed accept (out of file
+    /// `TCP_NODELAY` on each, and runs `connection` for each on a task of `runtime`; starts
+    /// each hub's timer task there too. A failed accept (out of file
     /// descriptors, say) backs off for 50 ms instead of spinning.
     pub fn run<S, I, C, F>(
         self,
         local_addr: SocketAddr,
         incoming: I,
-        spawn: impl Fn(Task) + Send + Sync + 'static,
         runtime: Arc<dyn Runtime>,
         connection: C,
     ) -> Running
@@ -109,8 +106,7 @@ impl Server {
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (done, finished) = async_channel::bounded::<()>(1);
         let service = Arc::clone(&self.service);
-        let spawn = Arc::new(spawn);
-        let spawn_connection = Arc::clone(&spawn);
+        let spawner = Arc::clone(&runtime);
         let timer = Arc::clone(&runtime);
         let accept = async move {
             let _done = done; // closes the channel when the loop returns
@@ -123,7 +119,7 @@ impl Server {
                         if let Err(e) = socket2::SockRef::from(&socket).set_tcp_nodelay(true) {
                             tracing::debug!(%peer, "TCP_NODELAY not set: {e}");
                         }
-                        spawn_connection(Box::pin(connection(socket, peer, Arc::clone(&service))));
+                        spawner.spawn(Box::pin(connection(socket, peer, Arc::clone(&service))));
                     }
                     Ok(Some(Err(e))) => {
                         tracing::warn!("accept failed: {e}");
@@ -132,10 +128,10 @@ impl Server {
                 }
             }
         };
-        spawn(Box::pin(accept));
+        runtime.spawn(Box::pin(accept));
         for hub in self.service.hubs() {
             if let Some(timer) = hub.timer_task(Arc::clone(&runtime)) {
-                spawn(timer);
+                runtime.spawn(timer);
             }
         }
         Running {
@@ -229,8 +225,8 @@ impl Running {
         let _ = self.stop.try_send(());
         let _ = self.finished.recv().await; // the accept loop has returned
         self.service.shutdown();
-        let deadline = Instant::now() + grace;
-        while self.service.active_connections() > 0 && Instant::now() < deadline {
+        let deadline = self.runtime.now() + grace;
+        while self.service.active_connections() > 0 && self.runtime.now() < deadline {
             self.runtime.sleep(Duration::from_millis(10)).await;
         }
         self.service.active_connections()
@@ -246,16 +242,18 @@ impl Running {
 ///
 /// Not an `async fn`: what the connection keeps for its whole life is moved into the
 /// returned future once (an `async fn` keeps its arguments beside what they were moved
-/// into, and idle connections are most of a server's memory).
-pub fn serve_socket<'a, T, S, FS, U, FU, W>(
+/// into, and idle connections are most of a server's memory). For the same reason the
+/// runtime comes by value: a zero-sized one costs the connection nothing.
+pub fn serve_socket<'a, R, T, S, FS, U, FU, W>(
     socket: T,
     peer: SocketAddr,
     service: Arc<Service>,
-    runtime: &'a dyn Runtime,
+    runtime: R,
     secure: impl FnOnce(T) -> FS + Send + 'a,
     upgrade: U,
 ) -> impl Future<Output = ()> + Send + 'a
 where
+    R: Runtime + Clone,
     T: Send + 'a,
     FS: Future<Output = io::Result<S>> + Send + 'a,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
@@ -272,7 +270,7 @@ where
             socket,
             peer,
             Arc::clone(&service),
-            runtime,
+            runtime.clone(),
             secure,
             progress.clone(),
         );
@@ -291,7 +289,7 @@ where
         // not at the capacity the HTTP reads gave it.
         leftover.shrink_to_fit();
         let ws = upgrade(stream, leftover, service.websocket_config()).await;
-        serve_connection(ws, peer, admission, progress, &service, runtime).await;
+        serve_connection(ws, peer, admission, progress, &service, &runtime).await;
     }
 }
 
@@ -302,7 +300,7 @@ async fn http_front<T, S, FS>(
     socket: T,
     peer: SocketAddr,
     service: Arc<Service>,
-    runtime: &dyn Runtime,
+    runtime: impl Runtime,
     secure: impl FnOnce(T) -> FS,
     progress: WriteProgress,
 ) -> io::Result<(Metered<S>, Vec<u8>, Admission)>
@@ -311,12 +309,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let timeout = Duration::from_millis(service.limits().handshake_timeout_ms);
-    let mut deadline = Instant::now() + timeout;
-    let stream = within(runtime, deadline, secure(socket)).await?;
+    let mut deadline = runtime.now() + timeout;
+    let stream = within(&runtime, deadline, secure(socket)).await?;
     let mut stream = Metered::new(stream, progress);
     let mut buf = Vec::new();
     loop {
-        let head = within(runtime, deadline, async {
+        let head = within(&runtime, deadline, async {
             http::read_head(&mut stream, &mut buf)
                 .await
                 .map_err(Closed::into_io)
@@ -334,7 +332,7 @@ where
                 admission,
                 response,
             } => {
-                within(runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                within(&runtime, deadline, http::write_all(&mut stream, &response)).await?;
                 return Ok((stream, buf, admission));
             }
             http::Step::Respond {
@@ -342,11 +340,11 @@ where
                 keep_alive,
             } => {
                 tracing::debug!(%peer, status = %http::status_of(&response), "http request");
-                within(runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                within(&runtime, deadline, http::write_all(&mut stream, &response)).await?;
                 if !keep_alive {
                     return Err(io::Error::other("answered over plain HTTP"));
                 }
-                deadline = Instant::now() + timeout;
+                deadline = runtime.now() + timeout;
             }
         }
     }
@@ -358,7 +356,7 @@ async fn within<T>(
     deadline: Instant,
     io: impl Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
-    let left = deadline.saturating_duration_since(Instant::now());
+    let left = deadline.saturating_duration_since(runtime.now());
     match poll_first(pin!(runtime.sleep(left)), io).await {
         Ok(result) => result,
         Err(()) => Err(io::Error::new(

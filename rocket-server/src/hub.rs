@@ -28,8 +28,8 @@ use tungstenite::Message;
 use tungstenite::protocol::frame::Utf8Bytes;
 
 use crate::Runtime;
-use crate::frontend::Task;
 use crate::outbox::Outbox;
+use crate::runtime::Task;
 
 /// One hub: a request path served by one protocol instance.
 pub struct Hub {
@@ -347,7 +347,8 @@ mod tests {
     use std::time::Duration;
 
     /// A runtime whose clock moves only when the test says so.
-    struct FakeClock(Mutex<Instant>);
+    #[derive(Clone)]
+    struct FakeClock(Arc<Mutex<Instant>>);
 
     impl FakeClock {
         fn advance(&self, ms: u64) {
@@ -355,9 +356,13 @@ mod tests {
         }
     }
 
-    impl Runtime for Arc<FakeClock> {
+    impl Runtime for FakeClock {
+        fn spawn(&self, _: crate::Task) {
+            unreachable!("these tests poll their tasks by hand");
+        }
+
         fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-            let (clock, until) = (Arc::clone(self), self.now() + duration);
+            let (clock, until) = (self.clone(), self.now() + duration);
             // Polled by hand in these tests: no waker needed.
             Box::pin(std::future::poll_fn(move |_| {
                 if *lock(&clock.0) >= until {
@@ -423,9 +428,9 @@ mod tests {
 
     type Timeouts = Arc<Mutex<Vec<Instant>>>;
 
-    fn setup() -> (Arc<Hub>, Arc<FakeClock>, ClientId, Arc<Outbox>, Timeouts) {
+    fn setup() -> (Arc<Hub>, FakeClock, ClientId, Arc<Outbox>, Timeouts) {
         let base = Instant::now();
-        let clock = Arc::new(FakeClock(Mutex::new(base)));
+        let clock = FakeClock(Arc::new(Mutex::new(base)));
         let protocol = Later {
             base,
             due: Vec::new(),
@@ -459,7 +464,7 @@ mod tests {
     #[test]
     fn the_timer_fires_at_the_protocols_timeout_and_dispatches_its_outputs() {
         let (hub, clock, client, outbox, timeouts) = setup();
-        let runtime = Arc::clone(&clock);
+        let runtime = clock.clone();
         let mut timer = pin!(hub.run_timer(&runtime));
         assert_eq!(
             poll(&mut timer),
@@ -489,7 +494,7 @@ mod tests {
     #[test]
     fn an_earlier_timeout_wakes_the_sleeping_timer_and_a_later_one_does_not() {
         let (hub, clock, client, outbox, timeouts) = setup();
-        let runtime = Arc::clone(&clock);
+        let runtime = clock.clone();
         let mut timer = pin!(hub.run_timer(&runtime));
         hub.handle_frame(client, Frame::Text("at 1000"));
         assert_eq!(poll(&mut timer), Poll::Pending, "sleeps until 1000");

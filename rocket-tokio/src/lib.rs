@@ -15,8 +15,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This crate is deliberately thin. It supplies tokio's listener, spawn, timer and blocking
-//! pool, tokio-rustls and tokio-tungstenite's WebSocket stream; everything else (the accept
+//! This crate is deliberately thin. It supplies tokio's listener, tokio-rustls,
+//! tokio-tungstenite's WebSocket stream and [`TokioRuntime`] (tokio's executor, clock,
+//! timer and blocking pool as one `rocket_server::Runtime`); everything else (the accept
 //! loop, the HTTP front with `/health`, handshake limits and timeout, routing, send queues,
 //! pings, write deadlines, close codes, shutdown) is `rocket-server`'s, shared with the
 //! async-std frontend. To serve a protocol of your own,
@@ -33,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
-use rocket_server::{Metered, Runtime};
+use rocket_server::{Metered, Runtime, Task};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -58,11 +59,9 @@ pub fn serve(server: Server, listener: TcpListener) -> io::Result<Running> {
     let tls = server
         .tls()
         .map(|c| tokio_rustls::TlsAcceptor::from(Arc::clone(c)));
-    let spawn = |task| drop(tokio::spawn(task));
     Ok(server.run(
         local_addr,
         incoming,
-        spawn,
         Arc::new(TokioRuntime),
         move |tcp, peer, service| connection(tcp, peer, service, tls.clone()),
     ))
@@ -78,7 +77,7 @@ fn connection(
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> impl Future<Output = ()> + Send {
     // Not an `async fn`, which would keep its arguments beside the future they move into.
-    let runtime = &TokioRuntime;
+    let runtime = TokioRuntime;
     match tls {
         None => {
             let plain = |tcp: TcpStream| std::future::ready(Ok(tcp.compat()));
@@ -109,11 +108,16 @@ where
     WebSocketStream::from_partially_read(stream.compat(), read, Role::Server, Some(config)).await
 }
 
-/// tokio's timer and blocking pool for the shared connection driver.
+/// tokio's executor, clock, timer and blocking pool, for `rocket-server`. Zero-sized: a
+/// connection holds it at no cost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioRuntime;
 
 impl Runtime for TokioRuntime {
+    fn spawn(&self, task: Task) {
+        drop(tokio::spawn(task));
+    }
+
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(tokio::time::sleep(duration))
     }
