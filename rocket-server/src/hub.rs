@@ -1,5 +1,6 @@
 //! A hub shared by many connection tasks: one [`Protocol`] value plus the outboxes of its
-//! connections.
+//! connections. The protocol is the Rocket [`Engine`], which the server addresses directly
+//! (counts, broadcasts from other nodes), or a custom protocol behind the trait.
 //!
 //! Each event locks the protocol, feeds it, drains its outputs, then takes the dispatch
 //! lock *before* releasing the protocol lock and hands the outputs to the outboxes. The
@@ -22,7 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use rocket_proto::{
-    ClientId, Completion, ConnectError, Frame, OpId, Operation, Output, Payload, Protocol, Token,
+    ClientId, Completion, ConnectError, Engine, Frame, OpId, Operation, Output, Payload, Protocol,
+    Token,
 };
 use tungstenite::Message;
 use tungstenite::protocol::frame::Utf8Bytes;
@@ -44,9 +46,35 @@ pub struct Hub {
     timer_started: AtomicBool,
 }
 
+/// The protocol a hub serves.
+// One per hub: boxing the engine would only add an indirection to every input.
+#[allow(clippy::large_enum_variant)]
+enum HubProtocol {
+    /// The Rocket protocol, which the server can address beyond the trait.
+    Rocket(Engine),
+    /// Any other protocol, served through the trait only.
+    Custom(Box<dyn Protocol>),
+}
+
+impl HubProtocol {
+    fn get(&mut self) -> &mut dyn Protocol {
+        match self {
+            HubProtocol::Rocket(engine) => engine,
+            HubProtocol::Custom(protocol) => &mut **protocol,
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            HubProtocol::Rocket(engine) => engine.poll_timeout(),
+            HubProtocol::Custom(protocol) => protocol.poll_timeout(),
+        }
+    }
+}
+
 /// What the protocol lock guards.
 struct State {
-    protocol: Box<dyn Protocol>,
+    protocol: HubProtocol,
     /// The instant the timer task sleeps until; `None` while it waits for news only.
     armed: Option<Instant>,
 }
@@ -69,18 +97,38 @@ struct Peers {
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rocket = matches!(lock(&self.state).protocol, HubProtocol::Rocket(_));
         f.debug_struct("Hub")
             .field("path", &self.path)
+            .field("protocol", &if rocket { "rocket" } else { "custom" })
             .finish_non_exhaustive()
     }
 }
 
 impl Hub {
-    /// A hub on `path` serving `protocol`.
-    pub fn new(path: impl Into<String>, protocol: Box<dyn Protocol>) -> Self {
+    /// A hub on `path` serving the Rocket protocol with `engine`.
+    pub fn rocket(path: impl Into<String>, engine: Engine) -> Self {
+        Self::new(path.into(), HubProtocol::Rocket(engine))
+    }
+
+    /// A hub on `path` serving a protocol of its own. An [`Engine`] given here is served
+    /// as a Rocket hub, as by [`Hub::rocket`].
+    pub fn custom(path: impl Into<String>, protocol: impl Protocol) -> Self {
+        // Downcasting through an `Option` moves the engine out without a second box.
+        let mut slot = Some(protocol);
+        let any: &mut dyn std::any::Any = &mut slot;
+        let protocol = match any.downcast_mut::<Option<Engine>>() {
+            Some(engine) => engine.take().map(HubProtocol::Rocket),
+            None => slot.take().map(|p| HubProtocol::Custom(Box::new(p))),
+        };
+        // Exactly one branch took the value out of a `Some`.
+        Self::new(path.into(), protocol.expect("the protocol was in the slot"))
+    }
+
+    fn new(path: String, protocol: HubProtocol) -> Self {
         let (wake, woken) = async_channel::bounded(1);
         Self {
-            path: path.into(),
+            path,
             state: Mutex::new(State {
                 protocol,
                 armed: None,
@@ -187,7 +235,7 @@ impl Hub {
         let mut state = lock(&self.state);
         match state.protocol.poll_timeout() {
             Some(at) if at <= now => {
-                state.protocol.handle_timeout(now);
+                state.protocol.get().handle_timeout(now);
                 state.armed = None;
                 let _ = self.dispatch(state, None);
                 Tick::Fired
@@ -211,6 +259,37 @@ impl Hub {
         lock(&self.peers).outboxes.len()
     }
 
+    /// Channels with at least one subscriber; `None` for a custom protocol.
+    pub fn channel_count(&self) -> Option<usize> {
+        match &lock(&self.state).protocol {
+            HubProtocol::Rocket(engine) => Some(engine.channel_count()),
+            HubProtocol::Custom(_) => None,
+        }
+    }
+
+    /// Subscribers of `channel` (0 when it does not exist); `None` for a custom protocol.
+    pub fn subscriber_count(&self, channel: &str) -> Option<usize> {
+        match &lock(&self.state).protocol {
+            HubProtocol::Rocket(engine) => Some(engine.subscriber_count(channel)),
+            HubProtocol::Custom(_) => None,
+        }
+    }
+
+    /// A broadcast that another node of a cluster accepted: delivers `payload` (the complete
+    /// event) to this hub's subscribers of `channel`, dispatched like any input's outputs.
+    /// Returns `false`, doing nothing, on a custom protocol.
+    pub fn handle_remote_broadcast(&self, channel: &str, payload: Payload) -> bool {
+        let mut rocket = false;
+        let started = self.run_with(None, |p| {
+            if let HubProtocol::Rocket(engine) = p {
+                engine.handle_remote_broadcast(channel, payload);
+                rocket = true;
+            }
+        });
+        debug_assert!(started.is_none(), "a broadcast starts no operation");
+        rocket
+    }
+
     /// Feeds one input, then dispatches its outputs. `caller` is the connection whose
     /// input it is: an operation started on its behalf is returned for it to run.
     fn run(
@@ -218,8 +297,17 @@ impl Hub {
         caller: Option<ClientId>,
         input: impl FnOnce(&mut dyn Protocol),
     ) -> Option<(OpId, Operation)> {
+        self.run_with(caller, |p| input(p.get()))
+    }
+
+    /// [`run`](Self::run), with the protocol as the hub holds it.
+    fn run_with(
+        &self,
+        caller: Option<ClientId>,
+        input: impl FnOnce(&mut HubProtocol),
+    ) -> Option<(OpId, Operation)> {
         let mut state = lock(&self.state);
-        input(&mut *state.protocol);
+        input(&mut state.protocol);
         let next = state.protocol.poll_timeout();
         if next.is_some_and(|at| state.armed.is_none_or(|armed| at < armed)) {
             // The timer task sleeps too long (or waits for news): wake it. A full channel
@@ -239,7 +327,7 @@ impl Hub {
     ) -> Option<(OpId, Operation)> {
         let mut peers = lock(&self.peers);
         let Peers { outboxes, outputs } = &mut *peers;
-        state.protocol.drain_outputs(outputs);
+        state.protocol.get().drain_outputs(outputs);
         drop(state);
         dispatch(&self.path, caller, outboxes, outputs)
     }
@@ -438,7 +526,7 @@ mod tests {
             timeouts: Timeouts::default(),
         };
         let timeouts = Arc::clone(&protocol.timeouts);
-        let hub = Arc::new(Hub::new("/later", Box::new(protocol)));
+        let hub = Arc::new(Hub::custom("/later", protocol));
         let outbox = Arc::new(Outbox::new(16, 1 << 20));
         let client = hub
             .connect(Token::from_bytes([1; 16]), Arc::clone(&outbox))
@@ -523,6 +611,70 @@ mod tests {
         assert_eq!(lock(&hub.state).armed, None, "nothing left: waits for news");
         hub.stop_timer();
         assert_eq!(poll(&mut timer), Poll::Ready(()));
+    }
+
+    fn rocket_hub() -> Hub {
+        let config = rocket_proto::Config::from_json(
+            r#"{"Hubs":[{"Path":"/r","Users":{"u":{"Secret":"","Permission":3}}}]}"#,
+        )
+        .unwrap();
+        let engine = Engine::new(&config.hubs[0], &config.limits, Default::default());
+        Hub::rocket("/r", engine)
+    }
+
+    fn subscribed(hub: &Hub, n: u8, channel: &str) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new(16, 1 << 20));
+        let id = hub
+            .connect(Token::from_bytes([n; 16]), Arc::clone(&outbox))
+            .unwrap();
+        hub.handle_frame(
+            id,
+            Frame::Text(r#"{"authenticate":{"user":"u","secret":""}}"#),
+        );
+        let subscribe = format!(r#"{{"subscribe":{{"channel":"{channel}"}}}}"#);
+        hub.handle_frame(id, Frame::Text(&subscribe));
+        assert_eq!(received(&outbox).len(), 3, "greeting and two replies");
+        outbox
+    }
+
+    #[test]
+    fn a_rocket_hub_reports_its_channels_and_takes_remote_broadcasts() {
+        let hub = rocket_hub();
+        assert_eq!(hub.channel_count(), Some(0));
+        assert_eq!(hub.subscriber_count("news"), Some(0));
+        let a = subscribed(&hub, 1, "news");
+        let b = subscribed(&hub, 2, "news");
+        let c = subscribed(&hub, 3, "sport");
+        assert_eq!(hub.channel_count(), Some(2));
+        assert_eq!(hub.subscriber_count("news"), Some(2));
+        assert_eq!(hub.subscriber_count("sport"), Some(1));
+        assert_eq!(hub.subscriber_count("nothing"), Some(0));
+        let event = r#"{"event":"e","channel":"news","data":1}"#;
+        assert!(hub.handle_remote_broadcast("news", Payload::text(event)));
+        assert_eq!(received(&a), [event]);
+        assert_eq!(received(&b), [event]);
+        assert!(received(&c).is_empty(), "other channels get nothing");
+        assert!(hub.handle_remote_broadcast("nobody-here", Payload::text(event)));
+        assert!(received(&a).is_empty());
+        assert!(format!("{hub:?}").contains("rocket"));
+    }
+
+    #[test]
+    fn a_custom_hub_has_no_counts_and_refuses_remote_broadcasts() {
+        let (hub, _, _, outbox, _) = setup();
+        assert_eq!(hub.channel_count(), None);
+        assert_eq!(hub.subscriber_count("news"), None);
+        assert!(!hub.handle_remote_broadcast("news", Payload::text("{}")));
+        assert!(received(&outbox).is_empty());
+        assert!(format!("{hub:?}").contains("custom"));
+    }
+
+    #[test]
+    fn an_engine_given_as_a_custom_protocol_is_a_rocket_hub() {
+        let config = rocket_proto::Config::demo();
+        let engine = Engine::new(&config.hubs[0], &config.limits, Default::default());
+        let hub = Hub::custom("/e", engine);
+        assert_eq!(hub.channel_count(), Some(0));
     }
 
     #[test]

@@ -51,9 +51,9 @@ impl Service {
             .hubs
             .iter()
             .map(|h| HubEntry {
-                hub: Arc::new(Hub::new(
+                hub: Arc::new(Hub::rocket(
                     h.path.clone(),
-                    Box::new(Engine::new(h, &config.limits, random_seed())),
+                    Engine::new(h, &config.limits, random_seed()),
                 )),
                 allowed_origins: h.allowed_origins.clone(),
             })
@@ -87,7 +87,7 @@ impl Service {
         })?;
         self.hubs.retain(|e| e.hub.path() != path);
         self.hubs.push(HubEntry {
-            hub: Arc::new(Hub::new(path, Box::new(protocol))),
+            hub: Arc::new(Hub::custom(path, protocol)),
             allowed_origins: None,
         });
         Ok(self)
