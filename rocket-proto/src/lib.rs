@@ -9,7 +9,10 @@
 //! - The **frontend** owns the sockets. It accepts connections, picks the hub by request
 //!   path, gives each connection a [`ClientId`] and a [`Token`] drawn from the OS's secure
 //!   generator, enforces transport limits (message size, UTF-8, handshake and idle
-//!   timeouts, slow consumers), and writes each [`Output`] to its client's socket.
+//!   timeouts, slow consumers), and writes each [`Output`] to its client's socket. It also
+//!   owns the clock and the slow work: it runs each [`Operation`] the engine starts and
+//!   feeds back its [`Completion`], and keeps the one timer the engine asks for
+//!   ([`Protocol::poll_timeout`], [`Protocol::handle_timeout`]).
 //! - The **[`Engine`]** (one per hub) owns users, sessions, channels and the routing of
 //!   messages. Inputs are `handle_*` calls; outputs queue inside the engine until drained.
 //! - Payloads fan out without copies: a broadcast is encoded **once** into a [`Payload`],

@@ -49,7 +49,7 @@ const DROP_TIMEOUT: Duration = Duration::from_millis(200);
 /// Not an `async fn`: the connection's state is built here and moved into the returned
 /// future once, so that the future holds the WebSocket once (an `async fn` keeps its
 /// arguments beside what they were moved into; idle connections are most of the memory).
-pub fn serve_connection<'a, S>(
+pub(crate) fn serve_connection<'a, S>(
     ws: S,
     peer: std::net::SocketAddr,
     admission: Admission,

@@ -18,10 +18,11 @@ use tungstenite::Message;
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::WebSocketConfig;
 
+use crate::driver::serve_connection;
 use crate::http::{self, Closed};
 use crate::metered::{Metered, WriteProgress};
 use crate::service::{Admission, Service};
-use crate::{Runtime, TlsError, serve_connection};
+use crate::{Runtime, TlsError};
 
 /// A Rocket server, configured but not yet listening. Frontends start it:
 /// `rocket_tokio::bind(server)`, `rocket_async_std::bind(server)`.
@@ -66,7 +67,7 @@ impl Server {
         if c.tls_cert_file.is_empty() {
             return Ok(self);
         }
-        let tls = crate::load_tls_config(c.tls_cert_file.as_ref(), c.tls_key_file.as_ref())?;
+        let tls = crate::tls::load_tls_config(c.tls_cert_file.as_ref(), c.tls_key_file.as_ref())?;
         Ok(self.with_tls(tls))
     }
 
@@ -146,10 +147,10 @@ impl Server {
 
 /// Pending connections the kernel may queue before `accept` (the usual default of 128
 /// drops connection attempts during a connect storm).
-pub const LISTEN_BACKLOG: i32 = 4096;
+pub(crate) const LISTEN_BACKLOG: i32 = 4096;
 
 /// For frontends: a non-blocking listening socket on `host:port` (the first address that
-/// binds), with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`. Resolving `host` may block briefly;
+/// binds), with a backlog of 4096 pending connections and `SO_REUSEADDR`. Resolving `host` may block briefly;
 /// it runs once, at startup.
 pub fn bind_listener(host: &str, port: u16) -> io::Result<std::net::TcpListener> {
     use std::net::ToSocketAddrs;
@@ -236,7 +237,7 @@ impl Running {
 /// Serves one accepted socket. Under the cap on unfinished handshakes, and with each
 /// request head due within `HandshakeTimeoutMs` (the TLS handshake included, for the
 /// first), runs `secure` (the frontend's TLS handshake, or nothing), serves plain HTTP
-/// requests (see [`http`](crate::http)) until one upgrades to WebSocket on a hub path,
+/// requests (see `http.rs`) until one upgrades to WebSocket on a hub path,
 /// then runs `upgrade` (the frontend's WebSocket stream over the connection, with the
 /// bytes already read past the request head) and serves the connection.
 ///

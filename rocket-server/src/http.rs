@@ -26,7 +26,7 @@ use tungstenite::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use crate::service::{Admission, Service};
 
 /// The largest request head (request line and headers) accepted: `431` beyond it.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// Most headers in one request: `431` beyond it.
 const MAX_HEADERS: usize = 64;

@@ -148,7 +148,11 @@ impl Hub {
 
     /// Registers a connection whose outbound messages go to `outbox`, and tells the
     /// protocol (which usually queues a greeting).
-    pub fn connect(&self, token: Token, outbox: Arc<Outbox>) -> Result<ClientId, ConnectError> {
+    pub(crate) fn connect(
+        &self,
+        token: Token,
+        outbox: Arc<Outbox>,
+    ) -> Result<ClientId, ConnectError> {
         let id = ClientId(self.next_id.fetch_add(1, Ordering::Relaxed));
         lock(&self.peers).outboxes.insert(id, outbox);
         let mut result = Ok(id);
@@ -163,13 +167,17 @@ impl Hub {
     /// A message from `client`. Returns the operation the protocol started on `client`'s
     /// behalf, if any: the caller must run it and report its result with
     /// [`handle_completion`](Self::handle_completion) before feeding `client`'s next frame.
-    pub fn handle_frame(&self, client: ClientId, frame: Frame<'_>) -> Option<(OpId, Operation)> {
+    pub(crate) fn handle_frame(
+        &self,
+        client: ClientId,
+        frame: Frame<'_>,
+    ) -> Option<(OpId, Operation)> {
         self.run(Some(client), |p| p.handle_frame(client, frame))
     }
 
     /// The result of operation `op`, which `client`'s driver ran. Returns the next
     /// operation started on `client`'s behalf, if any, as [`handle_frame`](Self::handle_frame).
-    pub fn handle_completion(
+    pub(crate) fn handle_completion(
         &self,
         client: ClientId,
         op: OpId,
@@ -179,7 +187,7 @@ impl Hub {
     }
 
     /// `client`'s connection is gone.
-    pub fn disconnect(&self, client: ClientId) {
+    pub(crate) fn disconnect(&self, client: ClientId) {
         let _ = self.run(None, |p| p.handle_disconnect(client));
         lock(&self.peers).outboxes.remove(&client);
     }
@@ -412,7 +420,7 @@ fn to_message(payload: &Payload) -> Message {
 }
 
 /// Draws a fresh client token from the operating system's secure generator.
-pub fn random_token() -> Token {
+pub(crate) fn random_token() -> Token {
     let mut bytes = [0u8; 16];
     // Without OS randomness no token can be safe; the server cannot run correctly.
     getrandom::fill(&mut bytes).expect("the OS random generator is available");

@@ -1,29 +1,54 @@
 //! # rocket-server: what Rocket's frontends share
 //!
-//! `rocket-tokio` and `rocket-async-std` are thin: they accept sockets, run the WebSocket
-//! handshake on their runtime, and hand each upgraded connection to
-//! [`serve_connection`]. Everything that does not depend on the runtime lives here, once:
+//! `rocket-tokio` and `rocket-async-std` are thin: each supplies its listener, its TLS
+//! acceptor, its WebSocket stream constructor and one [`Runtime`] (spawn, sleep, now,
+//! unblock). Everything that does not depend on the runtime lives here, once.
 //!
-//! - [`Service`]: the hubs built from a [`Config`](rocket_proto::Config), request path to
-//!   hub routing (404), `AllowedOrigins` (403), `MaxConnections` and `MaxConnectionsPerIp`
-//!   (503), the tungstenite `WebSocketConfig`, and graceful shutdown (1001);
-//! - [`Hub`]: one [`Protocol`](rocket_proto::Protocol) shared by many connections, with
-//!   ordered, non-blocking dispatch of its outputs;
-//! - [`Outbox`]: a connection's bounded send queue and the slow-consumer policy;
-//! - [`serve_connection`]: the per-connection loop over the `futures` `Stream`/`Sink`
-//!   traits, with pings, idle timeout and close codes; a runtime supplies only a timer and a
-//!   blocking pool ([`Runtime`]), used for argon2 verification of PHC secrets.
+//! ## The flow of a connection
+//! 1. The adapter binds ([`bind_listener`]) and starts a [`Server`]; `Server::run` spawns the
+//!    accept loop and one timer task per hub on the runtime, and spawns the adapter's
+//!    connection function for each accepted socket.
+//! 2. The adapter's connection function calls [`serve_socket`] with its TLS handshake
+//!    (`secure`) and its WebSocket constructor (`upgrade`).
+//! 3. The HTTP front (`http.rs`) reads request heads under `HandshakeTimeoutMs`: `/health`
+//!    is answered, other requests get 426, 404 or 405, and an upgrade on a hub path is
+//!    admitted by the [`Service`] (path to [`Hub`], `AllowedOrigins`, `MaxConnections`,
+//!    `MaxConnectionsPerIp`) and answered with 101.
+//! 4. The connection driver (`driver.rs`) serves the WebSocket until it ends: it feeds the
+//!    hub, writes what the hub queued for it (a bounded send queue per connection; a client
+//!    that does not read is a slow consumer, closed with 1008), pings, and enforces the
+//!    idle and write timeouts; it closes with 1001 at shutdown.
 //!
-//! Client tokens are 128 bits from the operating system's secure generator
-//! ([`random_token`]).
+//! ## The driver loop
+//! A [`Hub`] owns one sans-IO [`Protocol`](rocket_proto::Protocol) (the Rocket
+//! [`Engine`](rocket_proto::Engine), or a custom one). Every input, whichever task brings
+//! it (a connection's frame, connect or disconnect, an operation's completion, a broadcast
+//! from another node, the hub's timer), goes through the same few lines:
+//!
+//! ```text
+//! lock the protocol
+//! protocol.handle_*(input)                  // handle_timeout(runtime.now()) for the timer
+//! if protocol.poll_timeout() moved earlier: wake the hub's timer task
+//! lock the outboxes; protocol.drain_outputs(buffer); unlock the protocol
+//! for output in buffer, in order, never waiting on a client:
+//!     Send       => outbox.push(message)    // the same bytes for every recipient
+//!     Close      => outbox.close(code, reason)
+//!     Start      => to the client's driver: it runs the operation (argon2 off the
+//!                   executor), holds the client's frames, then feeds the Completion
+//!     AuthFailed => log
+//! ```
+//!
+//! Time reaches the server only through [`Runtime::now`], so a runtime with a controlled
+//! clock controls every timer. Client tokens are 128 bits from the operating system's
+//! secure generator.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod admission;
 mod driver;
 mod frontend;
-pub mod http;
+mod gate;
+mod http;
 mod hub;
 mod liveness;
 mod metered;
@@ -33,15 +58,12 @@ mod secrets;
 mod service;
 mod tls;
 
-pub use admission::{Full, Gate, Permit};
-pub use driver::serve_connection;
-pub use frontend::{AsSocket, LISTEN_BACKLOG, Running, Server, bind_listener, serve_socket};
-pub use hub::{Hub, random_token};
-pub use metered::{Metered, WriteProgress};
-pub use outbox::{End, Next, Outbox, Overflow};
+pub use frontend::{AsSocket, Running, Server, bind_listener, serve_socket};
+pub use hub::Hub;
+pub use metered::Metered;
 pub use runtime::{Runtime, Task};
-pub use rustls;
-pub use secrets::{MAX_CONCURRENT_VERIFICATIONS, hash_secret, verify_phc};
-pub use service::{Admission, PendingHandshake, READ_BUFFER_BYTES, Refusal, Service};
-pub use tls::{TlsError, load_tls_config};
-pub use tungstenite;
+pub use secrets::{hash_secret, verify_phc};
+pub use service::Service;
+pub use tls::TlsError;
+// The public signatures carry rustls and tungstenite types: adapters build on these.
+pub use {rustls, tungstenite};

@@ -11,11 +11,11 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 
 /// Bytes written so far to one connection's socket; cloned into its driver.
 #[derive(Debug, Clone, Default)]
-pub struct WriteProgress(Arc<AtomicU64>);
+pub(crate) struct WriteProgress(Arc<AtomicU64>);
 
 impl WriteProgress {
     /// Bytes written so far.
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 
@@ -26,7 +26,7 @@ impl WriteProgress {
     }
 }
 
-/// A `futures` IO stream that records every byte written into its [`WriteProgress`].
+/// A `futures` IO stream that counts every byte written through it (for the write timeout).
 #[derive(Debug)]
 pub struct Metered<S> {
     inner: S,
@@ -35,7 +35,7 @@ pub struct Metered<S> {
 
 impl<S> Metered<S> {
     /// Wraps `inner`; its writes are counted in `progress`.
-    pub fn new(inner: S, progress: WriteProgress) -> Self {
+    pub(crate) fn new(inner: S, progress: WriteProgress) -> Self {
         Self { inner, progress }
     }
 

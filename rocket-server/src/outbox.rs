@@ -20,7 +20,7 @@ use tungstenite::Message;
 
 /// How a connection ends, as decided by the server side.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// Flush what is queued, then close with this code and reason.
     Close {
         /// WebSocket close code.
@@ -34,7 +34,7 @@ pub enum End {
 
 /// What [`Outbox::poll_next`] produced.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Everything queued, in order. The queue's allocation leaves with it, so an idle
     /// connection holds none.
     Batch(VecDeque<Message>),
@@ -44,7 +44,7 @@ pub enum Next {
 
 /// The queue was full: the client is now a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow;
+pub(crate) struct Overflow;
 
 #[derive(Debug, Default)]
 struct State {
@@ -59,7 +59,7 @@ struct State {
 
 /// A bounded, single-consumer queue of outbound messages for one connection.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     max_messages: usize,
     max_bytes: usize,
     state: Mutex<State>,
@@ -68,7 +68,7 @@ pub struct Outbox {
 impl Outbox {
     /// An empty queue holding at most `max_messages` messages (`SendQueueMessages`) and
     /// `max_bytes` bytes not yet handed to the socket (`SendQueueBytes`).
-    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_messages: usize, max_bytes: usize) -> Self {
         Self {
             max_messages: max_messages.max(1),
             max_bytes,
@@ -79,7 +79,7 @@ impl Outbox {
     /// Queues `message`. Never waits. On overflow the queue is dropped and the connection
     /// marked as a slow consumer (reported once). Messages pushed after the connection
     /// was told to end are discarded.
-    pub fn push(&self, message: Message) -> Result<(), Overflow> {
+    pub(crate) fn push(&self, message: Message) -> Result<(), Overflow> {
         let mut s = self.lock();
         if s.end.is_some() {
             return Ok(());
@@ -103,7 +103,7 @@ impl Outbox {
 
     /// Asks the driver to flush the queue and then close with `code` and `reason`. The
     /// first end wins.
-    pub fn close(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
+    pub(crate) fn close(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
         let mut s = self.lock();
         if s.end.is_none() {
             s.end = Some(End::Close {
@@ -117,7 +117,7 @@ impl Outbox {
     /// Takes every queued message ([`Next::Batch`]), or reports the end once the queue is
     /// empty. A slow consumer ends at once. Only the connection's driver polls; the next
     /// push or end wakes it, whatever this returned.
-    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut s = self.lock();
         if s.end == Some(End::SlowConsumer) {
             return Poll::Ready(Next::End(End::SlowConsumer));
@@ -138,23 +138,26 @@ impl Outbox {
 
     /// The driver handed every message it took to the socket: their bytes stop counting
     /// against `SendQueueBytes`.
-    pub fn handed_over(&self) {
+    pub(crate) fn handed_over(&self) {
         self.lock().taken_bytes = 0;
     }
 
     /// Messages queued now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().queue.len()
     }
 
     /// Bytes counted against `SendQueueBytes` now: queued, or taken and not yet handed over.
-    pub fn pending_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending_bytes(&self) -> usize {
         let s = self.lock();
         s.queued_bytes + s.taken_bytes
     }
 
     /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 

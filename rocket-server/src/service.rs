@@ -10,7 +10,7 @@ use tungstenite::handshake::server::Request;
 use tungstenite::http::{StatusCode, header};
 use tungstenite::protocol::WebSocketConfig;
 
-use crate::admission::{Full, Gate, Permit};
+use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
 
 /// The shared state of one server: hubs by path, limits, connection counts.
@@ -33,15 +33,16 @@ struct HubEntry {
 /// Bytes each connection reads at a time. Idle connections are most of a server's memory,
 /// and clients send small requests: 512 bytes keeps an idle connection near 3.5 KiB, while
 /// a larger message still arrives whole (the buffer grows to its size while it is read).
-pub const READ_BUFFER_BYTES: usize = 512;
+pub(crate) const READ_BUFFER_BYTES: usize = 512;
 
 /// A handshake that passed admission: the hub it selected and its connection permit.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     /// The hub chosen by the request path.
-    pub hub: Arc<Hub>,
-    /// Holds the connection's place under `MaxConnections`; dropped when it ends.
-    pub permit: Permit,
+    pub(crate) hub: Arc<Hub>,
+    /// Holds the connection's place under `MaxConnections` (never read: dropping it when
+    /// the connection ends frees the place).
+    pub(crate) _permit: Permit,
 }
 
 impl Service {
@@ -68,13 +69,14 @@ impl Service {
             gate,
             shutting_down: AtomicBool::new(false),
             handshakes: Arc::default(),
-            verifications: async_lock::Semaphore::new(crate::MAX_CONCURRENT_VERIFICATIONS),
+            verifications: async_lock::Semaphore::new(crate::secrets::MAX_CONCURRENT_VERIFICATIONS),
         }
     }
 
     /// Serves `protocol` on `path` instead of (or besides) the configured hubs: the way to
     /// run a custom protocol with the same frontends. `path` follows the config's rules for
-    /// hub paths (it may not be `/health` or another HTTP endpoint, for one).
+    /// hub paths (it may not be `/health` or another HTTP endpoint, for one). An
+    /// [`Engine`] given here is served as a Rocket hub.
     pub fn with_protocol(
         mut self,
         path: impl Into<String>,
@@ -94,7 +96,7 @@ impl Service {
     }
 
     /// Waits for a place among the argon2 verifications allowed to run at once.
-    pub async fn verification_slot(&self) -> async_lock::SemaphoreGuard<'_> {
+    pub(crate) async fn verification_slot(&self) -> async_lock::SemaphoreGuard<'_> {
         self.verifications.acquire().await
     }
 
@@ -131,7 +133,7 @@ impl Service {
     /// Takes a place for a TCP connection that has not finished its handshake yet. At most
     /// `MaxConnections` such sockets exist at once (no limit when it is 0), so a slowloris
     /// flood cannot exhaust file descriptors; past that, the frontend drops the socket.
-    pub fn begin_handshake(&self) -> Option<PendingHandshake> {
+    pub(crate) fn begin_handshake(&self) -> Option<PendingHandshake> {
         let max = self.config.limits.max_connections;
         let previous = self.handshakes.fetch_add(1, Ordering::AcqRel);
         let guard = PendingHandshake(Arc::clone(&self.handshakes));
@@ -160,7 +162,7 @@ impl Service {
     }
 
     /// The tungstenite settings for every connection: a small read buffer
-    /// ([`READ_BUFFER_BYTES`]; it grows to hold a larger message while it is read), writes
+    /// (512 bytes; it grows to hold a larger message while it is read), writes
     /// buffered up to 16 KiB before they go to the socket, a bounded write buffer, and
     /// `MaxMessageBytes` as the message and frame size limit.
     pub fn websocket_config(&self) -> WebSocketConfig {
@@ -176,7 +178,7 @@ impl Service {
     /// Decides a handshake: the path (query ignored) must name a hub (else 404), a present
     /// `Origin` must be allowed by the hub (else 403), and a connection place must be free
     /// (else 503).
-    pub fn admit(&self, request: &Request, peer: IpAddr) -> Result<Admission, Refusal> {
+    pub(crate) fn admit(&self, request: &Request, peer: IpAddr) -> Result<Admission, Refusal> {
         if self.is_shutting_down() {
             return Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -198,7 +200,7 @@ impl Service {
         match self.gate.try_admit(peer) {
             Ok(permit) => Ok(Admission {
                 hub: Arc::clone(&entry.hub),
-                permit,
+                _permit: permit,
             }),
             Err(Full::Total) => Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -214,7 +216,7 @@ impl Service {
 
 /// A place among the unfinished handshakes; dropping it frees the place.
 #[derive(Debug)]
-pub struct PendingHandshake(Arc<AtomicUsize>);
+pub(crate) struct PendingHandshake(Arc<AtomicUsize>);
 
 impl Drop for PendingHandshake {
     fn drop(&mut self) {
@@ -224,7 +226,7 @@ impl Drop for PendingHandshake {
 
 /// A handshake refused by [`Service::admit`]: the HTTP status and a short reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal(pub StatusCode, pub &'static str);
+pub(crate) struct Refusal(pub(crate) StatusCode, pub(crate) &'static str);
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -31,7 +31,10 @@ pub enum TlsError {
 
 /// Builds a rustls server configuration (ring provider, TLS 1.2 and 1.3, no client
 /// authentication) from PEM files.
-pub fn load_tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub(crate) fn load_tls_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let read_err = |what, path: &Path| {
         let path = path.to_owned();
         move |e: rustls::pki_types::pem::Error| TlsError::Read {

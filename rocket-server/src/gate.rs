@@ -1,4 +1,4 @@
-//! Connection admission: counting live connections against `MaxConnections` and
+//! The connection gate: counting live connections against `MaxConnections` and
 //! `MaxConnectionsPerIp`.
 
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// Counts live WebSocket connections, in total and per client address.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     max_total: usize,
     max_per_ip: usize,
     counts: Mutex<Counts>,
@@ -21,7 +21,7 @@ struct Counts {
 
 /// Why [`Gate::try_admit`] refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
+pub(crate) enum Full {
     /// `MaxConnections` is reached.
     Total,
     /// `MaxConnectionsPerIp` is reached for this address.
@@ -30,14 +30,14 @@ pub enum Full {
 
 /// One admitted connection; dropping it frees its place.
 #[derive(Debug)]
-pub struct Permit {
+pub(crate) struct Permit {
     gate: Arc<Gate>,
     ip: IpAddr,
 }
 
 impl Gate {
     /// A gate with these limits (0 = no limit).
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
             max_total,
             max_per_ip,
@@ -46,7 +46,7 @@ impl Gate {
     }
 
     /// Takes a place for a connection from `ip`, if one is free.
-    pub fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Full> {
+    pub(crate) fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Full> {
         let mut counts = self.lock();
         if self.max_total != 0 && counts.total >= self.max_total {
             return Err(Full::Total);
@@ -66,7 +66,7 @@ impl Gate {
     }
 
     /// Live connections.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.lock().total
     }
 
