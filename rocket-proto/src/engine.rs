@@ -255,6 +255,7 @@ impl Engine {
                     return self.error(client, ErrorCode::InvalidClient);
                 };
                 let from = self.clients[&client].token.to_hex();
+                // Hex digits are ASCII.
                 let from = std::str::from_utf8(&from).expect("hex is ASCII");
                 self.send(to, reply::event(&event, "from", from, data));
                 self.send(client, reply::keyed("directSent", &target));
@@ -381,6 +382,8 @@ impl Engine {
         user: &str,
         verdict: Result<Permissions, ErrorCode>,
     ) {
+        // Callers conclude for a client they just found live (a frame, or a completion
+        // still awaited, which its client's departure would have cancelled).
         let client = self.clients.get_mut(&id).expect("live client");
         match verdict {
             Ok(permission) => {
@@ -408,6 +411,7 @@ impl Engine {
         if !self.may(id, Permissions::READ) {
             return self.error(id, ErrorCode::AccessDenied);
         }
+        // `may` just looked the client up; handle_frame checked it is live.
         let client = self.clients.get_mut(&id).expect("live client");
         if !client.subscriptions.contains_key(channel) {
             if self.max_subscriptions != 0 && client.subscriptions.len() >= self.max_subscriptions {
@@ -436,6 +440,7 @@ impl Engine {
     }
 
     fn leave(&mut self, name: &Arc<str>, id: ClientId, index: usize) {
+        // A client's subscriptions and the channels' member lists change together.
         let members = self
             .channels
             .get_mut(name)
@@ -443,7 +448,8 @@ impl Engine {
         debug_assert_eq!(members[index], id);
         members.swap_remove(index);
         if let Some(&moved) = members.get(index) {
-            // The last member took `index`; record its new place.
+            // The last member took `index`; record its new place. Members are live,
+            // subscribed clients: forget() leaves every channel before removing a client.
             let moved = self
                 .clients
                 .get_mut(&moved)

@@ -236,7 +236,9 @@ impl std::fmt::Display for Refusal {
 
 fn random_seed() -> HashSeed {
     let mut bytes = [0u8; 32];
+    // Without OS randomness the maps' keys could be guessed; the server cannot run safely.
     getrandom::fill(&mut bytes).expect("the OS random generator is available");
+    // `i` is 0..4, so each slice is 8 bytes of the 32.
     let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     HashSeed([word(0), word(1), word(2), word(3)])
 }
