@@ -16,10 +16,13 @@ use crate::{ClientId, Completion, ConnectError, Frame, OpId, Output, Token};
 /// closed, a frame, the completion of an operation, time passing) and outputs (`poll_*`:
 /// what to do, and when the protocol next needs the time).
 ///
-/// Time is an input: a protocol never reads a clock. After every input the driver calls
+/// Time is an input: the engine never reads a clock. After every input the driver calls
 /// [`poll_timeout`](Self::poll_timeout) and (re)arms one timer for the instant it returns;
 /// when that timer fires it calls [`handle_timeout`](Self::handle_timeout) with the
-/// driver's `now`, then drains the outputs as after any other input.
+/// driver's `now`, then drains the outputs as after any other input. Only
+/// `handle_timeout` carries the time so far: a protocol that needs the instant of another
+/// input (a TTL counted from a broadcast, say) must, for now, take it from the last `now`
+/// it was given or from a clock of its own.
 ///
 /// ```
 /// use rocket_proto::{ClientId, ConnectError, Frame, Output, Payload, Protocol, Token};
