@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rocket_proto::Config;
-use rocket_server::Service;
+use rocket_server::ServerState;
 use rocket_server::rustls;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,7 +38,7 @@ pub struct Started {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its shared state, to observe connection counts.
-    pub service: Arc<Service>,
+    pub service: Arc<ServerState>,
     /// Graceful shutdown.
     pub stop: Stop,
 }
@@ -47,7 +47,7 @@ pub struct Started {
 pub trait Frontend {
     /// Starts serving `service` on 127.0.0.1 with an ephemeral port; `tls` selects `wss://`.
     /// Called inside the test's tokio runtime.
-    fn start(service: Service, tls: Option<Arc<rustls::ServerConfig>>) -> Started;
+    fn start(service: ServerState, tls: Option<Arc<rustls::ServerConfig>>) -> Started;
 }
 
 /// Hubs `/echo`, `/other` and `/web` (which allows one origin), each with users
@@ -81,7 +81,7 @@ pub fn allow_many_sockets() {
 }
 
 pub fn start<F: Frontend>(limits: &str) -> Started {
-    F::start(Service::new(config(limits)), None)
+    F::start(ServerState::new(config(limits)), None)
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -569,7 +569,7 @@ pub async fn tls_serves_wss<F: Frontend>() {
         .with_no_client_auth()
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .unwrap();
-    let s = F::start(Service::new(config("")), Some(Arc::new(server_tls)));
+    let s = F::start(ServerState::new(config("")), Some(Arc::new(server_tls)));
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     let client_tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -812,7 +812,7 @@ pub async fn hub_paths_cannot_take_the_http_endpoints<F: Frontend>() {
             e.contains("Hubs[0].Path") && e.contains("reserved"),
             "{path}: {e}"
         );
-        let e = Service::new(config(""))
+        let e = ServerState::new(config(""))
             .with_protocol(
                 path,
                 rocket_proto::Engine::new(
@@ -830,7 +830,7 @@ pub async fn hub_paths_cannot_take_the_http_endpoints<F: Frontend>() {
         r#"{"Hubs":[{"Path":"/healthz","Users":{"u":{"Permission":3}}},{"Path":"/apix"}]}"#,
     )
     .unwrap();
-    let s = F::start(Service::new(config), None);
+    let s = F::start(ServerState::new(config), None);
     Client::connect(s.addr, "/healthz").await;
     Client::connect(s.addr, "/apix").await;
     let mut tcp = TcpStream::connect(s.addr).await.unwrap();
@@ -961,7 +961,7 @@ pub async fn queued_bytes_over_the_bound_make_a_slow_consumer<F: Frontend>() {
     assert_eq!(witness.recv().await, json!({"loggedOut": true}));
 }
 
-/// A custom protocol for the timer test, served with `Service::with_protocol`: it greets
+/// A custom protocol for the timer test, served with `ServerState::with_protocol`: it greets
 /// like Rocket, and answers the frame `in N` with `{"later":N}` N ms later, through
 /// `poll_timeout` and `handle_timeout`. It notes when a request came from the system clock
 /// (a test protocol may; the engine never reads one) and is told the time when its timer
@@ -985,8 +985,8 @@ impl rocket_proto::Protocol for Later {
         Ok(())
     }
 
-    fn handle_frame(&mut self, client: rocket_proto::ClientId, frame: rocket_proto::Frame<'_>) {
-        let rocket_proto::Frame::Text(text) = frame else {
+    fn handle_message(&mut self, client: rocket_proto::ClientId, frame: rocket_proto::Message<'_>) {
+        let rocket_proto::Message::Text(text) = frame else {
             return;
         };
         if let Some(ms) = text.strip_prefix("in ").and_then(|n| n.parse().ok()) {
@@ -1019,7 +1019,7 @@ impl rocket_proto::Protocol for Later {
 }
 
 pub async fn a_protocol_timer_fires_on_time<F: Frontend>() {
-    let service = Service::new(config(""))
+    let service = ServerState::new(config(""))
         .with_protocol("/later", Later::default())
         .unwrap();
     let s = F::start(service, None);

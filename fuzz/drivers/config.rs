@@ -4,7 +4,7 @@
 //! Shared by the `config` fuzz target and by `rocket-proto/tests/fuzz_corpus.rs`, which
 //! include this file with `#[path]`.
 
-use rocket_proto::{ClientId, Completion, Config, Engine, Frame, HashSeed, Operation, Output};
+use rocket_proto::{ClientId, Completion, Config, Engine, HashSeed, Message, Operation, Output};
 use rocket_proto::{Permissions, Token};
 
 /// Parses `data` as a config and, when it is accepted, drives an engine for each hub: every
@@ -41,7 +41,7 @@ pub fn run(data: &[u8]) {
             let request = serde_json::json!({
                 "authenticate": { "user": name, "secret": user.secret }
             });
-            engine.handle_frame(id, Frame::Text(&request.to_string()));
+            engine.handle_message(id, Message::Text(&request.to_string()));
             if rocket_proto::config::is_phc(&user.secret) {
                 // The frontend verifies PHC secrets; here every secret matches.
                 engine.drain_outputs(&mut outputs);
@@ -60,7 +60,7 @@ pub fn run(data: &[u8]) {
                 engine.handle_completion(op, Completion::SecretVerified(true));
             }
             if user.permission.contains(Permissions::READ) {
-                engine.handle_frame(id, Frame::Text(r#"{"subscribe":{"channel":"c"}}"#));
+                engine.handle_message(id, Message::Text(r#"{"subscribe":{"channel":"c"}}"#));
             }
             engine.drain_outputs(&mut outputs);
             let texts: Vec<&str> = outputs

@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rocket_proto::{ClientId, CloseCode, Completion, Config, ConnectError, Engine, Frame};
+use rocket_proto::{ClientId, CloseCode, Completion, Config, ConnectError, Engine, Message};
 use rocket_proto::{HashSeed, OpId, Operation, Output, Payload, Permissions, Token};
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -544,11 +544,11 @@ impl World {
             }
             Event::Text { slot, text } => {
                 let text = String::from_utf8_lossy(text);
-                self.frame(*slot, Frame::Text(&text), None);
+                self.frame(*slot, Message::Text(&text), None);
             }
             Event::Binary { slot, bytes } => {
                 let expect = Some((Expect::Err("INVALID_PAYLOAD"), None));
-                self.frame(*slot, Frame::Binary(bytes), expect);
+                self.frame(*slot, Message::Binary(bytes), expect);
             }
             Event::Authenticate { slot, user, secret } => {
                 let name = USERS[usize::from(*user) % USERS.len()];
@@ -570,7 +570,7 @@ impl World {
                     }
                     Some(_) => Expect::Ok("authenticated", name.to_owned()),
                 };
-                self.frame(*slot, Frame::Text(&text), Some((expect, None)));
+                self.frame(*slot, Message::Text(&text), Some((expect, None)));
             }
             Event::Subscribe { slot, channel } => {
                 let channel = CHANNELS[usize::from(*channel) % CHANNELS.len()];
@@ -584,7 +584,7 @@ impl World {
                 let channel = CHANNELS[usize::from(*channel) % CHANNELS.len()];
                 let text = json(&serde_json::json!({ "unsubscribe": { "channel": channel } }));
                 let expect = Expect::Ok("unsubscribed", channel.to_owned());
-                self.frame(*slot, Frame::Text(&text), Some((expect, None)));
+                self.frame(*slot, Message::Text(&text), Some((expect, None)));
             }
             Event::Broadcast {
                 slot,
@@ -600,7 +600,7 @@ impl World {
                 } else {
                     self.expect_broadcast(*slot, channel)
                 };
-                self.frame(*slot, Frame::Text(&text), Some((expect, data)));
+                self.frame(*slot, Message::Text(&text), Some((expect, data)));
             }
             Event::BroadcastRaw {
                 slot,
@@ -610,7 +610,7 @@ impl World {
                 let channel = CHANNELS[usize::from(*channel) % CHANNELS.len()];
                 let data = String::from_utf8_lossy(data);
                 let text = broadcast_text(channel, Some(&data));
-                self.frame(*slot, Frame::Text(&text), None);
+                self.frame(*slot, Message::Text(&text), None);
             }
             Event::Direct {
                 slot,
@@ -623,7 +623,7 @@ impl World {
                 let text = json(&serde_json::json!({
                     "direct": { "event": "e", "client": client }
                 }));
-                self.frame(*slot, Frame::Text(&text), None);
+                self.frame(*slot, Message::Text(&text), None);
             }
             Event::Logout { slot, object } => {
                 let text = if *object {
@@ -632,7 +632,7 @@ impl World {
                     r#"{"logout":true}"#
                 };
                 let expect = Some((Expect::LoggedOut, None));
-                self.frame(*slot, Frame::Text(text), expect);
+                self.frame(*slot, Message::Text(text), expect);
             }
             Event::DisconnectRequest { slot, object } => {
                 let text = if *object {
@@ -640,7 +640,7 @@ impl World {
                 } else {
                     r#"{"disconnect":true}"#
                 };
-                self.frame(*slot, Frame::Text(text), Some((Expect::Closed, None)));
+                self.frame(*slot, Message::Text(text), Some((Expect::Closed, None)));
             }
             Event::RemoteBroadcast { channel } => {
                 let channel = CHANNELS[usize::from(*channel) % CHANNELS.len()];
@@ -749,7 +749,7 @@ impl World {
                 _ => Expect::Ok("subscribed", channel.to_owned()),
             }
         };
-        self.frame(slot, Frame::Text(&text), Some((expect, None)));
+        self.frame(slot, Message::Text(&text), Some((expect, None)));
     }
 
     fn expect_broadcast(&self, slot: u8, channel: &str) -> Expect {
@@ -804,7 +804,7 @@ impl World {
             }
             _ => Expect::Ok("directSent", client),
         };
-        self.frame(slot, Frame::Text(&text), Some((expect, data)));
+        self.frame(slot, Message::Text(&text), Some((expect, data)));
     }
 
     /// Live clients subscribed to `channel`, according to the model.
@@ -819,7 +819,7 @@ impl World {
 
     /// Feeds one frame from `slot` and checks what comes out. `expect` is the reply a
     /// template request must get and the `data` its deliveries must carry.
-    fn frame(&mut self, slot: u8, frame: Frame<'_>, expect: Option<(Expect, Data)>) {
+    fn frame(&mut self, slot: u8, frame: Message<'_>, expect: Option<(Expect, Data)>) {
         let slot = usize::from(slot & 3);
         if self.slots[slot]
             .as_ref()
@@ -828,7 +828,7 @@ impl World {
             return; // A frontend holds frames back while a verification is outstanding.
         }
         let id = self.id_of(slot);
-        self.engine.handle_frame(id, frame);
+        self.engine.handle_message(id, frame);
         let outputs = self.drain();
         if self.slots[slot].is_none() {
             assert!(

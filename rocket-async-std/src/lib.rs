@@ -53,11 +53,11 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 use rocket_server::{AsSocket, Metered, Runtime, Task};
 
 pub use rocket_proto::Config;
-pub use rocket_server::{Running, Server, Service, rustls};
+pub use rocket_server::{Server, ServerHandle, ServerState, rustls};
 
 /// Binds the config's `Host` and `Port` (with a 4096-connection listen backlog) and serves
 /// on async-std.
-pub async fn bind(server: Server) -> io::Result<Running> {
+pub async fn bind(server: Server) -> io::Result<ServerHandle> {
     let (host, port) = server.address();
     let listener = rocket_server::bind_listener(host, port)?;
     serve(server, listener)
@@ -65,7 +65,7 @@ pub async fn bind(server: Server) -> io::Result<Running> {
 
 /// Serves on async-std, on a listener the caller bound. Its sockets run on the `async-io`
 /// reactor, which async-std itself runs on.
-pub fn serve(server: Server, listener: std::net::TcpListener) -> io::Result<Running> {
+pub fn serve(server: Server, listener: std::net::TcpListener) -> io::Result<ServerHandle> {
     let listener = async_io::Async::new(listener)?;
     let local_addr = listener.get_ref().local_addr()?;
     let incoming =
@@ -81,7 +81,7 @@ pub fn serve_incoming<S, I>(
     local_addr: SocketAddr,
     incoming: I,
     spawn: impl Fn(Task) + Send + Sync + 'static,
-) -> Running
+) -> ServerHandle
 where
     S: AsyncRead + AsyncWrite + AsSocket + Unpin + Send + 'static,
     I: Stream<Item = io::Result<(S, SocketAddr)>> + Send + 'static,
@@ -94,8 +94,8 @@ where
         local_addr,
         incoming,
         Arc::clone(&runtime) as Arc<dyn Runtime>,
-        move |socket, peer, service| {
-            connection(socket, peer, service, tls.clone(), Arc::clone(&runtime))
+        move |socket, peer, state| {
+            connection(socket, peer, state, tls.clone(), Arc::clone(&runtime))
         },
     )
 }
@@ -105,7 +105,7 @@ where
 fn connection<S>(
     socket: S,
     peer: SocketAddr,
-    service: Arc<Service>,
+    state: Arc<ServerState>,
     tls: Option<futures_rustls::TlsAcceptor>,
     runtime: Arc<AsyncIoRuntime>,
 ) -> impl Future<Output = ()> + Send
@@ -117,14 +117,14 @@ where
         None => {
             let plain = |socket| std::future::ready(Ok(socket));
             Either::Left(rocket_server::serve_socket(
-                socket, peer, service, runtime, plain, websocket,
+                socket, peer, state, runtime, plain, websocket,
             ))
         }
         Some(acceptor) => {
             let secure = move |socket| acceptor.accept(socket);
             // Boxed: the TLS stream is large, and plain connections should not pay for it.
             Either::Right(Box::pin(rocket_server::serve_socket(
-                socket, peer, service, runtime, secure, websocket,
+                socket, peer, state, runtime, secure, websocket,
             )))
         }
     }

@@ -6,23 +6,23 @@ mod suite;
 
 use std::sync::Arc;
 
-use rocket_server::{Service, rustls};
+use rocket_server::{ServerState, rustls};
 use suite::{Frontend, Started};
 
 struct AsyncStd;
 
 impl Frontend for AsyncStd {
-    fn start(service: Service, tls: Option<Arc<rustls::ServerConfig>>) -> Started {
+    fn start(service: ServerState, tls: Option<Arc<rustls::ServerConfig>>) -> Started {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
-        let mut server = rocket_async_std::Server::from_service(service);
+        let mut server = rocket_async_std::Server::from_state(service);
         if let Some(tls) = tls {
             server = server.with_tls(tls);
         }
         let running = rocket_async_std::serve(server, listener).unwrap();
         Started {
             addr: running.local_addr(),
-            service: Arc::clone(running.service()),
+            service: Arc::clone(running.state()),
             stop: Box::new(move |grace| Box::pin(running.shutdown(grace))),
         }
     }

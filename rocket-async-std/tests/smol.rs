@@ -7,19 +7,19 @@ mod suite;
 
 use std::sync::Arc;
 
-use rocket_server::{Service, rustls};
+use rocket_server::{ServerState, rustls};
 use suite::{Frontend, Started};
 
 struct Smol;
 
 impl Frontend for Smol {
-    fn start(service: Service, tls: Option<Arc<rustls::ServerConfig>>) -> Started {
+    fn start(service: ServerState, tls: Option<Arc<rustls::ServerConfig>>) -> Started {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let listener = smol::net::TcpListener::try_from(std_listener).unwrap();
         let local_addr = listener.local_addr().unwrap();
         let incoming =
             futures_util::stream::unfold(listener, |l| async move { Some((l.accept().await, l)) });
-        let mut server = rocket_async_std::Server::from_service(service);
+        let mut server = rocket_async_std::Server::from_state(service);
         if let Some(tls) = tls {
             server = server.with_tls(tls);
         }
@@ -28,7 +28,7 @@ impl Frontend for Smol {
         });
         Started {
             addr: running.local_addr(),
-            service: Arc::clone(running.service()),
+            service: Arc::clone(running.state()),
             stop: Box::new(move |grace| Box::pin(running.shutdown(grace))),
         }
     }

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rocket_server::Running;
+use rocket_server::ServerHandle;
 
 use rocket_proto::Config;
 use tracing::{info, warn};
@@ -57,7 +57,7 @@ pub fn run(loaded: Loaded, runtime: Runtime) -> Result<(), Error> {
 }
 
 /// Announces the server, waits for a signal, then shuts down (a second signal: at once).
-async fn until_signal(running: Running, summary: &Summary, signals: Signals) {
+async fn until_signal(running: ServerHandle, summary: &Summary, signals: Signals) {
     let scheme = if summary.tls { "wss" } else { "ws" };
     info!(
         "listening on {scheme}://{} ({summary})",

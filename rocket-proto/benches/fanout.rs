@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use rocket_proto::{ClientId, Config, Engine, Frame, HashSeed, Output, Token};
+use rocket_proto::{ClientId, Config, Engine, HashSeed, Message, Output, Token};
 
 const CONFIG: &str = r#"{
     "Hubs": [{
@@ -41,18 +41,18 @@ fn setup(subscribers: u64) -> Engine {
     engine
         .handle_connect(publisher, token(0))
         .expect("fresh client");
-    engine.handle_frame(
+    engine.handle_message(
         publisher,
-        Frame::Text(r#"{"authenticate":{"user":"publisher","secret":"p"}}"#),
+        Message::Text(r#"{"authenticate":{"user":"publisher","secret":"p"}}"#),
     );
     for n in 1..=subscribers {
         let id = ClientId(n);
         engine.handle_connect(id, token(n)).expect("fresh client");
-        engine.handle_frame(
+        engine.handle_message(
             id,
-            Frame::Text(r#"{"authenticate":{"user":"subscriber","secret":"s"}}"#),
+            Message::Text(r#"{"authenticate":{"user":"subscriber","secret":"s"}}"#),
         );
-        engine.handle_frame(id, Frame::Text(r#"{"subscribe":{"channel":"bench"}}"#));
+        engine.handle_message(id, Message::Text(r#"{"subscribe":{"channel":"bench"}}"#));
         engine.drain_outputs(&mut outputs);
         outputs.clear();
     }
@@ -71,7 +71,7 @@ fn run(engine: &mut Engine, subscribers: usize, request: &str, time: Duration) -
     let start = Instant::now();
     loop {
         for _ in 0..batch {
-            engine.handle_frame(publisher, Frame::Text(black_box(request)));
+            engine.handle_message(publisher, Message::Text(black_box(request)));
             engine.drain_outputs(&mut outputs);
             black_box(&mut outputs);
             outputs.clear();
@@ -117,7 +117,7 @@ fn main() {
         let mut engine = setup(subscribers);
         // One broadcast yields the deliveries and the `broadcasted` reply.
         let mut outputs = Vec::new();
-        engine.handle_frame(ClientId(0), Frame::Text(&request));
+        engine.handle_message(ClientId(0), Message::Text(&request));
         engine.drain_outputs(&mut outputs);
         assert_eq!(outputs.len(), subscribers as usize + 1);
         // Warm up caches and the allocator.

@@ -10,7 +10,7 @@ use crate::config::{HubConfig, Limits};
 use crate::reply::{self, ErrorCode};
 use crate::request::Request;
 use crate::{
-    ClientId, CloseCode, Completion, Frame, OpId, Operation, Output, Payload, Permissions,
+    ClientId, CloseCode, Completion, Message, OpId, Operation, Output, Payload, Permissions,
     Protocol, Token, Verification,
 };
 
@@ -82,7 +82,7 @@ impl Pending {
 /// - getters (`&self`): [`client_count`](Self::client_count),
 ///   [`channel_count`](Self::channel_count), [`subscriber_count`](Self::subscriber_count);
 /// - inputs (`handle_*`): [`handle_connect`](Self::handle_connect),
-///   [`handle_frame`](Self::handle_frame), [`handle_disconnect`](Self::handle_disconnect),
+///   [`handle_message`](Self::handle_message), [`handle_disconnect`](Self::handle_disconnect),
 ///   [`handle_remote_broadcast`](Self::handle_remote_broadcast),
 ///   [`handle_completion`](Self::handle_completion), [`handle_timeout`](Self::handle_timeout);
 /// - when the engine next needs the time: [`poll_timeout`](Self::poll_timeout);
@@ -210,13 +210,13 @@ impl Engine {
     }
 
     /// A message read from `client`. Frames from unknown clients are ignored.
-    pub fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>) {
+    pub fn handle_message(&mut self, client: ClientId, frame: Message<'_>) {
         if !self.clients.contains_key(&client) {
             return;
         }
         let request = match frame {
-            Frame::Text(text) => Request::parse(text),
-            Frame::Binary(_) => None,
+            Message::Text(text) => Request::parse(text),
+            Message::Binary(_) => None,
         };
         let Some(request) = request else {
             return self.error(client, ErrorCode::InvalidPayload);
@@ -315,7 +315,7 @@ impl Engine {
                 });
                 let op = OpId(self.next_op);
                 self.next_op += 1;
-                // The client exists: handle_frame checked it.
+                // The client exists: handle_message checked it.
                 self.clients.get_mut(&id).expect("live client").verifying = Some(op);
                 let user = user.into();
                 self.pending
@@ -411,7 +411,7 @@ impl Engine {
         if !self.may(id, Permissions::READ) {
             return self.error(id, ErrorCode::AccessDenied);
         }
-        // `may` just looked the client up; handle_frame checked it is live.
+        // `may` just looked the client up; handle_message checked it is live.
         let client = self.clients.get_mut(&id).expect("live client");
         if !client.subscriptions.contains_key(channel) {
             if self.max_subscriptions != 0 && client.subscriptions.len() >= self.max_subscriptions {
@@ -522,8 +522,8 @@ impl Protocol for Engine {
     fn handle_connect(&mut self, client: ClientId, token: Token) -> Result<(), ConnectError> {
         Engine::handle_connect(self, client, token)
     }
-    fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>) {
-        Engine::handle_frame(self, client, frame)
+    fn handle_message(&mut self, client: ClientId, frame: Message<'_>) {
+        Engine::handle_message(self, client, frame)
     }
     fn handle_disconnect(&mut self, client: ClientId) {
         Engine::handle_disconnect(self, client)
@@ -566,9 +566,9 @@ mod tests {
         engine
             .handle_connect(c, Token::from_bytes([1; 16]))
             .unwrap();
-        engine.handle_frame(
+        engine.handle_message(
             c,
-            Frame::Text(r#"{"authenticate":{"user":"h","secret":"s"}}"#),
+            Message::Text(r#"{"authenticate":{"user":"h","secret":"s"}}"#),
         );
         engine.drain_outputs(&mut out);
         let Some(Output::Start { client, op, .. }) = out.pop() else {

@@ -23,14 +23,14 @@
 //! the next input:
 //!
 //! ```
-//! use rocket_proto::{ClientId, Completion, Config, Engine, Frame, HashSeed, Operation, Output, Token};
+//! use rocket_proto::{ClientId, Completion, Config, Engine, Message, HashSeed, Operation, Output, Token};
 //!
 //! let config = Config::demo();
 //! let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed::default());
 //! let mut outputs = Vec::new();
 //! let alice = ClientId(1);
 //! engine.handle_connect(alice, Token::from_bytes([7; 16])).unwrap(); // on accept
-//! engine.handle_frame(alice, Frame::Text(r#"{"subscribe":{"channel":"news"}}"#)); // on read
+//! engine.handle_message(alice, Message::Text(r#"{"subscribe":{"channel":"news"}}"#)); // on read
 //! engine.drain_outputs(&mut outputs);
 //! for output in outputs.drain(..) {
 //!     match output {
@@ -98,7 +98,7 @@
 mod client;
 pub mod config;
 mod engine;
-mod frame;
+mod message;
 mod operation;
 mod permissions;
 mod protocol;
@@ -108,7 +108,7 @@ mod request;
 pub use client::{ClientId, Token};
 pub use config::{Config, ConfigError, HubConfig, Limits, UserConfig, is_phc};
 pub use engine::{ConnectError, Engine, HashSeed};
-pub use frame::{CloseCode, Frame, Output, Payload};
+pub use message::{CloseCode, Message, Output, Payload};
 pub use operation::{Completion, OpId, Operation, Verification};
 pub use permissions::Permissions;
 pub use protocol::Protocol;

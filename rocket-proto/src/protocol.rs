@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::{ClientId, Completion, ConnectError, Frame, OpId, Output, Token};
+use crate::{ClientId, Completion, ConnectError, Message, OpId, Output, Token};
 
 /// A protocol served on one hub path: connection events and frames in, [`Output`]s out.
 ///
@@ -25,7 +25,7 @@ use crate::{ClientId, Completion, ConnectError, Frame, OpId, Output, Token};
 /// it was given or from a clock of its own.
 ///
 /// ```
-/// use rocket_proto::{ClientId, ConnectError, Frame, Output, Payload, Protocol, Token};
+/// use rocket_proto::{ClientId, ConnectError, Message, Output, Payload, Protocol, Token};
 ///
 /// /// Echoes every message back to its sender.
 /// #[derive(Default)]
@@ -33,10 +33,10 @@ use crate::{ClientId, Completion, ConnectError, Frame, OpId, Output, Token};
 ///
 /// impl Protocol for Echo {
 ///     fn handle_connect(&mut self, _: ClientId, _: Token) -> Result<(), ConnectError> { Ok(()) }
-///     fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>) {
+///     fn handle_message(&mut self, client: ClientId, frame: Message<'_>) {
 ///         let payload = match frame {
-///             Frame::Text(t) => Payload::text(t),
-///             Frame::Binary(b) => Payload::binary(b.to_vec()),
+///             Message::Text(t) => Payload::text(t),
+///             Message::Binary(b) => Payload::binary(b.to_vec()),
 ///         };
 ///         self.out.push_back(Output::Send { client, payload });
 ///     }
@@ -51,7 +51,7 @@ pub trait Protocol: Send + 'static {
     fn handle_connect(&mut self, client: ClientId, token: Token) -> Result<(), ConnectError>;
 
     /// A complete message arrived from `client`.
-    fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>);
+    fn handle_message(&mut self, client: ClientId, frame: Message<'_>);
 
     /// The client's connection is gone (closed by either side, or dropped). Must be a no-op
     /// for a client the protocol already closed with [`Output::Close`].

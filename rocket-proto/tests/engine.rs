@@ -4,7 +4,7 @@
 mod support;
 
 use rocket_proto::{
-    ClientId, Completion, Config, ConnectError, Engine, Frame, HashSeed, OpId, Output, Payload,
+    ClientId, Completion, Config, ConnectError, Engine, HashSeed, Message, OpId, Output, Payload,
     Protocol, Token,
 };
 use serde_json::{Value, json};
@@ -112,7 +112,7 @@ fn connect_refuses_a_live_id_or_token_and_leaves_no_trace() {
     assert_eq!(sim.engine().client_count(), 2);
     // The refused connection left nothing: its id is unknown, and token_for(999) is free.
     sim.engine_mut()
-        .handle_frame(ClientId(50), Frame::Text(r#"{"logout":true}"#));
+        .handle_message(ClientId(50), Message::Text(r#"{"logout":true}"#));
     sim.drive();
     sim.assert_silent();
     let reply = sim.request(b, direct("e", &token_for(999).to_string(), json!(1)));
@@ -682,17 +682,20 @@ fn a_broadcast_payload_is_encoded_once_and_shared() {
     let mut out = Vec::new();
     for n in 1..=3 {
         engine.handle_connect(ClientId(n), token_for(n)).unwrap();
-        engine.handle_frame(
+        engine.handle_message(
             ClientId(n),
-            Frame::Text(r#"{"authenticate":{"user":"public","secret":""}}"#),
+            Message::Text(r#"{"authenticate":{"user":"public","secret":""}}"#),
         );
-        engine.handle_frame(ClientId(n), Frame::Text(r#"{"subscribe":{"channel":"c"}}"#));
+        engine.handle_message(
+            ClientId(n),
+            Message::Text(r#"{"subscribe":{"channel":"c"}}"#),
+        );
     }
     engine.drain_outputs(&mut out);
     out.clear();
-    engine.handle_frame(
+    engine.handle_message(
         ClientId(1),
-        Frame::Text(r#"{"broadcast":{"event":"e","channel":"c","data":[1,2,3]}}"#),
+        Message::Text(r#"{"broadcast":{"event":"e","channel":"c","data":[1,2,3]}}"#),
     );
     engine.drain_outputs(&mut out);
     let deliveries: Vec<&Payload> = out
@@ -1508,9 +1511,9 @@ fn the_protocol_trait_drives_the_engine() {
     fn drive<P: Protocol>(p: &mut P) -> Vec<Output> {
         p.handle_connect(ClientId(1), Token::from_bytes([1; 16]))
             .unwrap();
-        p.handle_frame(ClientId(1), Frame::Text(r#"{"logout":true}"#));
-        p.handle_frame(ClientId(1), Frame::Binary(b"x"));
-        p.handle_frame(ClientId(1), Frame::Text(r#"{"disconnect":true}"#));
+        p.handle_message(ClientId(1), Message::Text(r#"{"logout":true}"#));
+        p.handle_message(ClientId(1), Message::Binary(b"x"));
+        p.handle_message(ClientId(1), Message::Text(r#"{"disconnect":true}"#));
         p.handle_disconnect(ClientId(1));
         let mut out = Vec::new();
         p.drain_outputs(&mut out);
@@ -1560,7 +1563,7 @@ fn replies_follow_request_order_when_pipelined() {
         r#"{"logout":true}"#,
     ];
     for r in requests {
-        engine.handle_frame(c, Frame::Text(r));
+        engine.handle_message(c, Message::Text(r));
     }
     let mut texts = Vec::new();
     while let Some(o) = engine.poll_output() {
@@ -1653,7 +1656,7 @@ fn the_engine_is_idle_after_everyone_left() {
     assert_eq!(sim.take(c).len(), 1, "greeting");
     // Pending outputs count as state: the close is queued until drained.
     sim.engine_mut()
-        .handle_frame(c, Frame::Text(r#"{"disconnect":true}"#));
+        .handle_message(c, Message::Text(r#"{"disconnect":true}"#));
     assert_eq!(sim.engine().client_count(), 0);
     assert!(!sim.engine().is_idle());
     sim.drive();
@@ -1695,7 +1698,7 @@ fn a_million_distinct_channels_leave_nothing_behind() {
     let mut out = Vec::new();
     for (n, id) in [(1, c), (2, d)] {
         engine.handle_connect(id, token_for(n)).unwrap();
-        engine.handle_frame(id, Frame::Text(login));
+        engine.handle_message(id, Message::Text(login));
     }
     engine.drain_outputs(&mut out);
     assert_eq!(out.len(), 4);
@@ -1711,7 +1714,7 @@ fn a_million_distinct_channels_leave_nothing_behind() {
             text.push_str(r#"":{"channel":""#);
             name(n, &mut text);
             text.push_str(r#""}}"#);
-            engine.handle_frame(id, Frame::Text(&text));
+            engine.handle_message(id, Message::Text(&text));
         }
         engine.drain_outputs(&mut out);
         assert_eq!(out.len(), BATCH);
@@ -1740,8 +1743,8 @@ fn a_million_distinct_channels_leave_nothing_behind() {
             let mut last = String::new();
             name(first + BATCH - 1, &mut last);
             assert_eq!(engine.subscriber_count(&last), 2);
-            engine.handle_frame(other, Frame::Text(r#"{"logout":true}"#));
-            engine.handle_frame(other, Frame::Text(login));
+            engine.handle_message(other, Message::Text(r#"{"logout":true}"#));
+            engine.handle_message(other, Message::Text(login));
             let replies: Vec<Output> = std::iter::from_fn(|| engine.poll_output()).collect();
             assert_eq!(replies.len(), 2, "{replies:?}");
             assert_eq!(engine.subscriber_count(&last), 1);

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use rocket_proto::{ClientId, CloseCode, Completion, Frame, OpId, Operation};
+use rocket_proto::{ClientId, CloseCode, Completion, OpId, Operation};
 use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::CloseFrame;
@@ -27,8 +27,8 @@ use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use crate::Runtime;
 use crate::liveness::{Due, Liveness};
 use crate::metered::WriteProgress;
-use crate::outbox::{End, Next, Outbox};
-use crate::service::{Admission, Service};
+use crate::outbox::{Finish, Next, Outbox};
+use crate::state::{Admission, ServerState};
 
 /// Events handled in a row before the connection task yields to its executor.
 const YIELD_EVERY: u32 = 32;
@@ -54,13 +54,13 @@ pub(crate) fn serve_connection<'a, S>(
     peer: std::net::SocketAddr,
     admission: Admission,
     progress: WriteProgress,
-    service: &'a Service,
+    state: &'a ServerState,
     runtime: &'a dyn Runtime,
 ) -> impl Future<Output = ()> + Send + 'a
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send + 'a,
 {
-    let limits = service.limits();
+    let limits = state.limits();
     let outbox = Arc::new(Outbox::new(
         limits.send_queue_messages,
         limits.send_queue_bytes,
@@ -71,7 +71,7 @@ where
         ws,
         id,
         admission,
-        service,
+        state,
         outbox,
         runtime,
         progress,
@@ -94,7 +94,7 @@ where
         let path = hub.path();
         hub.disconnect(id);
         match ended {
-            Ended::SlowConsumer | Ended::WriteTimeout => {
+            Outcome::SlowConsumer | Outcome::WriteTimeout => {
                 tracing::warn!(client = %id, hub = path, %peer, "connection closed: {ended}")
             }
             _ => tracing::info!(client = %id, hub = path, %peer, "connection closed: {ended}"),
@@ -104,7 +104,7 @@ where
 
 /// Why a connection ended, for the log.
 #[derive(Debug)]
-enum Ended {
+enum Outcome {
     /// The client closed the WebSocket.
     ByClient,
     /// The client asked with `{"disconnect":true}`; the server closed with 1000.
@@ -119,32 +119,34 @@ enum Ended {
     Broken(String),
 }
 
-impl std::fmt::Display for Ended {
+impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Ended::ByClient => f.write_str("closed by the client"),
-            Ended::Disconnected => {
+            Outcome::ByClient => f.write_str("closed by the client"),
+            Outcome::Disconnected => {
                 f.write_str("the client asked to disconnect; closed by the server with 1000")
             }
-            Ended::ByServer(code, reason) => write!(f, "closed by the server: {code} {reason}"),
-            Ended::SlowConsumer => f.write_str("slow consumer: send queue full, closed with 1008"),
-            Ended::WriteTimeout => {
+            Outcome::ByServer(code, reason) => write!(f, "closed by the server: {code} {reason}"),
+            Outcome::SlowConsumer => {
+                f.write_str("slow consumer: send queue full, closed with 1008")
+            }
+            Outcome::WriteTimeout => {
                 f.write_str("write timeout: the client stopped reading, connection dropped")
             }
-            Ended::Broken(why) => f.write_str(why),
+            Outcome::Broken(why) => f.write_str(why),
         }
     }
 }
 
 /// An operation run for the connection's client, resolving to its id and result.
-type Running<'a> = Pin<Box<dyn Future<Output = (OpId, Completion)> + Send + 'a>>;
+type PendingOp<'a> = Pin<Box<dyn Future<Output = (OpId, Completion)> + Send + 'a>>;
 
 struct Connection<'a, S> {
     ws: S,
     id: ClientId,
     /// The hub, and the connection's place under `MaxConnections`.
     admission: Admission,
-    service: &'a Service,
+    state: &'a ServerState,
     outbox: Arc<Outbox>,
     runtime: &'a dyn Runtime,
     progress: WriteProgress,
@@ -156,7 +158,7 @@ struct Connection<'a, S> {
     /// The outbox asked to close once everything queued is written.
     closing: Option<(u16, Cow<'static, str>)>,
     /// An operation started on the client's behalf; its next frame waits for it.
-    operation: Option<Running<'a>>,
+    operation: Option<PendingOp<'a>>,
 }
 
 enum Event {
@@ -175,7 +177,7 @@ where
 {
     /// The connection's life. Rare, large steps (closing) are boxed so that they do not
     /// size every connection's task: idle connections are most of a server's memory.
-    async fn run(&mut self) -> Ended {
+    async fn run(&mut self) -> Outcome {
         let mut tick = self.runtime.sleep(self.liveness.period());
         let mut burst = 0u32;
         loop {
@@ -191,16 +193,16 @@ where
                 Event::Close(code, reason) => {
                     Box::pin(self.close(code, &reason)).await;
                     return if code == CloseCode::NORMAL.0 {
-                        Ended::Disconnected // the engine closes with 1000 on request only
+                        Outcome::Disconnected // the engine closes with 1000 on request only
                     } else {
-                        Ended::ByServer(code, reason)
+                        Outcome::ByServer(code, reason)
                     };
                 }
                 Event::SlowConsumer => {
                     Box::pin(self.drop_with("slow consumer")).await;
-                    return Ended::SlowConsumer;
+                    return Outcome::SlowConsumer;
                 }
-                Event::WriteFailed(e) => return Ended::Broken(format!("write failed: {e}")),
+                Event::WriteFailed(e) => return Outcome::Broken(format!("write failed: {e}")),
                 Event::Completed(op, completion) => {
                     let next = self
                         .admission
@@ -208,13 +210,17 @@ where
                         .handle_completion(self.id, op, completion);
                     self.operation = next.and_then(|(op, operation)| self.start(op, operation));
                 }
-                Event::Incoming(None) => return Ended::Broken("connection ended".into()),
+                Event::Incoming(None) => return Outcome::Broken("connection ended".into()),
                 Event::Incoming(Some(Ok(message))) => {
-                    self.liveness.handle_frame();
+                    self.liveness.handle_message();
                     let (hub, id) = (&*self.admission.hub, self.id);
                     let started = match message {
-                        Message::Text(text) => hub.handle_frame(id, Frame::Text(&text)),
-                        Message::Binary(bytes) => hub.handle_frame(id, Frame::Binary(&bytes)),
+                        Message::Text(text) => {
+                            hub.handle_message(id, rocket_proto::Message::Text(&text))
+                        }
+                        Message::Binary(bytes) => {
+                            hub.handle_message(id, rocket_proto::Message::Binary(&bytes))
+                        }
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
                         Message::Close(_) => {
                             // tungstenite queued the close reply; flush it, briefly.
@@ -224,7 +230,7 @@ where
                                 self.runtime.sleep(CLOSE_TIMEOUT),
                             )
                             .await;
-                            return Ended::ByClient;
+                            return Outcome::ByClient;
                         }
                     };
                     if let Some((op, operation)) = started {
@@ -240,11 +246,11 @@ where
                         Due::IdleTimeout => {
                             let (code, reason) = (CloseCode::GOING_AWAY.0, "idle timeout");
                             Box::pin(self.close(code, reason)).await;
-                            return Ended::ByServer(code, reason.into());
+                            return Outcome::ByServer(code, reason.into());
                         }
                         Due::WriteTimeout => {
                             Box::pin(self.drop_with("write timeout")).await;
-                            return Ended::WriteTimeout;
+                            return Outcome::WriteTimeout;
                         }
                     }
                     tick = self.runtime.sleep(self.liveness.period());
@@ -263,10 +269,10 @@ where
             match self.outbox.poll_next(cx) {
                 Poll::Ready(Next::Batch(batch)) if self.unsent.is_empty() => self.unsent = batch,
                 Poll::Ready(Next::Batch(batch)) => self.unsent.extend(batch),
-                Poll::Ready(Next::End(End::SlowConsumer)) => {
+                Poll::Ready(Next::Finish(Finish::SlowConsumer)) => {
                     return Poll::Ready(Event::SlowConsumer);
                 }
-                Poll::Ready(Next::End(End::Close { code, reason })) => {
+                Poll::Ready(Next::Finish(Finish::Close { code, reason })) => {
                     self.closing = Some((code, reason));
                 }
                 Poll::Pending => {}
@@ -336,11 +342,11 @@ where
     /// Runs `operation` off the hub's lock. A PHC secret is checked off the executor, at
     /// most `MAX_CONCURRENT_VERIFICATIONS` at once. `None` for an operation this server
     /// cannot run (the client's frames then flow on).
-    fn start(&self, op: OpId, operation: Operation) -> Option<Running<'a>> {
-        let (service, runtime) = (self.service, self.runtime);
+    fn start(&self, op: OpId, operation: Operation) -> Option<PendingOp<'a>> {
+        let (state, runtime) = (self.state, self.runtime);
         match operation {
             Operation::VerifySecret(v) => Some(Box::pin(async move {
-                let _slot = service.verification_slot().await;
+                let _slot = state.verification_slot().await;
                 let job = move || crate::verify_phc(&v.phc, &v.secret);
                 let ok = runtime.unblock(Box::new(job)).await;
                 (op, Completion::SecretVerified(ok))
@@ -360,20 +366,20 @@ where
         let _ = futures_util::future::select(attempt, self.runtime.sleep(DROP_TIMEOUT)).await;
     }
 
-    async fn read_failed(&mut self, e: WsError) -> Ended {
+    async fn read_failed(&mut self, e: WsError) -> Outcome {
         let (code, reason) = match &e {
             WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
                 (CloseCode::TOO_BIG.0, "message too big")
             }
             WsError::Utf8(_) => (CloseCode::INVALID_DATA.0, "invalid UTF-8"),
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                return Ended::Broken("reset without a closing handshake".into());
+                return Outcome::Broken("reset without a closing handshake".into());
             }
             WsError::Protocol(_) => (1002, "protocol error"),
-            _ => return Ended::Broken(format!("read failed: {e}")),
+            _ => return Outcome::Broken(format!("read failed: {e}")),
         };
         self.close(code, reason).await;
-        Ended::ByServer(code, reason.into())
+        Outcome::ByServer(code, reason.into())
     }
 
     /// Sends a close frame, then waits for the client's close reply; both within

@@ -21,21 +21,21 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::driver::serve_connection;
 use crate::http::{self, Closed};
 use crate::metered::{Metered, WriteProgress};
-use crate::service::{Admission, Service};
+use crate::state::{Admission, ServerState};
 use crate::{Runtime, TlsError};
 
 /// A Rocket server, configured but not yet listening. Frontends start it:
 /// `rocket_tokio::bind(server)`, `rocket_async_std::bind(server)`.
 #[derive(Clone)]
 pub struct Server {
-    service: Arc<Service>,
+    state: Arc<ServerState>,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("service", &self.service)
+            .field("state", &self.state)
             .field("tls", &self.tls.is_some())
             .finish()
     }
@@ -44,13 +44,13 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// A server for `config`, running the Rocket protocol on each hub.
     pub fn new(config: Config) -> Self {
-        Self::from_service(Service::new(config))
+        Self::from_state(ServerState::new(config))
     }
 
-    /// A server for a prepared [`Service`] (e.g. one with custom protocols).
-    pub fn from_service(service: Service) -> Self {
+    /// A server for a prepared [`ServerState`] (e.g. one with custom protocols).
+    pub fn from_state(state: ServerState) -> Self {
         Self {
-            service: Arc::new(service),
+            state: Arc::new(state),
             tls: None,
         }
     }
@@ -63,7 +63,7 @@ impl Server {
 
     /// Serves `wss://` with the config's `TLSCertFile` and `TLSKeyFile`, if they are set.
     pub fn with_config_tls(self) -> Result<Self, TlsError> {
-        let c = self.service.config();
+        let c = self.state.config();
         if c.tls_cert_file.is_empty() {
             return Ok(self);
         }
@@ -71,9 +71,9 @@ impl Server {
         Ok(self.with_tls(tls))
     }
 
-    /// The shared service.
-    pub fn service(&self) -> &Arc<Service> {
-        &self.service
+    /// The shared server state.
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
     }
 
     /// The TLS configuration, when serving `wss://`.
@@ -83,7 +83,7 @@ impl Server {
 
     /// The config's `Host` and `Port`, to bind.
     pub fn address(&self) -> (&str, u16) {
-        let c = self.service.config();
+        let c = self.state.config();
         (&c.host, c.port)
     }
 
@@ -97,16 +97,16 @@ impl Server {
         incoming: I,
         runtime: Arc<dyn Runtime>,
         connection: C,
-    ) -> Running
+    ) -> ServerHandle
     where
         S: AsSocket + Send + 'static,
         I: Stream<Item = io::Result<(S, SocketAddr)>> + Send + 'static,
-        C: Fn(S, SocketAddr, Arc<Service>) -> F + Send + 'static,
+        C: Fn(S, SocketAddr, Arc<ServerState>) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let (done, finished) = async_channel::bounded::<()>(1);
-        let service = Arc::clone(&self.service);
+        let state = Arc::clone(&self.state);
         let spawner = Arc::clone(&runtime);
         let timer = Arc::clone(&runtime);
         let accept = async move {
@@ -120,7 +120,7 @@ impl Server {
                         if let Err(e) = socket2::SockRef::from(&socket).set_tcp_nodelay(true) {
                             tracing::debug!(%peer, "TCP_NODELAY not set: {e}");
                         }
-                        spawner.spawn(Box::pin(connection(socket, peer, Arc::clone(&service))));
+                        spawner.spawn(Box::pin(connection(socket, peer, Arc::clone(&state))));
                     }
                     Ok(Some(Err(e))) => {
                         tracing::warn!("accept failed: {e}");
@@ -130,14 +130,14 @@ impl Server {
             }
         };
         runtime.spawn(Box::pin(accept));
-        for hub in self.service.hubs() {
+        for hub in self.state.hubs() {
             if let Some(timer) = hub.timer_task(Arc::clone(&runtime)) {
                 runtime.spawn(timer);
             }
         }
-        Running {
+        ServerHandle {
             local_addr,
-            service: self.service,
+            state: self.state,
             stop,
             finished,
             runtime,
@@ -191,32 +191,32 @@ pub trait AsSocket: std::os::windows::io::AsSocket {}
 impl<T: std::os::windows::io::AsSocket> AsSocket for T {}
 
 /// A running server; [`shutdown`](Self::shutdown) stops it gracefully.
-pub struct Running {
+pub struct ServerHandle {
     local_addr: SocketAddr,
-    service: Arc<Service>,
+    state: Arc<ServerState>,
     stop: async_channel::Sender<()>,
     finished: async_channel::Receiver<()>,
     runtime: Arc<dyn Runtime>,
 }
 
-impl std::fmt::Debug for Running {
+impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running")
+        f.debug_struct("ServerHandle")
             .field("local_addr", &self.local_addr)
-            .field("service", &self.service)
+            .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
 
-impl Running {
+impl ServerHandle {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// The shared service (hubs, connection counts).
-    pub fn service(&self) -> &Arc<Service> {
-        &self.service
+    /// The shared state (hubs, connection counts).
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
     }
 
     /// Stops accepting, sends every client close 1001 "server shutting down" after what was
@@ -225,12 +225,12 @@ impl Running {
     pub async fn shutdown(self, grace: Duration) -> usize {
         let _ = self.stop.try_send(());
         let _ = self.finished.recv().await; // the accept loop has returned
-        self.service.shutdown();
+        self.state.shutdown();
         let deadline = self.runtime.now() + grace;
-        while self.service.active_connections() > 0 && self.runtime.now() < deadline {
+        while self.state.active_connections() > 0 && self.runtime.now() < deadline {
             self.runtime.sleep(Duration::from_millis(10)).await;
         }
-        self.service.active_connections()
+        self.state.active_connections()
     }
 }
 
@@ -248,7 +248,7 @@ impl Running {
 pub fn serve_socket<'a, R, T, S, FS, U, FU, W>(
     socket: T,
     peer: SocketAddr,
-    service: Arc<Service>,
+    state: Arc<ServerState>,
     runtime: R,
     secure: impl FnOnce(T) -> FS + Send + 'a,
     upgrade: U,
@@ -262,7 +262,7 @@ where
     FU: Future<Output = W> + Send + 'a,
     W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send + 'a,
 {
-    let pending = service.begin_handshake();
+    let pending = state.begin_handshake();
     let progress = WriteProgress::default();
     // Boxed: the HTTP phase's state (a TLS session in the making, the request buffer)
     // would otherwise size the connection's task for its whole life.
@@ -270,7 +270,7 @@ where
         let front = http_front(
             socket,
             peer,
-            Arc::clone(&service),
+            Arc::clone(&state),
             runtime.clone(),
             secure,
             progress.clone(),
@@ -289,8 +289,8 @@ where
         // The WebSocket keeps this vector as its read buffer: hand it over at its size,
         // not at the capacity the HTTP reads gave it.
         leftover.shrink_to_fit();
-        let ws = upgrade(stream, leftover, service.websocket_config()).await;
-        serve_connection(ws, peer, admission, progress, &service, &runtime).await;
+        let ws = upgrade(stream, leftover, state.websocket_config()).await;
+        serve_connection(ws, peer, admission, progress, &state, &runtime).await;
     }
 }
 
@@ -300,7 +300,7 @@ where
 async fn http_front<T, S, FS>(
     socket: T,
     peer: SocketAddr,
-    service: Arc<Service>,
+    state: Arc<ServerState>,
     runtime: impl Runtime,
     secure: impl FnOnce(T) -> FS,
     progress: WriteProgress,
@@ -309,7 +309,7 @@ where
     FS: Future<Output = io::Result<S>>,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let timeout = Duration::from_millis(service.limits().handshake_timeout_ms);
+    let timeout = Duration::from_millis(state.limits().handshake_timeout_ms);
     let mut deadline = runtime.now() + timeout;
     let stream = within(&runtime, deadline, secure(socket)).await?;
     let mut stream = Metered::new(stream, progress);
@@ -322,7 +322,7 @@ where
         })
         .await?;
         let step = match head {
-            Ok(head) => http::route(head, &mut buf, &service, peer.ip()),
+            Ok(head) => http::route(head, &mut buf, &state, peer.ip()),
             Err(response) => http::Step::Respond {
                 response,
                 keep_alive: false,

@@ -1,6 +1,6 @@
 //! The HTTP/1.1 front on the server's port: every accepted connection (after TLS, when it
 //! is on) starts here. Its request heads are parsed once with `httparse`; a WebSocket
-//! upgrade on a hub path is admitted ([`Service::admit`]) and answered with `101`, and the
+//! upgrade on a hub path is admitted ([`ServerState::admit`]) and answered with `101`, and the
 //! connection then belongs to the hub; plain requests get their answer here, with
 //! keep-alive (PROTOCOL.md, "HTTP on the same port"):
 //!
@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tungstenite::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::service::{Admission, Service};
+use crate::state::{Admission, ServerState};
 
 /// The largest request head (request line and headers) accepted: `431` beyond it.
 pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -156,7 +156,7 @@ fn parse(buf: &[u8]) -> Parsed {
 }
 
 /// Decides what `head` gets. Consumes the head's bytes from `buf`.
-pub(crate) fn route(head: Head, buf: &mut Vec<u8>, service: &Service, peer: IpAddr) -> Step {
+pub(crate) fn route(head: Head, buf: &mut Vec<u8>, state: &ServerState, peer: IpAddr) -> Step {
     buf.drain(..head.len);
     let request = &head.request;
     let headers = request.headers();
@@ -191,7 +191,7 @@ pub(crate) fn route(head: Head, buf: &mut Vec<u8>, service: &Service, peer: IpAd
             ),
         };
     }
-    if !service.paths().any(|p| p == path) {
+    if !state.paths().any(|p| p == path) {
         return respond(StatusCode::NOT_FOUND, "not found", &[]);
     }
     if !has_token(headers, http::header::UPGRADE, "websocket") {
@@ -219,7 +219,7 @@ pub(crate) fn route(head: Head, buf: &mut Vec<u8>, service: &Service, peer: IpAd
             keep_alive: false,
         };
     }
-    match service.admit(request, peer) {
+    match state.admit(request, peer) {
         Ok(admission) => {
             // check_upgrade made sure the key is there.
             let key = headers
@@ -347,8 +347,8 @@ mod tests {
     use super::*;
     use rocket_proto::Config;
 
-    fn service() -> Service {
-        Service::new(Config::from_json(r#"{"Hubs":[{"Path":"/echo"}]}"#).unwrap())
+    fn state() -> ServerState {
+        ServerState::new(Config::from_json(r#"{"Hubs":[{"Path":"/echo"}]}"#).unwrap())
     }
 
     fn step(raw: &str) -> (String, bool) {
@@ -358,7 +358,7 @@ mod tests {
             Parsed::Partial => panic!("partial head"),
             Parsed::Invalid(status, why) => return (format!("{status} {why}"), false),
         };
-        match route(head, &mut buf, &service(), [127, 0, 0, 1].into()) {
+        match route(head, &mut buf, &state(), [127, 0, 0, 1].into()) {
             Step::Upgrade { response, .. } => (String::from_utf8(response).unwrap(), true),
             Step::Respond {
                 response,
@@ -463,7 +463,7 @@ mod tests {
             let mut buf = bytes.clone();
             if let Parsed::Complete(head) = parse(&buf) {
                 assert!(head.len <= bytes.len());
-                let _ = route(*head, &mut buf, &service(), [127, 0, 0, 1].into());
+                let _ = route(*head, &mut buf, &state(), [127, 0, 0, 1].into());
             }
         }
 
@@ -497,7 +497,7 @@ mod tests {
         let Parsed::Complete(head) = parse(&buf) else {
             panic!("complete")
         };
-        let Step::Respond { .. } = route(*head, &mut buf, &service(), [127, 0, 0, 1].into()) else {
+        let Step::Respond { .. } = route(*head, &mut buf, &state(), [127, 0, 0, 1].into()) else {
             panic!("a response")
         };
         assert_eq!(buf, b"GET /echo HTTP/1.1\r\n\r\n");

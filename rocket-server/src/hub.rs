@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use rocket_proto::{
-    ClientId, Completion, ConnectError, Engine, Frame, OpId, Operation, Output, Payload, Protocol,
-    Token,
+    ClientId, Completion, ConnectError, Engine, Message, OpId, Operation, Output, Payload,
+    Protocol, Token,
 };
-use tungstenite::Message;
+use tungstenite::Message as WsMessage;
 use tungstenite::protocol::frame::Utf8Bytes;
 
 use crate::Runtime;
@@ -167,16 +167,16 @@ impl Hub {
     /// A message from `client`. Returns the operation the protocol started on `client`'s
     /// behalf, if any: the caller must run it and report its result with
     /// [`handle_completion`](Self::handle_completion) before feeding `client`'s next frame.
-    pub(crate) fn handle_frame(
+    pub(crate) fn handle_message(
         &self,
         client: ClientId,
-        frame: Frame<'_>,
+        frame: Message<'_>,
     ) -> Option<(OpId, Operation)> {
-        self.run(Some(client), |p| p.handle_frame(client, frame))
+        self.run(Some(client), |p| p.handle_message(client, frame))
     }
 
     /// The result of operation `op`, which `client`'s driver ran. Returns the next
-    /// operation started on `client`'s behalf, if any, as [`handle_frame`](Self::handle_frame).
+    /// operation started on `client`'s behalf, if any, as [`handle_message`](Self::handle_message).
     pub(crate) fn handle_completion(
         &self,
         client: ClientId,
@@ -351,7 +351,7 @@ fn dispatch(
 ) -> Option<(OpId, Operation)> {
     let mut started = None;
     // Consecutive sends of one broadcast share a payload: convert it to a message once.
-    let mut last: Option<(Payload, Message)> = None;
+    let mut last: Option<(Payload, WsMessage)> = None;
     for output in outputs.drain(..) {
         match output {
             Output::Send { client, payload } => {
@@ -410,12 +410,14 @@ fn same_bytes(a: &Payload, b: &Payload) -> bool {
 }
 
 /// The WebSocket message for a payload.
-fn to_message(payload: &Payload) -> Message {
+fn to_message(payload: &Payload) -> WsMessage {
     if payload.is_text() {
         // Text payloads are UTF-8 by construction; the check runs once per broadcast.
-        Message::Text(Utf8Bytes::try_from(payload.bytes().clone()).expect("text payload is UTF-8"))
+        WsMessage::Text(
+            Utf8Bytes::try_from(payload.bytes().clone()).expect("text payload is UTF-8"),
+        )
     } else {
-        Message::Binary(payload.bytes().clone())
+        WsMessage::Binary(payload.bytes().clone())
     }
 }
 
@@ -495,8 +497,8 @@ mod tests {
         fn handle_connect(&mut self, _: ClientId, _: Token) -> Result<(), ConnectError> {
             Ok(())
         }
-        fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>) {
-            if let Frame::Text(t) = frame {
+        fn handle_message(&mut self, client: ClientId, frame: Message<'_>) {
+            if let Message::Text(t) = frame {
                 let ms: u64 = t.strip_prefix("at ").unwrap().parse().unwrap();
                 self.due
                     .push((self.base + Duration::from_millis(ms), client, ms));
@@ -567,7 +569,7 @@ mod tests {
             Poll::Pending,
             "no timeout: waits for news"
         );
-        hub.handle_frame(client, Frame::Text("at 300"));
+        hub.handle_message(client, Message::Text("at 300"));
         assert_eq!(poll(&mut timer), Poll::Pending);
         clock.advance(299);
         assert_eq!(poll(&mut timer), Poll::Pending);
@@ -592,14 +594,14 @@ mod tests {
         let (hub, clock, client, outbox, timeouts) = setup();
         let runtime = clock.clone();
         let mut timer = pin!(hub.run_timer(&runtime));
-        hub.handle_frame(client, Frame::Text("at 1000"));
+        hub.handle_message(client, Message::Text("at 1000"));
         assert_eq!(poll(&mut timer), Poll::Pending, "sleeps until 1000");
         assert_eq!(
             lock(&hub.state).armed,
             Some(runtime.now() + Duration::from_millis(1000))
         );
-        hub.handle_frame(client, Frame::Text("at 300"));
-        hub.handle_frame(client, Frame::Text("at 2000"));
+        hub.handle_message(client, Message::Text("at 300"));
+        hub.handle_message(client, Message::Text("at 2000"));
         clock.advance(300);
         assert_eq!(poll(&mut timer), Poll::Pending);
         assert_eq!(received(&outbox), ["due 300"]);
@@ -635,12 +637,12 @@ mod tests {
         let id = hub
             .connect(Token::from_bytes([n; 16]), Arc::clone(&outbox))
             .unwrap();
-        hub.handle_frame(
+        hub.handle_message(
             id,
-            Frame::Text(r#"{"authenticate":{"user":"u","secret":""}}"#),
+            Message::Text(r#"{"authenticate":{"user":"u","secret":""}}"#),
         );
         let subscribe = format!(r#"{{"subscribe":{{"channel":"{channel}"}}}}"#);
-        hub.handle_frame(id, Frame::Text(&subscribe));
+        hub.handle_message(id, Message::Text(&subscribe));
         assert_eq!(received(&outbox).len(), 3, "greeting and two replies");
         outbox
     }

@@ -12,7 +12,7 @@
 //!    (`secure`) and its WebSocket constructor (`upgrade`).
 //! 3. The HTTP front (`http.rs`) reads request heads under `HandshakeTimeoutMs`: `/health`
 //!    is answered, other requests get 426, 404 or 405, and an upgrade on a hub path is
-//!    admitted by the [`Service`] (path to [`Hub`], `AllowedOrigins`, `MaxConnections`,
+//!    admitted by the [`ServerState`] (path to [`Hub`], `AllowedOrigins`, `MaxConnections`,
 //!    `MaxConnectionsPerIp`) and answered with 101.
 //! 4. The connection driver (`driver.rs`) serves the WebSocket until it ends: it feeds the
 //!    hub, writes what the hub queued for it (a bounded send queue per connection; a client
@@ -55,15 +55,15 @@ mod metered;
 mod outbox;
 mod runtime;
 mod secrets;
-mod service;
+mod state;
 mod tls;
 
-pub use frontend::{AsSocket, Running, Server, bind_listener, serve_socket};
+pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};
 pub use hub::Hub;
 pub use metered::Metered;
 pub use runtime::{Runtime, Task};
 pub use secrets::{hash_secret, verify_phc};
-pub use service::Service;
+pub use state::ServerState;
 pub use tls::TlsError;
 // The public signatures carry rustls and tungstenite types: adapters build on these.
 pub use {rustls, tungstenite};

@@ -64,7 +64,7 @@ impl Liveness {
     }
 
     /// A frame (of any kind, pongs included) arrived.
-    pub(crate) fn handle_frame(&mut self) {
+    pub(crate) fn handle_message(&mut self) {
         self.heard = true;
     }
 
@@ -145,7 +145,7 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Liveness::new(&limits(500, 2000, 10_000), t0);
         for tick in 1..=20 {
-            l.handle_frame(); // e.g. the pong to the last ping
+            l.handle_message(); // e.g. the pong to the last ping
             assert_eq!(l.handle_timeout(t0 + ms(500 * tick), None), Due::Ping);
         }
         // Silent from here: closed once 2 s have passed since the last tick that heard it.

@@ -20,7 +20,7 @@ use tungstenite::Message;
 
 /// How a connection ends, as decided by the server side.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum End {
+pub(crate) enum Finish {
     /// Flush what is queued, then close with this code and reason.
     Close {
         /// WebSocket close code.
@@ -39,7 +39,7 @@ pub(crate) enum Next {
     /// connection holds none.
     Batch(VecDeque<Message>),
     /// The connection must end.
-    End(End),
+    Finish(Finish),
 }
 
 /// The queue was full: the client is now a slow consumer.
@@ -53,7 +53,7 @@ struct State {
     queued_bytes: usize,
     /// Bytes the driver took with the last batches and has not yet handed to the socket.
     taken_bytes: usize,
-    end: Option<End>,
+    end: Option<Finish>,
     waker: Option<Waker>,
 }
 
@@ -89,7 +89,7 @@ impl Outbox {
         if s.queue.len() >= self.max_messages || (pending > 0 && pending + len > self.max_bytes) {
             s.queue = VecDeque::new();
             s.queued_bytes = 0;
-            s.end = Some(End::SlowConsumer);
+            s.end = Some(Finish::SlowConsumer);
             wake(&mut s);
             return Err(Overflow);
         }
@@ -106,7 +106,7 @@ impl Outbox {
     pub(crate) fn close(&self, code: u16, reason: impl Into<Cow<'static, str>>) {
         let mut s = self.lock();
         if s.end.is_none() {
-            s.end = Some(End::Close {
+            s.end = Some(Finish::Close {
                 code,
                 reason: reason.into(),
             });
@@ -119,8 +119,8 @@ impl Outbox {
     /// push or end wakes it, whatever this returned.
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut s = self.lock();
-        if s.end == Some(End::SlowConsumer) {
-            return Poll::Ready(Next::End(End::SlowConsumer));
+        if s.end == Some(Finish::SlowConsumer) {
+            return Poll::Ready(Next::Finish(Finish::SlowConsumer));
         }
         if !s.queue.is_empty() {
             s.taken_bytes += std::mem::take(&mut s.queued_bytes);
@@ -130,7 +130,7 @@ impl Outbox {
             return Poll::Ready(Next::Batch(std::mem::take(&mut s.queue)));
         }
         if let Some(end) = s.end.clone() {
-            return Poll::Ready(Next::End(end));
+            return Poll::Ready(Next::Finish(end));
         }
         register(&mut s, cx);
         Poll::Pending
@@ -200,11 +200,11 @@ mod tests {
         o.push(Message::text("after close")).unwrap();
         let batch = VecDeque::from([Message::text("a"), Message::text("b")]);
         assert_eq!(poll(&o), Poll::Ready(Next::Batch(batch)));
-        let end = End::Close {
+        let end = Finish::Close {
             code: 1000,
             reason: "bye".into(),
         };
-        assert_eq!(poll(&o), Poll::Ready(Next::End(end)));
+        assert_eq!(poll(&o), Poll::Ready(Next::Finish(end)));
     }
 
     #[test]
@@ -215,7 +215,7 @@ mod tests {
         assert_eq!(o.push(Message::text("3")), Err(Overflow));
         assert!(o.is_empty());
         assert_eq!(o.push(Message::text("4")), Ok(()), "reported once");
-        assert_eq!(poll(&o), Poll::Ready(Next::End(End::SlowConsumer)));
+        assert_eq!(poll(&o), Poll::Ready(Next::Finish(Finish::SlowConsumer)));
     }
 
     #[test]
@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(o.pending_bytes(), 10, "exactly at the bound is allowed");
         assert_eq!(o.push(Message::text("1")), Err(Overflow));
         assert_eq!(o.pending_bytes(), 0, "the queue is freed");
-        assert_eq!(poll(&o), Poll::Ready(Next::End(End::SlowConsumer)));
+        assert_eq!(poll(&o), Poll::Ready(Next::Finish(Finish::SlowConsumer)));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rocket_proto::{ClientId, ConnectError, Frame, Output, Payload, Protocol, Token};
+use rocket_proto::{ClientId, ConnectError, Message, Output, Payload, Protocol, Token};
 
 /// Echoes each message, text or binary, to its sender.
 #[derive(Debug, Default)]
@@ -22,10 +22,10 @@ impl Protocol for Echo {
         Ok(())
     }
 
-    fn handle_frame(&mut self, client: ClientId, frame: Frame<'_>) {
+    fn handle_message(&mut self, client: ClientId, frame: Message<'_>) {
         let payload = match frame {
-            Frame::Text(text) => Payload::text(text),
-            Frame::Binary(bytes) => Payload::binary(bytes.to_vec()),
+            Message::Text(text) => Payload::text(text),
+            Message::Binary(bytes) => Payload::binary(bytes.to_vec()),
         };
         self.outputs.push_back(Output::Send { client, payload });
     }
@@ -44,9 +44,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:9001".into());
     let mut config = rocket_proto::Config::demo();
     config.limits.max_message_bytes = 16 << 20; // conformance suites send large messages
-    let service = rocket_tokio::Service::new(config).with_protocol("/echo-raw", Echo::default())?;
+    let service =
+        rocket_tokio::ServerState::new(config).with_protocol("/echo-raw", Echo::default())?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    let running = rocket_tokio::serve(rocket_tokio::Server::from_service(service), listener)?;
+    let running = rocket_tokio::serve(rocket_tokio::Server::from_state(service), listener)?;
     println!(
         "echo protocol on ws://{}/echo-raw — Ctrl-C to stop",
         running.local_addr()

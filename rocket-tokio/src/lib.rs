@@ -21,7 +21,7 @@
 //! loop, the HTTP front with `/health`, handshake limits and timeout, routing, send queues,
 //! pings, write deadlines, close codes, shutdown) is `rocket-server`'s, shared with the
 //! async-std frontend. To serve a protocol of your own,
-//! build a [`Service`] with [`Service::with_protocol`] and use [`Server::from_service`].
+//! build a [`ServerState`] with [`ServerState::with_protocol`] and use [`Server::from_state`].
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -41,18 +41,18 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
 pub use rocket_proto::Config;
-pub use rocket_server::{Running, Server, Service, rustls};
+pub use rocket_server::{Server, ServerHandle, ServerState, rustls};
 
 /// Binds the config's `Host` and `Port` (with a 4096-connection listen backlog) and starts
 /// serving. Call inside a tokio runtime.
-pub async fn bind(server: Server) -> io::Result<Running> {
+pub async fn bind(server: Server) -> io::Result<ServerHandle> {
     let (host, port) = server.address();
     let listener = TcpListener::from_std(rocket_server::bind_listener(host, port)?)?;
     serve(server, listener)
 }
 
 /// Starts serving on a listener the caller bound. Call inside a tokio runtime.
-pub fn serve(server: Server, listener: TcpListener) -> io::Result<Running> {
+pub fn serve(server: Server, listener: TcpListener) -> io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
     let incoming =
         futures_util::stream::unfold(listener, |l| async { Some((l.accept().await, l)) });
@@ -63,7 +63,7 @@ pub fn serve(server: Server, listener: TcpListener) -> io::Result<Running> {
         local_addr,
         incoming,
         Arc::new(TokioRuntime),
-        move |tcp, peer, service| connection(tcp, peer, service, tls.clone()),
+        move |tcp, peer, state| connection(tcp, peer, state, tls.clone()),
     ))
 }
 
@@ -73,7 +73,7 @@ pub fn serve(server: Server, listener: TcpListener) -> io::Result<Running> {
 fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    service: Arc<Service>,
+    state: Arc<ServerState>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> impl Future<Output = ()> + Send {
     // Not an `async fn`, which would keep its arguments beside the future they move into.
@@ -82,14 +82,14 @@ fn connection(
         None => {
             let plain = |tcp: TcpStream| std::future::ready(Ok(tcp.compat()));
             Either::Left(rocket_server::serve_socket(
-                tcp, peer, service, runtime, plain, websocket,
+                tcp, peer, state, runtime, plain, websocket,
             ))
         }
         Some(acceptor) => {
             let secure = |tcp| async move { Ok(acceptor.accept(tcp).await?.compat()) };
             // Boxed: the TLS stream is large, and plain connections should not pay for it.
             Either::Right(Box::pin(rocket_server::serve_socket(
-                tcp, peer, service, runtime, secure, websocket,
+                tcp, peer, state, runtime, secure, websocket,
             )))
         }
     }
@@ -148,8 +148,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let service = Arc::new(Service::new(Config::demo()));
-        let task = connection(tcp, addr, service, None);
+        let state = Arc::new(ServerState::new(Config::demo()));
+        let task = connection(tcp, addr, state, None);
         let size = std::mem::size_of_val(&task);
         // 1,056 bytes in a release build at the time of writing (1,488 before the driver
         // and the front stopped keeping their arguments twice).

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rocket_proto::{
-    ClientId, Completion, Config, ConnectError, Engine, Frame, HashSeed, OpId, Operation, Output,
+    ClientId, Completion, Config, ConnectError, Engine, HashSeed, Message, OpId, Operation, Output,
     Payload, Token,
 };
 use serde_json::Value;
@@ -190,13 +190,13 @@ impl Sim {
 
     /// Sends a text frame from `id`.
     pub fn send_text(&mut self, id: ClientId, text: &str) {
-        self.engine.handle_frame(id, Frame::Text(text));
+        self.engine.handle_message(id, Message::Text(text));
         self.drive();
     }
 
     /// Sends a binary frame from `id`.
     pub fn send_binary(&mut self, id: ClientId, bytes: &[u8]) {
-        self.engine.handle_frame(id, Frame::Binary(bytes));
+        self.engine.handle_message(id, Message::Binary(bytes));
         self.drive();
     }
 

@@ -1,4 +1,4 @@
-//! What crosses the engine's boundary: [`Frame`]s in, [`Output`]s out, and the shared
+//! What crosses the engine's boundary: [`Message`]s in, [`Output`]s out, and the shared
 //! [`Payload`] bytes they carry.
 
 use std::borrow::Cow;
@@ -11,7 +11,7 @@ use crate::ClientId;
 /// One WebSocket message as a frontend read it from a socket (already defragmented and,
 /// for text, already checked to be UTF-8 by the WebSocket library).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame<'a> {
+pub enum Message<'a> {
     /// A text message.
     Text(&'a str),
     /// A binary message.

@@ -15,7 +15,7 @@ use crate::hub::Hub;
 
 /// The shared state of one server: hubs by path, limits, connection counts.
 #[derive(Debug)]
-pub struct Service {
+pub struct ServerState {
     config: Config,
     hubs: Vec<HubEntry>,
     gate: Arc<Gate>,
@@ -45,8 +45,8 @@ pub(crate) struct Admission {
     pub(crate) _permit: Permit,
 }
 
-impl Service {
-    /// A service running the Rocket protocol on every hub of `config`.
+impl ServerState {
+    /// A state running the Rocket protocol on every hub of `config`.
     pub fn new(config: Config) -> Self {
         let hubs = config
             .hubs
@@ -224,7 +224,7 @@ impl Drop for PendingHandshake {
     }
 }
 
-/// A handshake refused by [`Service::admit`]: the HTTP status and a short reason.
+/// A handshake refused by [`ServerState::admit`]: the HTTP status and a short reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal(pub(crate) StatusCode, pub(crate) &'static str);
 
@@ -262,7 +262,7 @@ mod tests {
                 "Limits":{"MaxConnections":2}}"#,
         )
         .unwrap();
-        let s = Service::new(config);
+        let s = ServerState::new(config);
         let ip: IpAddr = [127, 0, 0, 1].into();
         let status = |r: Result<Admission, Refusal>| r.map(|_| ()).unwrap_err().0;
         assert_eq!(
