@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rocket_proto::Config;
+use rocket_server::Config;
 use rocket_server::ServerState;
 use rocket_server::rustls;
 use serde_json::{Value, json};
@@ -67,7 +67,7 @@ pub fn config(limits: &str) -> Config {
         r#"{{"Host":"127.0.0.1","Port":0,
             "Hubs":[{{"Path":"/echo","Codec":"JSON","Users":{users}}},
                     {{"Path":"/other","Codec":"JSON","Users":{users}}},
-                    {{"Path":"/web","Users":{users},"AllowedOrigins":["https://app.example.com"]}}],
+                    {{"Path":"/web","Users":{users},"AllowedOrigins":["HTTPS://App.Example.com:443"]}}],
             "Limits":{{{limits}}}}}"#
     ))
     .expect("test config is valid")
@@ -666,13 +666,29 @@ pub async fn disallowed_origin_is_403<F: Frontend>() {
         let tcp = TcpStream::connect(s.addr).await.unwrap();
         tokio_tungstenite::client_async(req, tcp).await.map(|_| ())
     };
-    match attempt(Some("https://evil.example")).await {
-        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
-        other => panic!("expected 403, got {other:?}"),
+    for origin in [
+        "https://evil.example",
+        "http://app.example.com",
+        "https://app.example.com:8443",
+        "https://app.example.com.evil.example",
+        "null",
+    ] {
+        match attempt(Some(origin)).await {
+            Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403, "{origin}"),
+            other => panic!("{origin}: expected 403, got {other:?}"),
+        }
     }
-    attempt(Some("https://app.example.com"))
-        .await
-        .expect("allowed origin");
+    // The entry is configured as `HTTPS://App.Example.com:443`: compared as browsers
+    // serialise origins, each of these is the same origin.
+    for origin in [
+        "https://app.example.com",
+        "https://APP.example.com",
+        "https://app.example.com:443",
+    ] {
+        attempt(Some(origin))
+            .await
+            .unwrap_or_else(|e| panic!("{origin}: allowed origin refused: {e}"));
+    }
     attempt(None)
         .await
         .expect("no Origin: a non-browser client");
@@ -815,11 +831,7 @@ pub async fn hub_paths_cannot_take_the_http_endpoints<F: Frontend>() {
         let e = ServerState::new(config(""))
             .with_protocol(
                 path,
-                rocket_proto::Engine::new(
-                    &config("").hubs[0],
-                    &Default::default(),
-                    Default::default(),
-                ),
+                rocket_proto::Engine::new(&Default::default(), Default::default()),
             )
             .unwrap_err()
             .to_string();

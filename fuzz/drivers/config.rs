@@ -1,11 +1,12 @@
 //! The `config` fuzz driver: bytes, read as UTF-8 text, go into [`Config::from_json`], which
 //! must never panic; a config it accepts must be valid again and serve every hub.
 //!
-//! Shared by the `config` fuzz target and by `rocket-proto/tests/fuzz_corpus.rs`, which
+//! Shared by the `config` fuzz target and by `rocket-server/tests/fuzz_corpus.rs`, which
 //! include this file with `#[path]`.
 
-use rocket_proto::{ClientId, Completion, Config, Engine, HashSeed, Message, Operation, Output};
+use rocket_proto::{ClientId, Completion, Engine, HashSeed, Message, Operation, Output};
 use rocket_proto::{Permissions, Token};
+use rocket_server::Config;
 
 /// Parses `data` as a config and, when it is accepted, drives an engine for each hub: every
 /// configured user can log in with its secret, and after everyone left the engine is idle.
@@ -28,7 +29,7 @@ pub fn run(data: &[u8]) {
             .hub(&hub.path)
             .expect("each hub is found by its path");
         assert_eq!(found, hub, "hub paths are unique");
-        let mut engine = Engine::new(hub, &config.limits, HashSeed::default());
+        let mut engine = Engine::new(&config.engine_config(hub), HashSeed::default());
         let mut outputs = Vec::new();
         for (n, (name, user)) in hub.users.iter().enumerate() {
             assert_eq!(&user.name, name, "a user's name is its key");

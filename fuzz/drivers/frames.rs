@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rocket_proto::{ClientId, CloseCode, Completion, Config, ConnectError, Engine, Message};
+use rocket_proto::{ClientId, CloseCode, Completion, ConnectError, Engine, EngineConfig, Message};
 use rocket_proto::{HashSeed, OpId, Operation, Output, Payload, Permissions, Token};
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -41,18 +41,15 @@ use serde_json::value::RawValue;
 /// argon2 PHC secret that the driver, as the frontend, "verifies" ([`Event::Verified`]), and
 /// small limits, so that the limits are reached within a few events.
 pub const CONFIG: &str = r#"{
-    "Hubs": [{
-        "Path": "/fuzz",
-        "Users": {
-            "admin": { "Secret": "s3cret", "Permission": 7 },
-            "reader": { "Secret": "r3ad", "Permission": 1 },
-            "writer": { "Secret": "", "Permission": 2 },
-            "hashed": {
-                "Secret": "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG",
-                "Permission": 3
-            }
+    "Users": {
+        "admin": { "Secret": "s3cret", "Permission": 7 },
+        "reader": { "Secret": "r3ad", "Permission": 1 },
+        "writer": { "Secret": "", "Permission": 2 },
+        "hashed": {
+            "Secret": "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG",
+            "Permission": 3
         }
-    }],
+    },
     "Limits": { "MaxSubscriptionsPerClient": 3, "MaxFailedAuth": 3 }
 }"#;
 
@@ -470,7 +467,7 @@ type Data = Option<String>;
 
 struct World {
     engine: Engine,
-    config: Config,
+    config: EngineConfig,
     slots: [Option<Conn>; SLOTS],
     /// Each slot's last connection, for frames and directs to clients that are gone.
     last: [Option<(ClientId, Token)>; SLOTS],
@@ -482,8 +479,8 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let config = Config::from_json(CONFIG).expect("the fuzz config is valid");
-        let engine = Engine::new(&config.hubs[0], &config.limits, HashSeed([1, 2, 3, 4]));
+        let config = EngineConfig::from_json(CONFIG).expect("the fuzz config is valid");
+        let engine = Engine::new(&config, HashSeed([1, 2, 3, 4]));
         assert_eq!(
             config.limits.max_subscriptions_per_client,
             MAX_SUBSCRIPTIONS
@@ -552,7 +549,7 @@ impl World {
             }
             Event::Authenticate { slot, user, secret } => {
                 let name = USERS[usize::from(*user) % USERS.len()];
-                let configured = self.config.hubs[0].users.get(name);
+                let configured = self.config.users.get(name);
                 let secret = match (secret % 3, configured) {
                     (0, _) if name == HASHED => "right".to_owned(),
                     (0, Some(u)) => u.secret.clone(),
@@ -884,7 +881,7 @@ impl World {
                         self.last_op.iter().flatten().all(|last| last < op),
                         "operation ids are fresh: {outputs:?}"
                     );
-                    let configured = &self.config.hubs[0].users[HASHED].secret;
+                    let configured = &self.config.users[HASHED].secret;
                     assert_eq!(&*verification.phc, configured.as_str());
                     verify = Some((*op, verification.secret.clone()));
                 }
@@ -988,7 +985,7 @@ impl World {
             }
             "authenticated" => {
                 let name = text(value);
-                let permission = self.config.hubs[0].users[&name].permission;
+                let permission = self.config.users[&name].permission;
                 let conn = self.conn_mut(id).expect("live");
                 conn.session = Some(permission);
                 conn.subscriptions.clear();

@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut args = std::env::args().skip(1);
         let addr = args.next().unwrap_or_else(|| "127.0.0.1:9772".into());
         let seconds: u64 = args.next().map_or(Ok(u64::MAX), |s| s.parse())?;
-        let config = rocket_proto::Config::from_json(include_str!("../../example.json"))?;
+        let config = rocket_server::Config::from_json(include_str!("../../example.json"))?;
         let listener = std::net::TcpListener::bind(&addr)?;
         let running = rocket_async_std::serve(rocket_async_std::Server::new(config), listener)?;
         println!("Rocket hub /echo on ws://{}/echo", running.local_addr());

@@ -14,7 +14,7 @@
 //! # async fn run() -> std::io::Result<()> {
 //! use rocket_async_std::Server;
 //!
-//! let running = rocket_async_std::bind(Server::new(rocket_proto::Config::demo())).await?;
+//! let running = rocket_async_std::bind(Server::new(rocket_server::Config::demo())).await?;
 //! println!("serving on ws://{}/echo", running.local_addr());
 //! running.shutdown(std::time::Duration::from_secs(5)).await;
 //! # Ok(()) }
@@ -29,7 +29,7 @@
 //! let incoming = futures_util::stream::unfold(listener, |l| async move {
 //!     Some((l.accept().await, l))
 //! });
-//! let server = rocket_async_std::Server::new(rocket_proto::Config::demo());
+//! let server = rocket_async_std::Server::new(rocket_server::Config::demo());
 //! let running = rocket_async_std::serve_incoming(server, local_addr, incoming, |task| {
 //!     smol::spawn(task).detach()
 //! });
@@ -52,7 +52,7 @@ use futures_util::future::Either;
 use futures_util::io::{AsyncRead, AsyncWrite};
 use rocket_server::{AsSocket, Metered, Runtime, Task};
 
-pub use rocket_proto::Config;
+pub use rocket_server::Config;
 pub use rocket_server::{Server, ServerHandle, ServerState, rustls};
 
 /// Binds the config's `Host` and `Port` (with a 4096-connection listen backlog) and serves

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rocket_proto::Config;
+use rocket_server::Config;
 
 use crate::args::Args;
 use crate::error::Error;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rocket_server::ServerHandle;
 
-use rocket_proto::Config;
+use rocket_server::Config;
 use tracing::{info, warn};
 
 use crate::args::Runtime;

@@ -13,16 +13,13 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use rocket_proto::{ClientId, Config, Engine, HashSeed, Message, Output, Token};
+use rocket_proto::{ClientId, Engine, EngineConfig, HashSeed, Message, Output, Token};
 
 const CONFIG: &str = r#"{
-    "Hubs": [{
-        "Path": "/bench",
-        "Users": {
-            "publisher": { "Secret": "p", "Permission": 3 },
-            "subscriber": { "Secret": "s", "Permission": 1 }
-        }
-    }]
+    "Users": {
+        "publisher": { "Secret": "p", "Permission": 3 },
+        "subscriber": { "Secret": "s", "Permission": 1 }
+    }
 }"#;
 
 fn token(n: u64) -> Token {
@@ -34,8 +31,8 @@ fn token(n: u64) -> Token {
 /// An engine with `subscribers` authenticated clients subscribed to `bench`, plus the
 /// publisher (client 0), with every setup output drained.
 fn setup(subscribers: u64) -> Engine {
-    let config = Config::from_json(CONFIG).expect("valid bench config");
-    let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed([9, 8, 7, 6]));
+    let config = EngineConfig::from_json(CONFIG).expect("valid bench config");
+    let mut engine = Engine::new(&config, HashSeed([9, 8, 7, 6]));
     let mut outputs = Vec::new();
     let publisher = ClientId(0);
     engine

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{HubConfig, Limits};
+use crate::config::EngineConfig;
 use crate::reply::{self, ErrorCode};
 use crate::request::Request;
 use crate::{
@@ -119,13 +119,13 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine serving `hub` under `limits`. `seed` keys the hash maps (draw it from the
-    /// OS in production).
-    pub fn new(hub: &HubConfig, limits: &Limits, seed: HashSeed) -> Self {
+    /// An engine with `config`'s users and limits. `seed` keys the hash maps (draw it from
+    /// the OS in production).
+    pub fn new(config: &EngineConfig, seed: HashSeed) -> Self {
         let [a, b, c, d] = seed.0;
         let hasher = ahash::RandomState::with_seeds(a, b, c, d);
         let mut users = Map::with_hasher(hasher.clone());
-        for (name, user) in &hub.users {
+        for (name, user) in &config.users {
             let secret = if user.secret.is_empty() {
                 Secret::Any
             } else if crate::config::is_phc(&user.secret) {
@@ -148,8 +148,8 @@ impl Engine {
             channels: Map::with_hasher(hasher.clone()),
             pending: Map::with_hasher(hasher.clone()),
             next_op: 1,
-            max_subscriptions: limits.max_subscriptions_per_client,
-            max_failed_auth: limits.max_failed_auth,
+            max_subscriptions: config.limits.max_subscriptions_per_client,
+            max_failed_auth: config.limits.max_failed_auth,
             hasher,
             outputs: VecDeque::new(),
         }
@@ -548,7 +548,7 @@ impl Protocol for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::EngineConfig;
 
     const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
 
@@ -556,11 +556,9 @@ mod tests {
     /// ([`Completion::Unexpected`]), so the wrong-kind rule is tested here.
     #[test]
     fn a_completion_of_the_wrong_kind_is_ignored_and_the_operation_still_awaits_its_own() {
-        let json = format!(
-            r#"{{"Hubs":[{{"Path":"/t","Users":{{"h":{{"Secret":"{PHC}","Permission":3}}}}}}]}}"#
-        );
-        let config = Config::from_json(&json).unwrap();
-        let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed::default());
+        let json = format!(r#"{{"Users":{{"h":{{"Secret":"{PHC}","Permission":3}}}}}}"#);
+        let config = EngineConfig::from_json(&json).unwrap();
+        let mut engine = Engine::new(&config, HashSeed::default());
         let mut out = Vec::new();
         let c = ClientId(1);
         engine

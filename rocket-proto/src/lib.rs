@@ -23,10 +23,10 @@
 //! the next input:
 //!
 //! ```
-//! use rocket_proto::{ClientId, Completion, Config, Engine, Message, HashSeed, Operation, Output, Token};
+//! use rocket_proto::{ClientId, Completion, Engine, EngineConfig, HashSeed, Message, Operation, Output, Token};
 //!
-//! let config = Config::demo();
-//! let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed::default());
+//! let config = EngineConfig::from_json(r#"{"Users": {"alice": {"Permission": 7}}}"#).unwrap();
+//! let mut engine = Engine::new(&config, HashSeed::default());
 //! let mut outputs = Vec::new();
 //! let alice = ClientId(1);
 //! engine.handle_connect(alice, Token::from_bytes([7; 16])).unwrap(); // on accept
@@ -89,8 +89,9 @@
 //! that another node accepted; a matching output for "publish this to the other nodes" can
 //! be added to the non-exhaustive [`Output`] without changing the rest.
 //!
-//! ## Frontend support
-//! [`Config`] is the configuration shared by every frontend.
+//! ## Configuration
+//! An [`EngineConfig`] holds what the engine uses: users and [`EngineLimits`]. The config
+//! file as a whole (address, TLS, hub paths, transport limits) is `rocket-server`'s.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -106,7 +107,7 @@ mod reply;
 mod request;
 
 pub use client::{ClientId, Token};
-pub use config::{Config, ConfigError, HubConfig, Limits, UserConfig, is_phc};
+pub use config::{ConfigError, EngineConfig, EngineLimits, UserConfig, is_phc};
 pub use engine::{ConnectError, Engine, HashSeed};
 pub use message::{CloseCode, Message, Output, Payload};
 pub use operation::{Completion, OpId, Operation, Verification};

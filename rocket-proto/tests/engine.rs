@@ -4,8 +4,8 @@
 mod support;
 
 use rocket_proto::{
-    ClientId, Completion, Config, ConnectError, Engine, HashSeed, Message, OpId, Output, Payload,
-    Protocol, Token,
+    ClientId, Completion, ConnectError, Engine, EngineConfig, HashSeed, Message, OpId, Output,
+    Payload, Protocol, Token,
 };
 use serde_json::{Value, json};
 use support::{Received, Sim, config, token_for};
@@ -677,8 +677,8 @@ fn broadcast_to_a_channel_without_subscribers_is_invalid_channel() {
 
 #[test]
 fn a_broadcast_payload_is_encoded_once_and_shared() {
-    let config = Config::from_json(&config(users(), json!({}))).unwrap();
-    let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed::default());
+    let config = EngineConfig::from_json(&config(users(), json!({}))).unwrap();
+    let mut engine = Engine::new(&config, HashSeed::default());
     let mut out = Vec::new();
     for n in 1..=3 {
         engine.handle_connect(ClientId(n), token_for(n)).unwrap();
@@ -1445,19 +1445,15 @@ fn zero_max_failed_auth_means_unlimited() {
 
 #[test]
 fn two_hubs_share_nothing() {
-    let config = Config::from_json(
-        &json!({
-            "Hubs": [
-                { "Path": "/a", "Users": { "u": { "Secret": "a", "Permission": 7 } } },
-                { "Path": "/b", "Users": { "u": { "Secret": "b", "Permission": 7 },
-                                           "only-b": { "Secret": "", "Permission": 7 } } },
-            ],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut a = Sim::for_hub(&config, "/a", HashSeed::default());
-    let mut b = Sim::for_hub(&config, "/b", HashSeed::default());
+    let mut a = Sim::new(&config(
+        json!({ "u": { "Secret": "a", "Permission": 7 } }),
+        json!({}),
+    ));
+    let mut b = Sim::new(&config(
+        json!({ "u": { "Secret": "b", "Permission": 7 },
+                "only-b": { "Secret": "", "Permission": 7 } }),
+        json!({}),
+    ));
     // The same ids and tokens may live in both hubs.
     let (a1, b1) = (a.connect(), b.connect());
     assert_eq!((a1, a.token(a1)), (b1, b.token(b1)));
@@ -1520,8 +1516,7 @@ fn the_protocol_trait_drives_the_engine() {
         assert!(p.poll_output().is_none());
         out
     }
-    let config = Config::demo();
-    let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed([1, 2, 3, 4]));
+    let mut engine = Engine::new(&support::demo(), HashSeed([1, 2, 3, 4]));
     let out = drive(&mut engine);
     let texts: Vec<Option<&str>> = out
         .iter()
@@ -1548,8 +1543,7 @@ fn the_protocol_trait_drives_the_engine() {
 
 #[test]
 fn replies_follow_request_order_when_pipelined() {
-    let config = Config::demo();
-    let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed::default());
+    let mut engine = Engine::new(&support::demo(), HashSeed::default());
     let c = ClientId(9);
     engine.handle_connect(c, token_for(9)).unwrap();
     let requests = [
@@ -1687,12 +1681,12 @@ fn a_million_distinct_channels_leave_nothing_behind() {
         out.push_str(std::str::from_utf8(&digits).unwrap());
     }
 
-    let config = Config::from_json(&config(
+    let config = EngineConfig::from_json(&config(
         users(),
         json!({ "MaxSubscriptionsPerClient": BATCH }),
     ))
     .unwrap();
-    let mut engine = Engine::new(&config.hubs[0], &config.limits, HashSeed([9; 4]));
+    let mut engine = Engine::new(&config, HashSeed([9; 4]));
     let (c, d) = (ClientId(1), ClientId(2));
     let login = r#"{"authenticate":{"user":"reader","secret":"r"}}"#;
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
-//! Replays the committed fuzz corpora (`fuzz/corpus/frames`, `fuzz/corpus/config`) through
-//! the same drivers the fuzz targets use, so that every CI run checks the engine's contract
-//! on them without a fuzzer or a nightly toolchain.
+//! Replays the committed `frames` fuzz corpus (`fuzz/corpus/frames`) through the same
+//! driver the fuzz target uses, so that every CI run checks the engine's contract on it
+//! without a fuzzer or a nightly toolchain. (`rocket-server/tests/fuzz_corpus.rs` replays
+//! the `config` corpus.)
 //!
 //! The `frames` seeds are defined below as readable event lists; the committed files must
 //! match them. After changing a seed, rewrite the files with
@@ -8,60 +9,17 @@
 //! Files that the fuzzer found (a crash turned into a regression test) may be added to the
 //! corpus directories under any other name.
 
-#[path = "../../fuzz/drivers/config.rs"]
-mod config;
+#[path = "../../fuzz/drivers/corpus.rs"]
+mod corpus;
 #[path = "../../fuzz/drivers/frames.rs"]
 mod frames;
 
-use std::path::{Path, PathBuf};
-
+use corpus::{corpus, replay};
 use frames::Event;
-
-fn corpus(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(name)
-}
-
-/// The corpus files, sorted, without hidden files (libFuzzer's lock and temp files).
-fn files(name: &str) -> Vec<PathBuf> {
-    let dir = corpus(name);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("readable directory").path())
-        .filter(|path| {
-            path.is_file()
-                && !path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-fn replay(name: &str, run: fn(&[u8])) {
-    let files = files(name);
-    assert!(
-        files.len() >= 5,
-        "the {name} corpus has {} files",
-        files.len()
-    );
-    for path in files {
-        let data = std::fs::read(&path).expect("readable corpus file");
-        eprintln!("replaying {}", path.display());
-        run(&data);
-    }
-}
 
 #[test]
 fn frames_corpus_keeps_the_contract() {
     replay("frames", frames::run);
-}
-
-#[test]
-fn config_corpus_never_panics() {
-    replay("config", config::run);
 }
 
 #[test]

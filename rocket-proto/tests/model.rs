@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config as ProptestConfig;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
-use rocket_proto::{ClientId, Config, ConnectError, HashSeed, Payload, Token};
+use rocket_proto::{ClientId, ConnectError, EngineConfig, HashSeed, Payload, Token};
 use serde_json::{Map, Value, json};
 use support::{Received, Sim, token_for};
 
@@ -900,8 +900,8 @@ impl StateMachineTest for EngineTest {
                 "MaxFailedAuth": model.max_failed_auth,
             }),
         );
-        let config = Config::from_json(&text).expect("valid config");
-        Sim::for_hub(&config, "/t", HashSeed(model.seed))
+        let config = EngineConfig::from_json(&text).expect("valid config");
+        Sim::with_config(&config, HashSeed(model.seed))
     }
 
     fn apply(mut sim: Sim, model: &Model, _: Transition) -> Sim {

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use crate::Config;
 use futures_util::io::{AsyncRead, AsyncWrite};
 use futures_util::{Sink, Stream, StreamExt};
-use rocket_proto::Config;
 use tungstenite::Message;
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::WebSocketConfig;

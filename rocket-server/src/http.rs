@@ -345,7 +345,7 @@ pub(crate) fn status_of(response: &[u8]) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rocket_proto::Config;
+    use crate::Config;
 
     fn state() -> ServerState {
         ServerState::new(Config::from_json(r#"{"Hubs":[{"Path":"/echo"}]}"#).unwrap())

@@ -624,11 +624,11 @@ mod tests {
     }
 
     fn rocket_hub() -> Hub {
-        let config = rocket_proto::Config::from_json(
+        let config = crate::Config::from_json(
             r#"{"Hubs":[{"Path":"/r","Users":{"u":{"Secret":"","Permission":3}}}]}"#,
         )
         .unwrap();
-        let engine = Engine::new(&config.hubs[0], &config.limits, Default::default());
+        let engine = Engine::new(&config.engine_config(&config.hubs[0]), Default::default());
         Hub::rocket("/r", engine)
     }
 
@@ -681,8 +681,8 @@ mod tests {
 
     #[test]
     fn an_engine_given_as_a_custom_protocol_is_a_rocket_hub() {
-        let config = rocket_proto::Config::demo();
-        let engine = Engine::new(&config.hubs[0], &config.limits, Default::default());
+        let config = crate::Config::demo();
+        let engine = Engine::new(&config.engine_config(&config.hubs[0]), Default::default());
         let hub = Hub::custom("/e", engine);
         assert_eq!(hub.channel_count(), Some(0));
     }

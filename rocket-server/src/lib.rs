@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod config;
 mod driver;
 mod frontend;
 mod gate;
@@ -52,12 +53,14 @@ mod http;
 mod hub;
 mod liveness;
 mod metered;
+mod origin;
 mod outbox;
 mod runtime;
 mod secrets;
 mod state;
 mod tls;
 
+pub use config::{Config, HubConfig, Limits};
 pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};
 pub use hub::Hub;
 pub use metered::Metered;

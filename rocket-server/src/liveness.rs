@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use rocket_proto::Limits;
+use crate::config::Limits;
 
 /// What a timer tick asks the connection to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,11 +104,12 @@ mod tests {
     use super::*;
 
     fn limits(ping: u64, idle: u64, write: u64) -> Limits {
-        let mut l = Limits::default();
-        l.ping_interval_ms = ping;
-        l.idle_timeout_ms = idle;
-        l.write_timeout_ms = write;
-        l
+        Limits {
+            ping_interval_ms: ping,
+            idle_timeout_ms: idle,
+            write_timeout_ms: write,
+            ..Limits::default()
+        }
     }
 
     fn ms(n: u64) -> Duration {

@@ -5,11 +5,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use rocket_proto::{Config, ConfigError, Engine, HashSeed, Limits, Protocol};
+use rocket_proto::{ConfigError, Engine, HashSeed, Protocol};
 use tungstenite::handshake::server::Request;
 use tungstenite::http::{StatusCode, header};
 use tungstenite::protocol::WebSocketConfig;
 
+use crate::config::{Config, Limits};
 use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
 
@@ -54,7 +55,7 @@ impl ServerState {
             .map(|h| HubEntry {
                 hub: Arc::new(Hub::rocket(
                     h.path.clone(),
-                    Engine::new(h, &config.limits, random_seed()),
+                    Engine::new(&config.engine_config(h), random_seed()),
                 )),
                 allowed_origins: h.allowed_origins.clone(),
             })
@@ -83,7 +84,7 @@ impl ServerState {
         protocol: impl Protocol,
     ) -> Result<Self, ConfigError> {
         let path = path.into();
-        rocket_proto::config::validate_path(&path).map_err(|reason| ConfigError::Invalid {
+        crate::config::validate_path(&path).map_err(|reason| ConfigError::Invalid {
             key: format!("hub path {path:?}"),
             reason,
         })?;
@@ -193,7 +194,7 @@ impl ServerState {
             &entry.allowed_origins,
             request.headers().get(header::ORIGIN),
         ) {
-            if !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) {
+            if !crate::origin::is_allowed(allowed, origin.as_bytes()) {
                 return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
             }
         }

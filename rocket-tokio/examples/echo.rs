@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9001".into());
-    let mut config = rocket_proto::Config::demo();
+    let mut config = rocket_server::Config::demo();
     config.limits.max_message_bytes = 16 << 20; // conformance suites send large messages
     let service =
         rocket_tokio::ServerState::new(config).with_protocol("/echo-raw", Echo::default())?;

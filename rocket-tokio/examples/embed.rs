@@ -12,7 +12,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9772".into());
-    let config = rocket_proto::Config::from_json(include_str!("../../example.json"))?;
+    let config = rocket_server::Config::from_json(include_str!("../../example.json"))?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let running = rocket_tokio::serve(rocket_tokio::Server::new(config), listener)?;
     println!(

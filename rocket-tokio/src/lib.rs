@@ -8,7 +8,7 @@
 //! # async fn run() -> std::io::Result<()> {
 //! use rocket_tokio::Server;
 //!
-//! let running = rocket_tokio::bind(Server::new(rocket_proto::Config::demo())).await?;
+//! let running = rocket_tokio::bind(Server::new(rocket_server::Config::demo())).await?;
 //! println!("serving on ws://{}/echo", running.local_addr());
 //! // ... later, e.g. on SIGTERM: every client gets close 1001, then this returns.
 //! running.shutdown(std::time::Duration::from_secs(5)).await;
@@ -40,7 +40,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
-pub use rocket_proto::Config;
+pub use rocket_server::Config;
 pub use rocket_server::{Server, ServerHandle, ServerState, rustls};
 
 /// Binds the config's `Host` and `Port` (with a 4096-connection listen backlog) and starts

@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rocket_proto::{
-    ClientId, Completion, Config, ConnectError, Engine, HashSeed, Message, OpId, Operation, Output,
-    Payload, Token,
+    ClientId, Completion, ConnectError, Engine, EngineConfig, HashSeed, Message, OpId, Operation,
+    Output, Payload, Token,
 };
 use serde_json::Value;
 
@@ -62,13 +62,21 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A config for tests: the hub `/t` with the given `Users` object and `Limits` object.
+/// An engine config for tests: the given `Users` object and `Limits` object.
 pub fn config(users: Value, limits: Value) -> String {
-    serde_json::json!({
-        "Hubs": [{ "Path": "/t", "Users": users }],
-        "Limits": limits,
-    })
-    .to_string()
+    serde_json::json!({ "Users": users, "Limits": limits }).to_string()
+}
+
+/// The original Rocket example's users: `backend`/`secret` with every permission and
+/// `frontend` with any secret and READ|WRITE.
+pub fn demo() -> EngineConfig {
+    EngineConfig::from_json(
+        r#"{"Users": {
+            "backend": { "Name": "backend", "Secret": "secret", "Permission": 7 },
+            "frontend": { "Name": "frontend", "Secret": "", "Permission": 3 }
+        }}"#,
+    )
+    .expect("the demo users are valid")
 }
 
 /// One engine and its virtual clients.
@@ -90,16 +98,15 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// An engine for the first hub of the config `json`, with a fixed hash seed.
+    /// An engine for the engine config `json`, with a fixed hash seed.
     pub fn new(json: &str) -> Self {
-        let config = Config::from_json(json).expect("test config is valid");
-        Self::for_hub(&config, &config.hubs[0].path, HashSeed::default())
+        let config = EngineConfig::from_json(json).expect("test config is valid");
+        Self::with_config(&config, HashSeed::default())
     }
 
-    /// An engine for the hub on `path` of `config`.
-    pub fn for_hub(config: &Config, path: &str, seed: HashSeed) -> Self {
-        let hub = config.hub(path).expect("hub exists");
-        Self::from_engine(Engine::new(hub, &config.limits, seed))
+    /// An engine for `config` with hash seed `seed`.
+    pub fn with_config(config: &EngineConfig, seed: HashSeed) -> Self {
+        Self::from_engine(Engine::new(config, seed))
     }
 
     /// Wraps an engine built elsewhere.
