@@ -10,6 +10,7 @@
 //! | a hub path without `Upgrade: websocket` | `426 Upgrade Required`, `Upgrade: websocket` |
 //! | an upgrade on a hub path | `101`, or `404`/`403`/`503` from admission |
 //! | a known path with another method | `405` with `Allow` |
+//! | a path under the static files' prefix, when given ([`crate::StaticFiles`]) | the file, `404`, `405` or `308` |
 //! | anything else | `404` |
 //!
 //! Each request head must arrive within `HandshakeTimeoutMs` and fit in
@@ -189,6 +190,13 @@ pub(crate) fn route(head: Head, buf: &mut Vec<u8>, state: &ServerState, peer: Ip
                 "use GET",
                 &[("Allow", "GET, HEAD")],
             ),
+        };
+    }
+    // Static files (rocket-cli --demo): under their own prefix, which no hub path shares.
+    if let Some(files) = state.static_files().filter(|f| f.covers(path)) {
+        return Step::Respond {
+            response: files.respond(method, path, !keep_alive),
+            keep_alive,
         };
     }
     if !state.paths().any(|p| p == path) {
@@ -488,6 +496,68 @@ mod tests {
             let status: u16 = response[9..12].parse().unwrap();
             assert!([101, 200, 400, 404, 405, 426, 503].contains(&status), "{raw:?} -> {response}");
         }
+    }
+
+    #[test]
+    fn static_files_are_served_under_their_prefix_only() {
+        let files = crate::StaticFiles::new(
+            "/demo/",
+            vec![crate::StaticFile {
+                path: "/demo/".into(),
+                content_type: "text/html; charset=utf-8",
+                body: b"<p>hi</p>".as_slice().into(),
+            }],
+        )
+        .unwrap();
+        let state = state().with_static_files(files).unwrap();
+        let step = |raw: &str| {
+            let mut buf = raw.as_bytes().to_vec();
+            let Parsed::Complete(head) = parse(&buf) else {
+                panic!("complete")
+            };
+            match route(*head, &mut buf, &state, [127, 0, 0, 1].into()) {
+                Step::Respond { response, .. } => String::from_utf8(response).unwrap(),
+                Step::Upgrade { .. } => panic!("no upgrade"),
+            }
+        };
+        let r = step("GET /demo/ HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.ends_with("<p>hi</p>"),
+            "{r}"
+        );
+        assert!(
+            r.contains("Content-Type: text/html; charset=utf-8\r\n"),
+            "{r}"
+        );
+        assert!(step("GET /demo/x HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(step("GET /health HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+        assert!(step("GET /echo HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 426"));
+        // Without static files, /demo/ is an unknown path.
+        assert!(step_on_plain("GET /demo/ HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        let hub_inside =
+            ServerState::new(Config::from_json(r#"{"Hubs":[{"Path":"/demo/chat"}]}"#).unwrap())
+                .with_static_files(crate::StaticFiles::new("/demo/", vec![]).unwrap());
+        let e = hub_inside.unwrap_err().to_string();
+        assert!(
+            e.contains("\"/demo/chat\"") && e.contains("collides"),
+            "{e}"
+        );
+        let c = Config::demo();
+        let engine = rocket_proto::Engine::new(&c.hubs[0], &c.limits, Default::default());
+        let e = state_with_demo()
+            .with_protocol("/demo", engine)
+            .unwrap_err();
+        assert!(e.to_string().contains("collides"), "{e}");
+    }
+
+    fn step_on_plain(raw: &str) -> String {
+        step(raw).0
+    }
+
+    fn state_with_demo() -> ServerState {
+        state()
+            .with_static_files(crate::StaticFiles::new("/demo/", vec![]).unwrap())
+            .unwrap()
     }
 
     #[test]

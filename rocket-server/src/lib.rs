@@ -56,6 +56,7 @@ mod outbox;
 mod runtime;
 mod secrets;
 mod state;
+mod static_files;
 mod tls;
 
 pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};
@@ -64,6 +65,7 @@ pub use metered::Metered;
 pub use runtime::{Runtime, Task};
 pub use secrets::{hash_secret, verify_phc};
 pub use state::ServerState;
+pub use static_files::{StaticFile, StaticFiles};
 pub use tls::TlsError;
 // The public signatures carry rustls and tungstenite types: adapters build on these.
 pub use {rustls, tungstenite};

@@ -12,6 +12,7 @@ use tungstenite::protocol::WebSocketConfig;
 
 use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
+use crate::static_files::StaticFiles;
 
 /// The shared state of one server: hubs by path, limits, connection counts.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ pub struct ServerState {
     shutting_down: AtomicBool,
     handshakes: Arc<AtomicUsize>,
     verifications: async_lock::Semaphore,
+    static_files: Option<StaticFiles>,
 }
 
 #[derive(Debug)]
@@ -70,6 +72,7 @@ impl ServerState {
             shutting_down: AtomicBool::new(false),
             handshakes: Arc::default(),
             verifications: async_lock::Semaphore::new(crate::secrets::MAX_CONCURRENT_VERIFICATIONS),
+            static_files: None,
         }
     }
 
@@ -87,12 +90,31 @@ impl ServerState {
             key: format!("hub path {path:?}"),
             reason,
         })?;
+        if let Some(files) = &self.static_files {
+            check_no_collision(files, &path)?;
+        }
         self.hubs.retain(|e| e.hub.path() != path);
         self.hubs.push(HubEntry {
             hub: Arc::new(Hub::custom(path, protocol)),
             allowed_origins: None,
         });
         Ok(self)
+    }
+
+    /// Serves `files` over plain HTTP beside the hubs (e.g. `rocket-cli --demo`'s page under
+    /// `/demo/`), replacing files given before. A hub path under their prefix (or equal to
+    /// it without the trailing `/`) would be shadowed: that is an error naming the hub.
+    pub fn with_static_files(mut self, files: StaticFiles) -> Result<Self, ConfigError> {
+        for path in self.paths() {
+            check_no_collision(&files, path)?;
+        }
+        self.static_files = Some(files);
+        Ok(self)
+    }
+
+    /// The static files served, if any.
+    pub(crate) fn static_files(&self) -> Option<&StaticFiles> {
+        self.static_files.as_ref()
     }
 
     /// Waits for a place among the argon2 verifications allowed to run at once.
@@ -212,6 +234,20 @@ impl ServerState {
             )),
         }
     }
+}
+
+fn check_no_collision(files: &StaticFiles, hub_path: &str) -> Result<(), ConfigError> {
+    if files.covers(hub_path) {
+        return Err(ConfigError::Invalid {
+            key: format!("hub path {hub_path:?}"),
+            reason: format!(
+                "collides with the static files served under {} (the demo page of \
+                 rocket-cli --demo): choose another hub path or leave the demo off",
+                files.prefix()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A place among the unfinished handshakes; dropping it frees the place.
