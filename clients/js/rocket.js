@@ -209,6 +209,8 @@ export class Rocket {
     this._timer = null;
     /** Incremented by every new socket: callbacks of an older one are ignored. */
     this._generation = 0;
+    /** Rejects the connection attempt in progress, if any. @type {((e: Error) => void) | null} */
+    this._abortOpen = null;
   }
 
   // ---- events ---------------------------------------------------------------------------
@@ -327,8 +329,10 @@ export class Rocket {
       /** @param {Error} error */
       const fail = (error) => {
         clearTimeout(timeout);
+        this._abortOpen = null;
         reject(error);
       };
+      this._abortOpen = fail;
       ws.onmessage = (/** @type {{data: any}} */ e) => {
         if (generation !== this._generation) return;
         if (greeted) {
@@ -344,7 +348,10 @@ export class Rocket {
         greeted = true;
         clearTimeout(timeout);
         this.token = message.connected;
-        this._startSession().then(() => resolve(message.connected), reject);
+        this._startSession().then(() => {
+          this._abortOpen = null;
+          resolve(message.connected);
+        }, fail);
       };
       ws.onclose = (/** @type {{code: number, reason: string}} */ e) => {
         if (generation !== this._generation) return;
@@ -430,7 +437,7 @@ export class Rocket {
     if (!sub) return result;
     if (since && reply.recovered === true) {
       const events = Array.isArray(reply.events) ? reply.events : [];
-      for (const event of events) this._deliver(event);
+      for (const event of events) this._deliver({ channel, ...event });
       this._emit("recovery", { channel, recovered: true, missed: events.length });
     } else if (since) {
       // Not recovered (another epoch, history gone) or a hub without History (no answer
@@ -514,6 +521,7 @@ export class Rocket {
   /** Drops the socket without reconnecting. */
   _teardown() {
     this._generation++;
+    this._abortOpen?.(new RocketError(ErrorCodes.CLOSED, "the client was closed while connecting"));
     if (this._timer !== null) clearTimeout(this._timer);
     this._timer = null;
     const ws = this._ws;
@@ -646,7 +654,9 @@ export class Rocket {
       const error = new RocketError(ErrorCodes.CLOSED, `unsubscribed from ${channel}`);
       for (const w of sub.waiting.splice(0)) w.reject(error);
     }
-    if (this.state === "reconnecting") return channel; // nothing to undo on the server
+    if (this.state === "reconnecting" || this.state === "connecting") {
+      return channel; // nothing to undo on the server: it is not subscribed yet
+    }
     return this._appRequest({ unsubscribe: { channel } });
   }
 

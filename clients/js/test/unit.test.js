@@ -230,6 +230,21 @@ test("no reconnect after the client's own close(); pending requests are rejected
   await rejectsWith(rocket.direct("0".repeat(32), "e"), "CLOSED");
 });
 
+test("close() while connecting rejects connect() with CLOSED; subscribe() meanwhile waits for the session", async () => {
+  const early = client({ user: "frontend" });
+  const connecting = early.connect();
+  early.close();
+  await rejectsWith(connecting, "CLOSED");
+  assert.equal(early.state, "closed");
+
+  const rocket = client({ user: "frontend" });
+  const connected = rocket.connect();
+  const subscribed = rocket.subscribe("early", () => {});
+  await connected;
+  assert.deepEqual(await subscribed, { channel: "early" });
+  assert.equal(await rocket.broadcast("early", "e"), "early");
+});
+
 test("authenticate() switches user; the new credentials are used from then on", async () => {
   const rocket = client();
   await rocket.connect();
