@@ -342,4 +342,31 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
+
+    #[test]
+    fn hub_paths_may_not_collide_with_static_files() {
+        let files = || crate::StaticFiles::new("/demo/", vec![]).unwrap();
+        let state = |path: &str| {
+            let json = format!(r#"{{"Hubs":[{{"Path":"{path}"}}]}}"#);
+            ServerState::new(Config::from_json(&json).unwrap())
+        };
+        for path in ["/demo/chat", "/demo"] {
+            let e = state(path)
+                .with_static_files(files())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{path:?}")) && e.contains("collides"),
+                "{e}"
+            );
+        }
+        let s = state("/demos").with_static_files(files()).unwrap();
+        let c = Config::demo();
+        let engine = || Engine::new(&c.hubs[0], &c.limits, HashSeed::default());
+        let e = s
+            .with_protocol("/demo/x", engine())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"/demo/x\"") && e.contains("collides"), "{e}");
+    }
 }
