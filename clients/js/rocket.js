@@ -211,6 +211,8 @@ export class Rocket {
     this._generation = 0;
     /** Rejects the connection attempt in progress, if any. @type {((e: Error) => void) | null} */
     this._abortOpen = null;
+    /** The first connection in progress (`connect()` called again returns it). @type {Promise<string> | null} */
+    this._connecting = null;
   }
 
   // ---- events ---------------------------------------------------------------------------
@@ -265,7 +267,8 @@ export class Rocket {
    */
   async connect() {
     if (this.state === "connected") return /** @type {string} */ (this.token);
-    if (this.state === "connecting" || this.state === "reconnecting") {
+    if (this.state === "connecting") return /** @type {Promise<string>} */ (this._connecting);
+    if (this.state === "reconnecting") {
       return new Promise((resolve, reject) => {
         const offOk = this.on("connected", ({ token }) => {
           offOk();
@@ -281,15 +284,18 @@ export class Rocket {
       });
     }
     this.state = "connecting";
-    try {
-      const token = await this._open();
-      this._connected(false);
-      return token;
-    } catch (e) {
-      this._teardown();
-      this.state = "closed";
-      throw e;
-    }
+    this._connecting = this._open().then(
+      (token) => {
+        this._connected(false);
+        return token;
+      },
+      (error) => {
+        this._teardown();
+        this.state = "closed";
+        throw error;
+      },
+    );
+    return this._connecting;
   }
 
   /**

@@ -233,14 +233,16 @@ test("no reconnect after the client's own close(); pending requests are rejected
 test("close() while connecting rejects connect() with CLOSED; subscribe() meanwhile waits for the session", async () => {
   const early = client({ user: "frontend" });
   const connecting = early.connect();
+  const again = early.connect();
   early.close();
   await rejectsWith(connecting, "CLOSED");
+  await rejectsWith(again, "CLOSED");
   assert.equal(early.state, "closed");
 
   const rocket = client({ user: "frontend" });
   const connected = rocket.connect();
   const subscribed = rocket.subscribe("early", () => {});
-  await connected;
+  assert.equal(await rocket.connect(), await connected, "connect() while connecting waits for the same connection");
   assert.deepEqual(await subscribed, { channel: "early" });
   assert.equal(await rocket.broadcast("early", "e"), "early");
 });
