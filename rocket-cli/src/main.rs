@@ -8,6 +8,7 @@
 
 mod args;
 mod config;
+mod demo;
 mod error;
 mod hash_secret;
 mod logging;
@@ -39,7 +40,7 @@ fn run(args: &Args) -> Result<(), Error> {
     let loaded = config::load(args)?;
     let target = logging::init(args.log_level.as_deref(), &loaded.config.log)?;
     announce(&loaded);
-    serve::run(loaded, args.runtime).inspect_err(|e| {
+    serve::run(loaded, args.runtime, args.demo).inspect_err(|e| {
         // The error also goes to standard error (see main); a log file should show it too.
         if target == logging::Target::File {
             tracing::error!("{e}");

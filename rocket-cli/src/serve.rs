@@ -19,12 +19,21 @@ use crate::error::Error;
 const GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the server on `runtime` until a signal stops it.
-pub fn run(loaded: Loaded, runtime: Runtime) -> Result<(), Error> {
+pub fn run(loaded: Loaded, runtime: Runtime, demo: bool) -> Result<(), Error> {
     // Before binding, so that a signal sent as soon as the startup line shows is handled.
     let signals = Signals::install()?;
     let Loaded { config, source } = loaded;
     let address = format!("{}:{}", config.host, config.port);
-    let summary = summary(&config, &source, runtime);
+    let summary = summary(&config, &source, runtime, demo);
+    let state = rocket_server::ServerState::new(config);
+    let state = if demo {
+        state
+            .with_static_files(crate::demo::files())
+            .map_err(Error::Demo)?
+    } else {
+        state
+    };
+    let server = || rocket_server::Server::from_state(state).with_config_tls();
     let bind_error = |source| Error::Bind { address, source };
     match runtime {
         Runtime::Tokio => {
@@ -35,7 +44,7 @@ pub fn run(loaded: Loaded, runtime: Runtime) -> Result<(), Error> {
                     what: "tokio runtime",
                     source,
                 })?;
-            let server = rocket_server::Server::new(config).with_config_tls()?;
+            let server = server()?;
             let result = rt.block_on(async {
                 let running = rocket_tokio::bind(server).await.map_err(bind_error)?;
                 until_signal(running, &summary, signals).await;
@@ -46,7 +55,7 @@ pub fn run(loaded: Loaded, runtime: Runtime) -> Result<(), Error> {
             result
         }
         Runtime::AsyncStd => {
-            let server = rocket_server::Server::new(config).with_config_tls()?;
+            let server = server()?;
             async_std::task::block_on(async {
                 let running = rocket_async_std::bind(server).await.map_err(bind_error)?;
                 until_signal(running, &summary, signals).await;
@@ -63,6 +72,10 @@ async fn until_signal(running: ServerHandle, summary: &Summary, signals: Signals
         "listening on {scheme}://{} ({summary})",
         running.local_addr()
     );
+    if summary.demo {
+        let http = if summary.tls { "https" } else { "http" };
+        info!("demo page: {http}://{}/demo/", running.local_addr());
+    }
     let signal = signals.recv().await;
     info!("{signal} received: shutting down, closing every connection with 1001");
     let shutdown = std::pin::pin!(running.shutdown(GRACE));
@@ -99,9 +112,11 @@ struct Summary {
     hubs: Vec<String>,
     tls: bool,
     runtime: Runtime,
+    /// Whether the demo page is served (told on a line of its own).
+    demo: bool,
 }
 
-fn summary(config: &Config, source: &Source, runtime: Runtime) -> Summary {
+fn summary(config: &Config, source: &Source, runtime: Runtime, demo: bool) -> Summary {
     Summary {
         source: match source {
             Source::File(path) => path.display().to_string(),
@@ -110,6 +125,7 @@ fn summary(config: &Config, source: &Source, runtime: Runtime) -> Summary {
         hubs: config.hubs.iter().map(|h| h.path.clone()).collect(),
         tls: !config.tls_cert_file.is_empty(),
         runtime,
+        demo,
     }
 }
 
@@ -173,7 +189,7 @@ mod tests {
 
     #[test]
     fn summary_names_source_hubs_tls_and_runtime() {
-        let s = summary(&Config::demo(), &Source::Demo, Runtime::Tokio);
+        let s = summary(&Config::demo(), &Source::Demo, Runtime::Tokio, true);
         assert_eq!(
             s.to_string(),
             "config: built-in demo; hubs: /echo; TLS: off; runtime: tokio"
@@ -183,7 +199,12 @@ mod tests {
         )
         .unwrap();
         config.validate().unwrap();
-        let s = summary(&config, &Source::File("my.json".into()), Runtime::AsyncStd);
+        let s = summary(
+            &config,
+            &Source::File("my.json".into()),
+            Runtime::AsyncStd,
+            false,
+        );
         assert_eq!(
             s.to_string(),
             "config: my.json; hubs: /a, /b; TLS: on; runtime: async-std"

@@ -58,6 +58,7 @@ mod outbox;
 mod runtime;
 mod secrets;
 mod state;
+mod static_files;
 mod tls;
 
 pub use config::{Config, HubConfig, Limits};
@@ -67,6 +68,7 @@ pub use metered::Metered;
 pub use runtime::{Runtime, Task};
 pub use secrets::{hash_secret, verify_phc};
 pub use state::ServerState;
+pub use static_files::{StaticFile, StaticFiles};
 pub use tls::TlsError;
 // The public signatures carry rustls and tungstenite types: adapters build on these.
 pub use {rustls, tungstenite};
