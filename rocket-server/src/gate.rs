@@ -35,6 +35,13 @@ pub(crate) struct Permit {
     ip: IpAddr,
 }
 
+impl Permit {
+    /// The address the place was taken for.
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 impl Gate {
     /// A gate with these limits (0 = no limit).
     pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {

@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod api;
 pub mod config;
 mod driver;
 mod frontend;
@@ -53,6 +54,7 @@ mod http;
 mod hub;
 mod liveness;
 mod metered;
+mod metrics;
 mod origin;
 mod outbox;
 mod runtime;

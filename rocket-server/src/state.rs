@@ -13,6 +13,7 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::config::{Config, Limits};
 use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
+use crate::metrics::{Refused, ServerCounters};
 use crate::static_files::StaticFiles;
 
 /// The shared state of one server: hubs by path, limits, connection counts.
@@ -25,6 +26,7 @@ pub struct ServerState {
     handshakes: Arc<AtomicUsize>,
     verifications: async_lock::Semaphore,
     static_files: Option<StaticFiles>,
+    counters: ServerCounters,
 }
 
 #[derive(Debug)]
@@ -43,9 +45,9 @@ pub(crate) const READ_BUFFER_BYTES: usize = 512;
 pub(crate) struct Admission {
     /// The hub chosen by the request path.
     pub(crate) hub: Arc<Hub>,
-    /// Holds the connection's place under `MaxConnections` (never read: dropping it when
-    /// the connection ends frees the place).
-    pub(crate) _permit: Permit,
+    /// Holds the connection's place under `MaxConnections` (dropping it when the
+    /// connection ends frees the place) and knows the client's address.
+    pub(crate) permit: Permit,
 }
 
 impl ServerState {
@@ -74,6 +76,7 @@ impl ServerState {
             handshakes: Arc::default(),
             verifications: async_lock::Semaphore::new(crate::secrets::MAX_CONCURRENT_VERIFICATIONS),
             static_files: None,
+            counters: ServerCounters::default(),
         }
     }
 
@@ -121,6 +124,40 @@ impl ServerState {
     /// Waits for a place among the argon2 verifications allowed to run at once.
     pub(crate) async fn verification_slot(&self) -> async_lock::SemaphoreGuard<'_> {
         self.verifications.acquire().await
+    }
+
+    /// Checks a secret against its PHC hash for a client at `peer` (a WebSocket login or a
+    /// publish API request): off the executor, through the server's verification queue.
+    pub(crate) async fn verify(
+        &self,
+        runtime: &dyn crate::Runtime,
+        peer: IpAddr,
+        v: rocket_proto::Verification,
+    ) -> bool {
+        let _ = peer;
+        let _slot = self.verification_slot().await;
+        let job = move || crate::verify_phc(&v.phc, &v.secret);
+        runtime.unblock(Box::new(job)).await
+    }
+
+    /// What the server counts outside its hubs (for metrics).
+    pub(crate) fn counters(&self) -> &ServerCounters {
+        &self.counters
+    }
+
+    /// The `path` label of an HTTP request for `rocket_http_requests_total`: the path
+    /// itself when the server knows it (an endpoint, a hub, the static files' prefix),
+    /// else `other`, so that scanners cannot grow the label set.
+    pub(crate) fn path_label<'p>(&self, path: &'p str) -> &'p str {
+        let known = matches!(
+            path,
+            "/health" | "/ready" | "/metrics" | "/api/broadcast" | "/api/direct"
+        ) || self.paths().any(|p| p == path);
+        match self.static_files() {
+            _ if known => path,
+            Some(files) if files.covers(path) => files.prefix_label(),
+            _ => "other",
+        }
     }
 
     /// The configuration served.
@@ -202,6 +239,14 @@ impl ServerState {
     /// `Origin` must be allowed by the hub (else 403), and a connection place must be free
     /// (else 503).
     pub(crate) fn admit(&self, request: &Request, peer: IpAddr) -> Result<Admission, Refusal> {
+        let refusal = self.decide(request, peer);
+        if let Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, _)) = &refusal {
+            self.counters.refused(Refused::Unavailable);
+        }
+        refusal
+    }
+
+    fn decide(&self, request: &Request, peer: IpAddr) -> Result<Admission, Refusal> {
         if self.is_shutting_down() {
             return Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -210,6 +255,7 @@ impl ServerState {
         }
         let path = request.uri().path();
         let Some(entry) = self.hubs.iter().find(|e| e.hub.path() == path) else {
+            self.counters.refused(Refused::NoHub);
             return Err(Refusal(StatusCode::NOT_FOUND, "no hub on this path"));
         };
         if let (Some(allowed), Some(origin)) = (
@@ -217,13 +263,14 @@ impl ServerState {
             request.headers().get(header::ORIGIN),
         ) {
             if !crate::origin::is_allowed(allowed, origin.as_bytes()) {
+                self.counters.refused(Refused::Origin);
                 return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
             }
         }
         match self.gate.try_admit(peer) {
             Ok(permit) => Ok(Admission {
                 hub: Arc::clone(&entry.hub),
-                _permit: permit,
+                permit,
             }),
             Err(Full::Total) => Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
