@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::{HubConfig, Limits};
@@ -37,8 +38,10 @@ pub struct HashSeed(pub [u64; 4]);
 enum Secret {
     /// Empty in the config: any secret is accepted.
     Any,
-    /// Compared in constant time.
-    Plain(Box<[u8]>),
+    /// The SHA-256 digest of the configured secret. A given secret is digested too and the
+    /// two digests compared in constant time: both are 32 bytes whatever the secrets'
+    /// lengths, so the comparison's time says nothing about the configured secret's length.
+    Plain([u8; 32]),
     /// Checked by the frontend ([`Operation::VerifySecret`]).
     Phc(Arc<str>),
 }
@@ -131,7 +134,7 @@ impl Engine {
             } else if crate::config::is_phc(&user.secret) {
                 Secret::Phc(user.secret.as_str().into())
             } else {
-                Secret::Plain(user.secret.as_bytes().into())
+                Secret::Plain(digest(&user.secret))
             };
             users.insert(
                 name.as_str().into(),
@@ -299,7 +302,7 @@ impl Engine {
                 secret: Secret::Plain(expected),
                 permission,
             }) => {
-                if bool::from(expected.ct_eq(secret.as_bytes())) {
+                if plain_secret_matches(expected, secret) {
                     Ok(*permission)
                 } else {
                     Err(ErrorCode::InvalidCredentials)
@@ -518,6 +521,17 @@ impl Engine {
     }
 }
 
+/// The SHA-256 digest of a plain secret.
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Whether `given` is the plain secret whose digest is `expected`: digests of equal size,
+/// compared in constant time.
+fn plain_secret_matches(expected: &[u8; 32], given: &str) -> bool {
+    bool::from(expected.ct_eq(&digest(given)))
+}
+
 impl Protocol for Engine {
     fn handle_connect(&mut self, client: ClientId, token: Token) -> Result<(), ConnectError> {
         Engine::handle_connect(self, client, token)
@@ -554,6 +568,35 @@ mod tests {
 
     /// Only this crate's tests can build a completion no operation expects
     /// ([`Completion::Unexpected`]), so the wrong-kind rule is tested here.
+    #[test]
+    fn plain_secrets_are_compared_as_fixed_size_digests() {
+        let config = Config::from_json(
+            r#"{"Hubs":[{"Path":"/t","Users":{"p":{"Secret":"s3cret","Permission":1}}}]}"#,
+        )
+        .unwrap();
+        let engine = Engine::new(&config.hubs[0], &config.limits, HashSeed::default());
+        let Some(User {
+            secret: Secret::Plain(stored),
+            ..
+        }) = engine.users.get("p")
+        else {
+            panic!("a plain secret")
+        };
+        // The engine keeps the digest, never the secret or its length.
+        assert_eq!(stored, &<[u8; 32]>::from(Sha256::digest(b"s3cret")));
+        assert!(plain_secret_matches(stored, "s3cret"));
+        for wrong in [
+            "",
+            "s",
+            "s3cre",
+            "s3cret ",
+            "S3cret",
+            "s3cret-and-much-longer",
+        ] {
+            assert!(!plain_secret_matches(stored, wrong), "{wrong:?}");
+        }
+    }
+
     #[test]
     fn a_completion_of_the_wrong_kind_is_ignored_and_the_operation_still_awaits_its_own() {
         let json = format!(
