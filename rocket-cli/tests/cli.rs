@@ -739,3 +739,109 @@ fn logs_go_to_the_log_file() {
     );
     assert!(text.contains("cannot listen on"), "{text}");
 }
+
+/// Every stderr line the server printed until it exited.
+fn all_lines(server: &mut Server) -> String {
+    while let Ok(line) = server.lines.recv_timeout(Duration::from_secs(5)) {
+        server.seen.push(line);
+    }
+    server.seen.join("\n")
+}
+
+/// No secret reaches the log at any level, not even when the filter asks for the WebSocket
+/// library's own trace output (which prints every message it reads).
+#[tokio::test]
+async fn no_secret_is_logged_at_any_level() {
+    const PLAIN: &str = "plain-Secret-7Qx";
+    const PHC_SECRET: &str = "open sesame";
+    const PHC: &str = "$argon2id$v=19$m=64,t=1,p=1$snHI5xhcATsqfFl8Nsex7g$qeXptikvCfHrC4Sg2gDsZIRKbcf5Y+3c2iq36mmT21E";
+    const GUESS: &str = "wrong-Guess-4Zk";
+    let config = serde_json::json!({
+        "Hubs": [{"Path": "/echo", "Users": {
+            "plain": {"Secret": PLAIN, "Permission": 3},
+            "hashed": {"Secret": PHC, "Permission": 3}
+        }}]
+    });
+    let path = config_with("secrets-in-logs.json", &config.to_string());
+    let flag = |filter: &'static str| (Some(filter), None);
+    let runs: [(Option<&str>, Option<&str>); 8] = [
+        flag("error"),
+        flag("warn"),
+        flag("info"),
+        flag("debug"),
+        flag("trace"),
+        flag("trace,tungstenite=trace,tokio_tungstenite=trace"),
+        flag("trace,tungstenite::protocol=trace"),
+        (None, Some("trace")),
+    ];
+    for (level, env) in runs {
+        // The startup line is info, so at error and warn it never shows: choose the port.
+        let free = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port().to_string();
+        drop(free);
+        let mut args = vec![path.as_str(), "--port", &port, "--host", "127.0.0.1"];
+        if let Some(level) = level {
+            args.extend(["--log-level", level]);
+        }
+        let vars: Vec<_> = env.map(|e| ("RUST_LOG", e)).into_iter().collect();
+        let mut server = Server::start_with_env(&args, &vars);
+        let address = format!("127.0.0.1:{port}");
+        wait_until_listening(&address).await;
+        let mut ws = connect(&address, "/echo").await;
+        assert!(next_json(&mut ws).await["connected"].is_string());
+        let auth = |user: &str, secret: &str| serde_json::json!({"authenticate": {"user": user, "secret": secret}});
+        for (user, secret, reply) in [
+            (
+                "plain",
+                GUESS,
+                serde_json::json!({"err": "INVALID_CREDENTIALS"}),
+            ),
+            (
+                "hashed",
+                GUESS,
+                serde_json::json!({"err": "INVALID_CREDENTIALS"}),
+            ),
+            (
+                "plain",
+                PLAIN,
+                serde_json::json!({"authenticated": "plain"}),
+            ),
+            (
+                "hashed",
+                PHC_SECRET,
+                serde_json::json!({"authenticated": "hashed"}),
+            ),
+        ] {
+            send(&mut ws, auth(user, secret)).await;
+            assert_eq!(next_json(&mut ws).await, reply, "{level:?} {env:?}");
+        }
+        server.signal("TERM");
+        assert_eq!(close_code(&mut ws).await, CloseCode::Away);
+        assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
+        let log = all_lines(&mut server);
+        for secret in [PLAIN, PHC_SECRET, GUESS] {
+            assert!(
+                !log.contains(secret),
+                "{secret:?} logged with --log-level {level:?}, RUST_LOG {env:?}:\n{log}"
+            );
+        }
+        let traced = log.contains(" TRACE ");
+        assert_eq!(
+            traced,
+            level.unwrap_or("trace").starts_with("trace"),
+            "trace output with --log-level {level:?}, RUST_LOG {env:?}:\n{log}"
+        );
+        if traced {
+            assert!(log.contains("starting an operation"), "{log}");
+        }
+    }
+}
+
+/// Waits until `address` accepts TCP connections.
+async fn wait_until_listening(address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        assert!(Instant::now() < deadline, "{address} never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
