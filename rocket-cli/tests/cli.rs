@@ -186,8 +186,13 @@ async fn connect(address: &str, path: &str) -> Ws {
 
 /// The next text message as JSON (pings, which the client answers itself, are skipped).
 async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    next_json_within(ws, Duration::from_secs(10)).await
+}
+
+/// The next text message as JSON, within `limit`.
+async fn next_json_within(ws: &mut Ws, limit: Duration) -> serde_json::Value {
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        let message = tokio::time::timeout(limit, ws.next())
             .await
             .expect("a message in time")
             .expect("the connection is open")
@@ -844,4 +849,85 @@ async fn wait_until_listening(address: &str) {
         assert!(Instant::now() < deadline, "{address} never listened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A WebSocket to `address` (on 127.0.0.1) from the loopback address `source`, greeting
+/// read, so that one test can play several client addresses.
+async fn connect_from(source: [u8; 4], address: &str, path: &str) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let tcp = socket.connect(address.parse().unwrap()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{address}{path}"), tcp)
+        .await
+        .unwrap();
+    assert!(next_json(&mut ws).await["connected"].is_string());
+    ws
+}
+
+/// Argon2 verifications take turns fairly across client addresses: while one address
+/// floods the server with 300 pipelined PHC guesses over 30 connections, a login from
+/// another address completes within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phc_login_flood_from_one_address_does_not_delay_another() {
+    use argon2::password_hash::PasswordHasher;
+    const SECRET: &str = "open sesame";
+    // Cheaper than the default parameters, so that this debug build verifies in
+    // milliseconds rather than a second; the flood still costs seconds of verification.
+    let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+    let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let phc = argon2.hash_password(SECRET.as_bytes()).unwrap().to_string();
+    let config = serde_json::json!({
+        "Hubs": [{"Path": "/vault", "Users": {"hashed": {"Secret": phc, "Permission": 3}}}],
+        "Limits": {"MaxFailedAuth": 0}
+    });
+    let path = config_with("phc-flood.json", &config.to_string());
+    let mut server = Server::start(&[&path, "--port", "0", "--host", "127.0.0.1"]);
+    let address = server.address();
+    let auth =
+        |secret: &str| serde_json::json!({"authenticate": {"user": "hashed", "secret": secret}});
+
+    let started = Instant::now();
+    let mut flood = Vec::new();
+    for c in 0..30 {
+        let mut ws = connect_from([127, 0, 0, 1], &address, "/vault").await;
+        for g in 0..10 {
+            send(&mut ws, auth(&format!("guess {c}.{g}"))).await;
+        }
+        flood.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                assert_eq!(
+                    next_json_within(&mut ws, Duration::from_secs(60)).await,
+                    serde_json::json!({"err": "INVALID_CREDENTIALS"})
+                );
+            }
+            Instant::now()
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut honest = connect_from([127, 0, 0, 2], &address, "/vault").await;
+        let asked = Instant::now();
+        send(&mut honest, auth(SECRET)).await;
+        assert_eq!(
+            next_json_within(&mut honest, Duration::from_secs(60)).await,
+            serde_json::json!({"authenticated": "hashed"})
+        );
+        slowest = slowest.max(asked.elapsed());
+    }
+    let mut flood_done = started;
+    for task in flood {
+        flood_done = flood_done.max(task.await.unwrap());
+    }
+    eprintln!(
+        "slowest honest PHC login during the flood: {slowest:?}; \
+         the flood's 300 answers took {:?}",
+        flood_done - started
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "an honest login waited {slowest:?} behind another address's flood"
+    );
 }

@@ -339,14 +339,20 @@ where
         self.unflushed || !self.unsent.is_empty()
     }
 
-    /// Runs `operation` off the hub's lock. A PHC secret is checked off the executor, at
-    /// most `MAX_CONCURRENT_VERIFICATIONS` at once. `None` for an operation this server
-    /// cannot run (the client's frames then flow on).
+    /// Runs `operation` off the hub's lock. A PHC secret is checked off the executor, a
+    /// few at once server-wide, taking turns fairly across client addresses; an attempt
+    /// over its address's share of the queue fails at once, as a wrong secret
+    /// (`verifier.rs`). `None` for an operation this server cannot run (the client's frames
+    /// then flow on).
     fn start(&self, op: OpId, operation: Operation) -> Option<PendingOp<'a>> {
         let (state, runtime) = (self.state, self.runtime);
+        let peer = self.admission.permit.ip();
         match operation {
             Operation::VerifySecret(v) => Some(Box::pin(async move {
-                let _slot = state.verification_slot().await;
+                let Some(_slot) = state.verification_slot(peer).await else {
+                    tracing::debug!(%peer, "too many verifications waiting from this address");
+                    return (op, Completion::SecretVerified(false));
+                };
                 let job = move || crate::verify_phc(&v.phc, &v.secret);
                 let ok = runtime.unblock(Box::new(job)).await;
                 (op, Completion::SecretVerified(ok))

@@ -57,6 +57,7 @@ mod runtime;
 mod secrets;
 mod state;
 mod tls;
+mod verifier;
 
 pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};
 pub use hub::Hub;

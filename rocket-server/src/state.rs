@@ -12,6 +12,7 @@ use tungstenite::protocol::WebSocketConfig;
 
 use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
+use crate::verifier::{MAX_CONCURRENT_VERIFICATIONS, MAX_WAITING_PER_ADDRESS, Slot, Verifier};
 
 /// The shared state of one server: hubs by path, limits, connection counts.
 #[derive(Debug)]
@@ -22,7 +23,7 @@ pub struct ServerState {
     shutting_down: AtomicBool,
     /// Unfinished handshakes, under the same limits as connections.
     handshakes: Arc<Gate>,
-    verifications: async_lock::Semaphore,
+    verifier: Verifier,
 }
 
 #[derive(Debug)]
@@ -41,9 +42,9 @@ pub(crate) const READ_BUFFER_BYTES: usize = 512;
 pub(crate) struct Admission {
     /// The hub chosen by the request path.
     pub(crate) hub: Arc<Hub>,
-    /// Holds the connection's place under `MaxConnections` (never read: dropping it when
-    /// the connection ends frees the place).
-    pub(crate) _permit: Permit,
+    /// Holds the connection's place under `MaxConnections` (dropping it when the
+    /// connection ends frees the place) and knows the client's address.
+    pub(crate) permit: Permit,
 }
 
 impl ServerState {
@@ -72,7 +73,7 @@ impl ServerState {
             gate,
             shutting_down: AtomicBool::new(false),
             handshakes,
-            verifications: async_lock::Semaphore::new(crate::secrets::MAX_CONCURRENT_VERIFICATIONS),
+            verifier: Verifier::new(MAX_CONCURRENT_VERIFICATIONS, MAX_WAITING_PER_ADDRESS),
         }
     }
 
@@ -98,9 +99,13 @@ impl ServerState {
         Ok(self)
     }
 
-    /// Waits for a place among the argon2 verifications allowed to run at once.
-    pub(crate) async fn verification_slot(&self) -> async_lock::SemaphoreGuard<'_> {
-        self.verifications.acquire().await
+    /// Waits for a place among the argon2 verifications allowed to run at once, in `peer`'s
+    /// turn (see [`Verifier`]); `None` at once when `peer` already has its share waiting.
+    pub(crate) fn verification_slot(
+        &self,
+        peer: IpAddr,
+    ) -> impl std::future::Future<Output = Option<Slot<'_>>> + Send {
+        self.verifier.slot(peer)
     }
 
     /// The configuration served.
@@ -202,7 +207,7 @@ impl ServerState {
         match self.gate.try_admit(peer) {
             Ok(permit) => Ok(Admission {
                 hub: Arc::clone(&entry.hub),
-                _permit: permit,
+                permit,
             }),
             Err(Full::Total) => Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
