@@ -58,8 +58,9 @@ pub struct Args {
 /// Tasks other than serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Print an argon2 PHC hash of the secret read from standard input (its first line), for
-    /// a user's `Secret` in the config.
+    /// Print an argon2 PHC hash of a secret, for a user's `Secret` in the config. On a
+    /// terminal the secret is typed twice and not shown; otherwise it is the first line of
+    /// standard input.
     HashSecret,
 }
 

@@ -931,3 +931,75 @@ async fn a_phc_login_flood_from_one_address_does_not_delay_another() {
         "an honest login waited {slowest:?} behind another address's flood"
     );
 }
+
+/// On a terminal, `hash-secret` reads the secret without echoing it (twice, to catch a
+/// typo). The terminal is a pseudo-terminal made by util-linux `script`.
+#[test]
+fn hash_secret_does_not_echo_the_secret_on_a_terminal() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{BIN} hash-secret"), "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let seen = Arc::clone(&seen);
+        thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    // Waits until the terminal shows one of `needles`; returns which.
+    let wait_for = |needles: &[&str]| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = seen.lock().unwrap().clone();
+            if let Some(n) = needles.iter().find(|n| text.contains(**n)) {
+                return (*n).to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needles:?} on the terminal: {text:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    wait_for(&["Secret"]);
+    // Type only once the prompt is up, as a person would (and once echo is off).
+    thread::sleep(Duration::from_millis(300));
+    stdin.write_all(b"open sesame\r").unwrap();
+    if wait_for(&["again", "$argon2id$"]) == "again" {
+        thread::sleep(Duration::from_millis(300));
+        stdin.write_all(b"open sesame\r").unwrap();
+    }
+    wait_for(&["$argon2id$"]);
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let terminal = seen.lock().unwrap().clone();
+    assert!(status.success(), "{status:?}: {terminal:?}");
+    assert!(
+        !terminal.contains("open sesame"),
+        "the secret was echoed: {terminal:?}"
+    );
+    let phc = terminal
+        .split_whitespace()
+        .find(|w| w.starts_with("$argon2id$"))
+        .unwrap();
+    assert!(rocket_server::verify_phc(phc, "open sesame"), "{phc}");
+}
