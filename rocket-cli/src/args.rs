@@ -50,7 +50,8 @@ pub struct Args {
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 
-    /// Async runtime to serve with.
+    /// Async runtime to serve with. Besides tokio, prefer smol: async-std is discontinued
+    /// upstream (RUSTSEC-2025-0052) and kept only for those who ask for it.
     #[arg(long, value_enum, value_name = "RUNTIME", default_value_t = Runtime::Tokio)]
     pub runtime: Runtime,
 }
@@ -69,8 +70,22 @@ pub enum Command {
 pub enum Runtime {
     /// tokio (rocket-tokio).
     Tokio,
-    /// async-std (rocket-async-std), which also runs on smol's reactor.
+    /// smol (rocket-async-std's adapter on smol's executor): the recommended non-tokio
+    /// runtime.
+    Smol,
+    /// async-std (rocket-async-std). Discontinued upstream (RUSTSEC-2025-0052): prefer smol.
     AsyncStd,
+}
+
+impl Runtime {
+    /// The name `--runtime` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Tokio => "tokio",
+            Runtime::Smol => "smol",
+            Runtime::AsyncStd => "async-std",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -97,7 +112,9 @@ mod tests {
         assert_eq!(args.port, Some(0));
         assert_eq!(args.runtime, Runtime::AsyncStd);
         assert_eq!(args.config, Some(PathBuf::from("my.json")));
-        assert!(Args::try_parse_from(["rocket-cli", "--runtime", "smol"]).is_err());
+        let args = Args::try_parse_from(["rocket-cli", "--runtime", "smol"]).unwrap();
+        assert_eq!(args.runtime, Runtime::Smol);
+        assert!(Args::try_parse_from(["rocket-cli", "--runtime", "node"]).is_err());
         assert!(Args::try_parse_from(["rocket-cli", "--port", "65536"]).is_err());
         let args = Args::try_parse_from(["rocket-cli", "hash-secret"]).unwrap();
         assert_eq!(args.command, Some(Command::HashSecret));

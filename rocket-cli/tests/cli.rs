@@ -236,6 +236,11 @@ async fn serves_example_json_on_async_std_and_shuts_down_on_sigterm() {
     serves_example_json_and_shuts_down_on_sigterm("async-std").await;
 }
 
+#[tokio::test]
+async fn serves_example_json_on_smol_and_shuts_down_on_sigterm() {
+    serves_example_json_and_shuts_down_on_sigterm("smol").await;
+}
+
 async fn serves_example_json_and_shuts_down_on_sigterm(runtime: &str) {
     let mut server = Server::start(&["example.json", "--port", "0", "--runtime", runtime]);
     let address = server.address();
@@ -451,7 +456,7 @@ fn an_unknown_runtime_is_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("possible values: tokio, async-std"),
+        stderr.contains("possible values: tokio, smol, async-std"),
         "{stderr}"
     );
 }
@@ -485,6 +490,11 @@ async fn login_and_subscribe(ws: &mut Ws, channel: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_thousand_clients_on_tokio() {
     sigterm_with_a_thousand_clients("tokio").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_thousand_clients_on_smol() {
+    sigterm_with_a_thousand_clients("smol").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -715,6 +725,10 @@ fn version_and_help() {
     ] {
         assert!(stdout.contains(flag), "{flag} not in --help:\n{stdout}");
     }
+    assert!(
+        stdout.contains("async-std is discontinued upstream") && stdout.contains("prefer smol"),
+        "--help says async-std is discontinued and recommends smol:\n{stdout}"
+    );
 }
 
 #[test]
