@@ -639,6 +639,54 @@ pub async fn stalled_handshakes_are_dropped<F: Frontend>() {
     Client::connect(s.addr, "/echo").await; // still serving
 }
 
+/// A TCP connection to `addr` from the loopback address `source` (any `127.x.y.z` works on
+/// Linux), so that one test can play several client addresses.
+pub async fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind a loopback source address");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// `MaxConnectionsPerIp` also bounds one address's unfinished handshakes: an address that
+/// opens sockets and sends nothing cannot hold every handshake place for
+/// `HandshakeTimeoutMs`, and another address still connects.
+pub async fn one_address_cannot_hold_every_handshake_place<F: Frontend>() {
+    let s =
+        start::<F>(r#""MaxConnections": 4, "MaxConnectionsPerIp": 2, "HandshakeTimeoutMs": 60000"#);
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(connect_from([127, 0, 0, 1], s.addr).await);
+    }
+    eventually("the silent sockets are pending", || {
+        s.service.pending_handshakes() == 2
+    })
+    .await;
+    for _ in 0..2 {
+        // Over the address's share: dropped at once, not after the (long) timeout.
+        let mut extra = connect_from([127, 0, 0, 1], s.addr).await;
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await;
+        assert!(
+            matches!(n, Ok(Ok(0) | Err(_))),
+            "a third unfinished handshake from one address was dropped: {n:?}"
+        );
+    }
+    assert_eq!(s.service.pending_handshakes(), 2);
+    let tcp = connect_from([127, 0, 0, 2], s.addr).await;
+    let c = tokio::time::timeout(STEP, Client::handshake(Box::new(tcp), s.addr, "/echo"))
+        .await
+        .expect("another address connects in time")
+        .expect("another address completes its handshake");
+    assert_eq!(c.token.len(), 32);
+    drop(silent);
+    eventually("the places are free", || {
+        s.service.pending_handshakes() == 0
+    })
+    .await;
+}
+
 pub async fn connection_limit_refuses_with_503<F: Frontend>() {
     let s = start::<F>(r#""MaxConnections": 2"#);
     let a = Client::connect(s.addr, "/echo").await;
@@ -1609,6 +1657,7 @@ macro_rules! e2e_tests {
             idle_clients_are_closed_and_live_ones_kept,
             stalled_handshakes_are_dropped,
             connection_limit_refuses_with_503,
+            one_address_cannot_hold_every_handshake_place,
             disallowed_origin_is_403,
             health_and_plain_http_share_the_port,
             hub_paths_cannot_take_the_http_endpoints,

@@ -1,5 +1,9 @@
 //! Logging through `tracing`: to standard error or appended to a log file, filtered by
 //! `--log-level`, else `RUST_LOG`, else `info`.
+//!
+//! Whatever the filter asks for, the WebSocket libraries never log below `debug`: at
+//! `trace` they print every frame and message they read or write, and a client's
+//! `authenticate` message carries its secret ([`never_payloads`]).
 
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
@@ -7,7 +11,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::error::Error;
 
@@ -40,13 +48,28 @@ pub fn init(level_flag: Option<&str>, log_file: &str) -> Result<Target, Error> {
             })?;
         (BoxMakeWriter::new(Mutex::new(file)), false, Target::File)
     };
-    // Fails only if a subscriber is already installed, which main never does twice.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi)
-        .try_init();
+        .with_filter(filter.and(never_payloads()));
+    // Fails only if a subscriber is already installed, which main never does twice.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
     Ok(target)
+}
+
+/// Crates that log the payload of every WebSocket frame or message at `trace`, and so
+/// would log clients' secrets.
+const PAYLOAD_LOGGERS: [&str; 3] = ["tungstenite", "tokio_tungstenite", "async_tungstenite"];
+
+/// The cap applied on top of every filter: [`PAYLOAD_LOGGERS`] (and their modules) at
+/// `debug` at most, everything else as the filter says. A filter cannot lift it, not even
+/// `tungstenite::protocol=trace`: an event must pass both.
+fn never_payloads() -> Targets {
+    PAYLOAD_LOGGERS
+        .iter()
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |t, c| {
+            t.with_target(*c, LevelFilter::DEBUG)
+        })
 }
 
 /// The filter from the flag, else from `RUST_LOG` (when set and not empty), else `info`.
@@ -75,6 +98,21 @@ mod tests {
         assert_eq!(f.to_string(), "rocket_server=debug,warn");
         assert_eq!(filter(None, None).unwrap().to_string(), "info");
         assert_eq!(filter(None, Some(" ".into())).unwrap().to_string(), "info");
+    }
+
+    #[test]
+    fn payload_loggers_are_capped_at_debug() {
+        use tracing::Level;
+        let cap = never_payloads();
+        for target in [
+            "tungstenite::protocol",
+            "tokio_tungstenite",
+            "async_tungstenite::compat",
+        ] {
+            assert!(!cap.would_enable(target, &Level::TRACE), "{target}");
+            assert!(cap.would_enable(target, &Level::DEBUG), "{target}");
+        }
+        assert!(cap.would_enable("rocket_server::hub", &Level::TRACE));
     }
 
     #[test]

@@ -365,9 +365,11 @@ where
         self.unflushed || !self.unsent.is_empty()
     }
 
-    /// Runs `operation` off the hub's lock. A PHC secret is checked off the executor, at
-    /// most `MAX_CONCURRENT_VERIFICATIONS` at once. `None` for an operation this server
-    /// cannot run (the client's frames then flow on).
+    /// Runs `operation` off the hub's lock. A PHC secret is checked off the executor, a
+    /// few at once server-wide, taking turns fairly across client addresses; an attempt
+    /// over its address's share of the queue fails at once, as a wrong secret
+    /// (`verifier.rs`). `None` for an operation this server cannot run (the client's frames
+    /// then flow on).
     fn start(&self, op: OpId, operation: Operation) -> Option<PendingOp<'a>> {
         let (state, runtime) = (self.state, self.runtime);
         let peer = self.admission.permit.ip();

@@ -19,6 +19,7 @@ use tungstenite::error::Error as WsError;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::driver::serve_connection;
+use crate::gate::Full;
 use crate::http::{self, Closed};
 use crate::metered::{Metered, WriteProgress};
 use crate::metrics::Refused;
@@ -263,11 +264,11 @@ where
     FU: Future<Output = W> + Send + 'a,
     W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send + 'a,
 {
-    let pending = state.begin_handshake();
+    let pending = state.begin_handshake(peer.ip());
     let progress = WriteProgress::default();
     // Boxed: the HTTP phase's state (a TLS session in the making, the request buffer)
     // would otherwise size the connection's task for its whole life.
-    let front = pending.is_some().then(|| {
+    let front = pending.is_ok().then(|| {
         let front = http_front(
             socket,
             peer,
@@ -279,8 +280,17 @@ where
         Box::pin(front)
     });
     async move {
-        let (Some(pending), Some(front)) = (pending, front) else {
-            return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
+        let (pending, front) = match (pending, front) {
+            (Ok(pending), Some(front)) => (pending, front),
+            (Err(Full::PerIp), _) => {
+                return tracing::debug!(
+                    %peer,
+                    "too many unfinished handshakes from this address; dropping the socket"
+                );
+            }
+            _ => {
+                return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
+            }
         };
         let (stream, mut leftover, admission) = match front.await {
             Ok(upgraded) => upgraded,

@@ -35,13 +35,6 @@ pub(crate) struct Permit {
     ip: IpAddr,
 }
 
-impl Permit {
-    /// The address the place was taken for.
-    pub(crate) fn ip(&self) -> IpAddr {
-        self.ip
-    }
-}
-
 impl Gate {
     /// A gate with these limits (0 = no limit).
     pub(crate) fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
@@ -80,6 +73,13 @@ impl Gate {
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         // The counts stay consistent even if a holder panicked: every update is one step.
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Permit {
+    /// The address the place was taken for.
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.ip
     }
 }
 

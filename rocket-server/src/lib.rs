@@ -62,6 +62,7 @@ mod secrets;
 mod state;
 mod static_files;
 mod tls;
+mod verifier;
 
 pub use config::{Config, HubConfig, Limits};
 pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};

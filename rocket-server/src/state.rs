@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rocket_proto::{ConfigError, Engine, HashSeed, Protocol};
 use tungstenite::handshake::server::Request;
@@ -15,6 +15,7 @@ use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
 use crate::metrics::{Refused, ServerCounters};
 use crate::static_files::StaticFiles;
+use crate::verifier::{MAX_CONCURRENT_VERIFICATIONS, MAX_WAITING_PER_ADDRESS, Slot, Verifier};
 
 /// The shared state of one server: hubs by path, limits, connection counts.
 #[derive(Debug)]
@@ -23,8 +24,9 @@ pub struct ServerState {
     hubs: Vec<HubEntry>,
     gate: Arc<Gate>,
     shutting_down: AtomicBool,
-    handshakes: Arc<AtomicUsize>,
-    verifications: async_lock::Semaphore,
+    /// Unfinished handshakes, under the same limits as connections.
+    handshakes: Arc<Gate>,
+    verifier: Verifier,
     static_files: Option<StaticFiles>,
     counters: ServerCounters,
 }
@@ -64,17 +66,19 @@ impl ServerState {
                 allowed_origins: h.allowed_origins.clone(),
             })
             .collect();
-        let gate = Gate::new(
+        let (total, per_ip) = (
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         );
+        let gate = Gate::new(total, per_ip);
+        let handshakes = Gate::new(total, per_ip);
         Self {
             config,
             hubs,
             gate,
             shutting_down: AtomicBool::new(false),
-            handshakes: Arc::default(),
-            verifications: async_lock::Semaphore::new(crate::secrets::MAX_CONCURRENT_VERIFICATIONS),
+            handshakes,
+            verifier: Verifier::new(MAX_CONCURRENT_VERIFICATIONS, MAX_WAITING_PER_ADDRESS),
             static_files: None,
             counters: ServerCounters::default(),
         }
@@ -121,9 +125,13 @@ impl ServerState {
         self.static_files.as_ref()
     }
 
-    /// Waits for a place among the argon2 verifications allowed to run at once.
-    pub(crate) async fn verification_slot(&self) -> async_lock::SemaphoreGuard<'_> {
-        self.verifications.acquire().await
+    /// Waits for a place among the argon2 verifications allowed to run at once, in `peer`'s
+    /// turn (see [`Verifier`]); `None` at once when `peer` already has its share waiting.
+    pub(crate) fn verification_slot(
+        &self,
+        peer: IpAddr,
+    ) -> impl std::future::Future<Output = Option<Slot<'_>>> + Send {
+        self.verifier.slot(peer)
     }
 
     /// Checks a secret against its PHC hash for a client at `peer` (a WebSocket login or a
@@ -134,8 +142,10 @@ impl ServerState {
         peer: IpAddr,
         v: rocket_proto::Verification,
     ) -> bool {
-        let _ = peer;
-        let _slot = self.verification_slot().await;
+        let Some(_slot) = self.verification_slot(peer).await else {
+            tracing::debug!(%peer, "too many verifications waiting from this address");
+            return false;
+        };
         let job = move || crate::verify_phc(&v.phc, &v.secret);
         runtime.unblock(Box::new(job)).await
     }
@@ -190,19 +200,18 @@ impl ServerState {
         self.gate.active()
     }
 
-    /// Takes a place for a TCP connection that has not finished its handshake yet. At most
-    /// `MaxConnections` such sockets exist at once (no limit when it is 0), so a slowloris
-    /// flood cannot exhaust file descriptors; past that, the frontend drops the socket.
-    pub(crate) fn begin_handshake(&self) -> Option<PendingHandshake> {
-        let max = self.config.limits.max_connections;
-        let previous = self.handshakes.fetch_add(1, Ordering::AcqRel);
-        let guard = PendingHandshake(Arc::clone(&self.handshakes));
-        (max == 0 || previous < max).then_some(guard)
+    /// Takes a place for a TCP connection from `peer` that has not finished its handshake
+    /// yet. At most `MaxConnections` such sockets exist at once, and at most
+    /// `MaxConnectionsPerIp` from one address (no limit when 0), so a slowloris flood cannot
+    /// exhaust file descriptors and one address cannot hold every place; past that, the
+    /// frontend drops the socket. Dropping the permit frees the place.
+    pub(crate) fn begin_handshake(&self, peer: IpAddr) -> Result<Permit, Full> {
+        self.handshakes.try_admit(peer)
     }
 
     /// TCP connections still in their handshake.
     pub fn pending_handshakes(&self) -> usize {
-        self.handshakes.load(Ordering::Acquire)
+        self.handshakes.active()
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
@@ -298,16 +307,6 @@ fn check_no_collision(files: &StaticFiles, hub_path: &str) -> Result<(), ConfigE
     Ok(())
 }
 
-/// A place among the unfinished handshakes; dropping it frees the place.
-#[derive(Debug)]
-pub(crate) struct PendingHandshake(Arc<AtomicUsize>);
-
-impl Drop for PendingHandshake {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// A handshake refused by [`ServerState::admit`]: the HTTP status and a short reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal(pub(crate) StatusCode, pub(crate) &'static str);
@@ -337,6 +336,26 @@ mod tests {
             b = b.header("Origin", o);
         }
         b.body(()).unwrap()
+    }
+
+    #[test]
+    fn max_connections_per_ip_bounds_pending_handshakes_per_address() {
+        let config = Config::from_json(
+            r#"{"Hubs":[{"Path":"/a"}],"Limits":{"MaxConnections":10,"MaxConnectionsPerIp":2}}"#,
+        )
+        .unwrap();
+        let s = ServerState::new(config);
+        let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        let held: Vec<_> = (0..2).map(|_| s.begin_handshake(a).unwrap()).collect();
+        assert_eq!(s.begin_handshake(a).unwrap_err(), Full::PerIp);
+        let other = s
+            .begin_handshake(b)
+            .expect("another address still gets a place");
+        assert_eq!(s.pending_handshakes(), 3);
+        drop(held);
+        assert!(s.begin_handshake(a).is_ok());
+        drop(other);
+        assert_eq!(s.pending_handshakes(), 0);
     }
 
     #[test]
@@ -376,14 +395,15 @@ mod tests {
             "no Origin: non-browser client"
         );
         drop(a);
-        let pending: Vec<_> = (0..2).map(|_| s.begin_handshake().unwrap()).collect();
-        assert!(
-            s.begin_handshake().is_none(),
+        let pending: Vec<_> = (0..2).map(|_| s.begin_handshake(ip).unwrap()).collect();
+        assert_eq!(
+            s.begin_handshake(ip).unwrap_err(),
+            Full::Total,
             "MaxConnections bounds pending handshakes"
         );
         drop(pending);
         assert_eq!(s.pending_handshakes(), 0);
-        assert!(s.begin_handshake().is_some());
+        assert!(s.begin_handshake(ip).is_ok());
         s.shutdown();
         assert_eq!(
             status(s.admit(&request("/a", None), ip)),
