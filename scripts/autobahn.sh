@@ -6,8 +6,12 @@
 # opcodes, fragmentation, UTF-8, closing, limits/performance, auto-fragmentation); the
 # compression cases 12/13 are out of scope (no permessage-deflate).
 #
-#   scripts/autobahn.sh                        # the whole run, ~5-10 minutes (case 9 is slow)
+#   scripts/autobahn.sh                        # the whole run
 #   AUTOBAHN_CASES='1.*,5.*' scripts/autobahn.sh   # a subset
+#
+# How long: wstest takes about 25 s on an idle 2-core machine (case 9 is most of it); the
+# first run also builds the release echo example (a few minutes) and may install Python 2
+# and the suite (a few minutes more). docs/CONFORMANCE.md has the measured times.
 #
 # NOT part of .ci/run: it installs Python 2 and the suite and takes minutes. Run it by
 # hand after changing rocket-server's driver or the tungstenite settings; results and the

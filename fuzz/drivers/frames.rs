@@ -30,11 +30,13 @@
 //! | 14 | [`Event::RemoteBroadcast`] | channel |
 //! | 15 | [`Event::Verified`] | ok flag |
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rocket_proto::{ClientId, CloseCode, Completion, ConnectError, Engine, EngineConfig, Message};
 use rocket_proto::{HashSeed, OpId, Operation, Output, Payload, Permissions, Token};
-use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The configuration every run uses: users with different permissions, one of them with an
@@ -439,6 +441,8 @@ pub fn run_events(events: &[Event]) {
 struct Conn {
     id: ClientId,
     token: Token,
+    /// `token` as the protocol writes it (lowercase hex), kept to compare replies with.
+    hex: String,
     /// The session's permissions; `None` while anonymous.
     session: Option<Permissions>,
     subscriptions: BTreeSet<String>,
@@ -464,6 +468,49 @@ enum Expect {
 
 /// A delivery's expected `data`: absent, or this text.
 type Data = Option<String>;
+
+/// A set of at most [`SLOTS`] client ids, without allocating (the model's sets of live
+/// clients and of recipients).
+#[derive(Default, Clone, Copy)]
+struct IdSet([Option<ClientId>; SLOTS]);
+
+impl IdSet {
+    fn insert(&mut self, id: ClientId) {
+        if !self.contains(&id) {
+            let free = self.0.iter_mut().find(|s| s.is_none());
+            *free.expect("at most SLOTS ids") = Some(id);
+        }
+    }
+
+    fn contains(&self, id: &ClientId) -> bool {
+        self.0.contains(&Some(*id))
+    }
+
+    /// Removes `id`; whether it was there.
+    fn remove(&mut self, id: &ClientId) -> bool {
+        match self.0.iter_mut().find(|s| **s == Some(*id)) {
+            Some(s) => {
+                *s = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().flatten().count()
+    }
+}
+
+impl std::fmt::Debug for IdSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.iter().flatten()).finish()
+    }
+}
 
 struct World {
     engine: Engine,
@@ -556,9 +603,12 @@ impl World {
                     (0 | 1, _) => "nope".to_owned(),
                     _ => String::new(),
                 };
-                let text = json(&serde_json::json!({
-                    "authenticate": { "user": name, "secret": secret }
-                }));
+                // The keys in the order `serde_json::json!` wrote them (sorted).
+                let text = format!(
+                    r#"{{"authenticate":{{"secret":{},"user":{}}}}}"#,
+                    json(&secret),
+                    json(name)
+                );
                 let expect = match configured {
                     None => Expect::Err("INVALID_USER"),
                     Some(_) if name == HASHED => Expect::Verify(secret),
@@ -579,7 +629,7 @@ impl World {
             }
             Event::Unsubscribe { slot, channel } => {
                 let channel = CHANNELS[usize::from(*channel) % CHANNELS.len()];
-                let text = json(&serde_json::json!({ "unsubscribe": { "channel": channel } }));
+                let text = format!(r#"{{"unsubscribe":{{"channel":{}}}}}"#, json(channel));
                 let expect = Expect::Ok("unsubscribed", channel.to_owned());
                 self.frame(*slot, Message::Text(&text), Some((expect, None)));
             }
@@ -617,9 +667,7 @@ impl World {
             } => self.direct(*slot, *target, *how, *data),
             Event::DirectNamed { slot, client } => {
                 let client = String::from_utf8_lossy(client);
-                let text = json(&serde_json::json!({
-                    "direct": { "event": "e", "client": client }
-                }));
+                let text = format!(r#"{{"direct":{{"client":{},"event":"e"}}}}"#, json(&client));
                 self.frame(*slot, Message::Text(&text), None);
             }
             Event::Logout { slot, object } => {
@@ -716,10 +764,12 @@ impl World {
         assert_eq!(*client, id);
         let fields = object(payload);
         assert_eq!(fields.len(), 1, "{payload:?}");
-        assert_eq!(string_field(&fields, "connected"), Some(token.to_string()));
+        let hex = token.to_string();
+        assert_eq!(string_field(&fields, "connected").as_ref(), Some(&hex));
         self.slots[slot] = Some(Conn {
             id,
             token,
+            hex,
             session: None,
             subscriptions: BTreeSet::new(),
             failed_auth: 0,
@@ -729,7 +779,7 @@ impl World {
     }
 
     fn subscribe(&mut self, slot: u8, channel: &str) {
-        let text = json(&serde_json::json!({ "subscribe": { "channel": channel } }));
+        let text = format!(r#"{{"subscribe":{{"channel":{}}}}}"#, json(channel));
         let expect = if channel.is_empty() || channel.len() > rocket_proto::MAX_NAME_BYTES {
             Expect::Err("INVALID_PAYLOAD")
         } else {
@@ -761,11 +811,11 @@ impl World {
 
     fn direct(&mut self, slot: u8, target: u8, how: u8, data: u8) {
         let target = usize::from(target & 3);
-        let token = match (&self.slots[target], self.last[target]) {
-            (Some(c), _) => Some(c.token),
-            (None, last) => last.map(|(_, t)| t),
+        let hex = match (&self.slots[target], self.last[target]) {
+            (Some(c), _) => c.hex.clone(),
+            (None, Some((_, token))) => token.to_string(),
+            (None, None) => String::new(),
         };
-        let hex = token.map_or_else(String::new, |t| t.to_string());
         let client = match how % 4 {
             0 => hex,
             1 => hex.to_uppercase(),
@@ -791,12 +841,7 @@ impl World {
             Some(c) if !c.session.is_some_and(|p| p.contains(Permissions::WRITE)) => {
                 Expect::Err("ACCESS_DENIED")
             }
-            _ if !self
-                .slots
-                .iter()
-                .flatten()
-                .any(|c| c.token.to_string() == client) =>
-            {
+            _ if !self.slots.iter().flatten().any(|c| c.hex == client) => {
                 Expect::Err("INVALID_CLIENT")
             }
             _ => Expect::Ok("directSent", client),
@@ -805,13 +850,14 @@ impl World {
     }
 
     /// Live clients subscribed to `channel`, according to the model.
-    fn subscribers(&self, channel: &str) -> BTreeSet<ClientId> {
-        self.slots
-            .iter()
-            .flatten()
-            .filter(|c| c.subscriptions.contains(channel))
-            .map(|c| c.id)
-            .collect()
+    fn subscribers(&self, channel: &str) -> IdSet {
+        let mut ids = IdSet::default();
+        for c in self.slots.iter().flatten() {
+            if c.subscriptions.contains(channel) {
+                ids.insert(c.id);
+            }
+        }
+        ids
     }
 
     /// Feeds one frame from `slot` and checks what comes out. `expect` is the reply a
@@ -842,7 +888,10 @@ impl World {
     fn check(&mut self, slot: usize, outputs: &[Output], expect: Option<(Expect, Data)>) {
         let id = self.slots[slot].as_ref().expect("live").id;
         // Every output goes to a live client, nothing follows a Close, texts are objects.
-        let mut live: BTreeSet<ClientId> = self.slots.iter().flatten().map(|c| c.id).collect();
+        let mut live = IdSet::default();
+        for c in self.slots.iter().flatten() {
+            live.insert(c.id);
+        }
         let mut replies = Vec::new();
         let mut deliveries = Vec::new();
         let mut close = None;
@@ -936,30 +985,36 @@ impl World {
         assert_eq!(reply.len(), 1, "a reply has exactly one key: {outputs:?}");
         let (key, value) = reply.iter().next().expect("one key");
         let value = value.get();
+        // The reply's value when it is a string (every reply but `loggedOut`'s).
+        let string: Option<String> = serde_json::from_str(value).ok();
         if let Some((expect, _)) = &expect {
-            let expected = match expect {
-                Expect::Err(name) => format!(r#"err={}"#, json(name)),
-                Expect::Ok(key, value) => format!("{key}={}", json(value)),
-                Expect::LoggedOut => "loggedOut=true".to_owned(),
-                Expect::Closed => "a close with 1000".to_owned(),
-                Expect::Verify(_) => "a verification".to_owned(),
+            let matches = match expect {
+                Expect::Err(name) => key == "err" && string.as_deref() == Some(*name),
+                Expect::Ok(k, v) => key == k && string.as_ref() == Some(v),
+                Expect::LoggedOut => key == "loggedOut" && value == "true",
+                Expect::Closed | Expect::Verify(_) => false,
             };
-            let got: String = match serde_json::from_str::<String>(value) {
-                Ok(s) => format!("{key}={}", json(&s)),
-                Err(_) => format!("{key}={value}"),
-            };
-            assert_eq!(got, expected, "outputs: {outputs:?}");
+            if !matches {
+                let expected = match expect {
+                    Expect::Err(name) => format!(r#"err={}"#, json(name)),
+                    Expect::Ok(key, value) => format!("{key}={}", json(value)),
+                    Expect::LoggedOut => "loggedOut=true".to_owned(),
+                    Expect::Closed => "a close with 1000".to_owned(),
+                    Expect::Verify(_) => "a verification".to_owned(),
+                };
+                panic!("got {key}={value}, expected {expected}; outputs: {outputs:?}");
+            }
         }
 
         let conn = self.conn(id).expect("live");
         let session = conn.session;
         let may = |p| session.is_some_and(|s: Permissions| s.contains(p));
-        let text = |v: &str| serde_json::from_str::<String>(v).expect("a string reply");
-        let mut expected_deliveries = BTreeSet::new();
+        let text = || string.clone().expect("a string reply");
+        let mut expected_deliveries = IdSet::default();
         let mut route = ("", String::new());
-        match key.as_str() {
+        match key.as_ref() {
             "err" => {
-                let name = text(value);
+                let name = text();
                 match name.as_str() {
                     "INVALID_USER" | "INVALID_CREDENTIALS" => {
                         assert_eq!(auth_failed, Some(name.as_str()), "{outputs:?}");
@@ -984,7 +1039,7 @@ impl World {
                 }
             }
             "authenticated" => {
-                let name = text(value);
+                let name = text();
                 let permission = self.config.users[&name].permission;
                 let conn = self.conn_mut(id).expect("live");
                 conn.session = Some(permission);
@@ -993,12 +1048,12 @@ impl World {
             "subscribed" => {
                 assert!(may(Permissions::READ), "{outputs:?}");
                 let conn = self.conn_mut(id).expect("live");
-                conn.subscriptions.insert(text(value));
+                conn.subscriptions.insert(text());
                 assert!(conn.subscriptions.len() <= MAX_SUBSCRIPTIONS);
             }
             "unsubscribed" => {
                 let conn = self.conn_mut(id).expect("live");
-                conn.subscriptions.remove(&text(value));
+                conn.subscriptions.remove(&text());
             }
             "loggedOut" => {
                 assert_eq!(value, "true");
@@ -1008,22 +1063,22 @@ impl World {
             }
             "broadcasted" => {
                 assert!(may(Permissions::WRITE), "{outputs:?}");
-                let channel = text(value);
+                let channel = text();
                 expected_deliveries = self.subscribers(&channel);
                 assert!(!expected_deliveries.is_empty(), "broadcast to no one");
                 route = ("channel", channel);
             }
             "directSent" => {
                 assert!(may(Permissions::WRITE), "{outputs:?}");
-                let target = text(value);
+                let target = text();
                 let to = self
                     .slots
                     .iter()
                     .flatten()
-                    .find(|c| c.token.to_string() == target)
+                    .find(|c| c.hex == target)
                     .expect("directSent to a live token");
                 expected_deliveries.insert(to.id);
-                route = ("from", conn.token.to_string());
+                route = ("from", conn.hex.clone());
             }
             other => panic!("unknown reply {other:?}: {outputs:?}"),
         }
@@ -1045,7 +1100,7 @@ impl World {
             assert_eq!(Some(*payload), first, "deliveries differ");
             assert_eq!(string_field(fields, route.0).as_ref(), Some(&route.1));
             let allowed = ["event", "channel", "from", "data"];
-            assert!(fields.keys().all(|k| allowed.contains(&k.as_str())));
+            assert!(fields.keys().all(|k| allowed.contains(&k.as_ref())));
             assert_eq!(fields.len(), 2 + usize::from(fields.contains_key("data")));
             if let Some((_, data)) = &expect {
                 let got = fields.get("data").map(|d| d.get());
@@ -1058,20 +1113,24 @@ impl World {
         );
     }
 
-    /// The engine's counts agree with the model.
+    /// The engine's counts agree with the model: clients, channels, and the subscribers of
+    /// every channel a live client is subscribed to.
     fn check_counts(&self) {
         let live = self.slots.iter().flatten().count();
         assert_eq!(self.engine.client_count(), live);
-        let mut channels: BTreeMap<&str, usize> = BTreeMap::new();
-        for conn in self.slots.iter().flatten() {
+        let mut channels = 0;
+        for (i, conn) in self.slots.iter().flatten().enumerate() {
             for channel in &conn.subscriptions {
-                *channels.entry(channel).or_default() += 1;
+                let mut earlier = self.slots.iter().flatten().take(i);
+                if earlier.any(|c| c.subscriptions.contains(channel)) {
+                    continue; // counted at its first subscriber
+                }
+                channels += 1;
+                let count = self.subscribers(channel).len();
+                assert_eq!(self.engine.subscriber_count(channel), count, "{channel:?}");
             }
         }
-        assert_eq!(self.engine.channel_count(), channels.len(), "{channels:?}");
-        for (channel, count) in channels {
-            assert_eq!(self.engine.subscriber_count(channel), count, "{channel:?}");
-        }
+        assert_eq!(self.engine.channel_count(), channels);
     }
 
     /// Everyone leaves; the engine must keep nothing.
@@ -1100,19 +1159,46 @@ fn broadcast_text(channel: &str, data: Option<&str>) -> String {
     text
 }
 
-/// A payload's top-level fields, as raw JSON; panics unless it is a text payload holding
-/// one JSON object with distinct keys. Values are checked for syntax only (numbers of any
-/// size and nesting of any depth are allowed, as `data` may carry them).
-fn object(payload: &Payload) -> BTreeMap<String, Box<RawValue>> {
-    struct Fields;
-    impl<'de> Visitor<'de> for Fields {
-        type Value = BTreeMap<String, Box<RawValue>>;
+/// A payload's top-level fields: each key (unescaped) and its value as raw JSON, borrowed
+/// from the payload.
+type Fields<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
+
+/// A payload's top-level fields; panics unless it is a text payload holding one JSON object
+/// with distinct keys. Values are checked for syntax only (numbers of any size and nesting
+/// of any depth are allowed, as `data` may carry them).
+fn object(payload: &Payload) -> Fields<'_> {
+    /// An object key, borrowed unless it has escapes.
+    struct Key<'a>(Cow<'a, str>);
+    impl<'de> Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct KeyVisitor;
+            impl<'de> Visitor<'de> for KeyVisitor {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_borrowed_str<E: serde::de::Error>(
+                    self,
+                    v: &'de str,
+                ) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_owned())))
+                }
+            }
+            deserializer.deserialize_str(KeyVisitor)
+        }
+    }
+    struct FieldsVisitor;
+    impl<'de> Visitor<'de> for FieldsVisitor {
+        type Value = Fields<'de>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("an object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut fields = BTreeMap::new();
-            while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+            while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                 if fields.insert(key, value).is_some() {
                     return Err(serde::de::Error::custom("duplicate key"));
                 }
@@ -1125,14 +1211,14 @@ fn object(payload: &Payload) -> BTreeMap<String, Box<RawValue>> {
         .unwrap_or_else(|| panic!("binary payload {payload:?}"));
     let mut de = serde_json::Deserializer::from_str(text);
     let fields = (&mut de)
-        .deserialize_map(Fields)
+        .deserialize_map(FieldsVisitor)
         .unwrap_or_else(|e| panic!("not a JSON object ({e}): {text}"));
     de.end()
         .unwrap_or_else(|e| panic!("trailing text ({e}): {text}"));
     fields
 }
 
-fn string_field(fields: &BTreeMap<String, Box<RawValue>>, key: &str) -> Option<String> {
+fn string_field(fields: &Fields<'_>, key: &str) -> Option<String> {
     fields
         .get(key)
         .map(|v| serde_json::from_str(v.get()).expect("a string field"))

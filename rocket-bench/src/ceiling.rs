@@ -204,10 +204,10 @@ pub fn serve_on(listener: std::net::TcpListener, deadline: Option<Instant>) -> i
                 }
             }
             c.out.drain(..written);
-            if dead || c.out.len() > MAX_OUT {
-                if let Some(mut c) = conns[t].take() {
-                    let _ = poll.registry().deregister(&mut c.stream);
-                }
+            if (dead || c.out.len() > MAX_OUT)
+                && let Some(mut c) = conns[t].take()
+            {
+                let _ = poll.registry().deregister(&mut c.stream);
             }
         }
     }

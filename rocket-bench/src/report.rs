@@ -628,14 +628,14 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
     );
 
     // Notes.
-    if let Some(notes) = &args.notes {
-        if let Ok(text) = std::fs::read_to_string(notes) {
-            md.push_str(&text);
-            if !text.ends_with('\n') {
-                md.push('\n');
-            }
+    if let Some(notes) = &args.notes
+        && let Ok(text) = std::fs::read_to_string(notes)
+    {
+        md.push_str(&text);
+        if !text.ends_with('\n') {
             md.push('\n');
         }
+        md.push('\n');
     }
 
     // Commands.

@@ -704,10 +704,10 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
 /// was built there (`target/release/rocket-bench`).
 fn command_line() -> String {
     let mut args: Vec<String> = std::env::args().collect();
-    if let Some(exe) = args.first_mut() {
-        if let Some(i) = exe.find("target/") {
-            *exe = exe[i..].to_owned();
-        }
+    if let Some(exe) = args.first_mut()
+        && let Some(i) = exe.find("target/")
+    {
+        *exe = exe[i..].to_owned();
     }
     args.join(" ")
 }

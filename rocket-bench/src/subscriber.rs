@@ -383,11 +383,11 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
                 }
             }
         }
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(20))) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                fail(&mut totals, format!("epoll: {e}"));
-                break;
-            }
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(20)))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            fail(&mut totals, format!("epoll: {e}"));
+            break;
         }
         if events.is_empty() {
             continue;

@@ -349,6 +349,44 @@ fn demo_flag_refuses_a_hub_under_demo() {
     );
 }
 
+/// The `client=#N` field of a log line.
+fn client_field(line: &str) -> &str {
+    let start = line
+        .find("client=#")
+        .unwrap_or_else(|| panic!("no client in {line:?}"));
+    line[start..].split_whitespace().next().unwrap()
+}
+
+#[tokio::test]
+async fn the_close_log_line_says_who_ended_the_connection() {
+    let mut server = Server::start(&["--port", "0", "--host", "127.0.0.1"]);
+    let address = server.address();
+
+    // `{"disconnect":true}`: the client asks, the server sends the close.
+    let mut asking = connect(&address, "/echo").await;
+    assert!(next_json(&mut asking).await["connected"].is_string());
+    let client = client_field(&server.wait_for("connection open")).to_owned();
+    send(&mut asking, serde_json::json!({"disconnect": true})).await;
+    assert_eq!(close_code(&mut asking).await, CloseCode::Normal);
+    let line = server.wait_for("connection closed");
+    assert_eq!(client_field(&line), client, "{line}");
+    assert!(
+        line.contains(
+            "connection closed: the client asked to disconnect; closed by the server with 1000"
+        ),
+        "{line}"
+    );
+
+    // The client sends the close itself.
+    let mut leaving = connect(&address, "/echo").await;
+    assert!(next_json(&mut leaving).await["connected"].is_string());
+    leaving.close(None).await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), leaving.next()).await {
+    }
+    let line = server.wait_for("connection closed: closed by the client");
+    assert_ne!(client_field(&line), client, "{line}");
+}
+
 #[tokio::test]
 async fn hash_secret_makes_a_phc_secret_that_authenticates() {
     let mut child = rocket(&["hash-secret"])

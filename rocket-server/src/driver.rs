@@ -307,10 +307,10 @@ where
         if let Err(e) = self.poll_write(cx) {
             return Poll::Ready(Event::WriteFailed(e));
         }
-        if !self.is_writing() {
-            if let Some((code, reason)) = self.closing.take() {
-                return Poll::Ready(Event::Close(code, reason));
-            }
+        if !self.is_writing()
+            && let Some((code, reason)) = self.closing.take()
+        {
+            return Poll::Ready(Event::Close(code, reason));
         }
         match &mut self.operation {
             Some(running) => {

@@ -87,12 +87,12 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut counts = self.gate.lock();
         counts.total -= 1;
-        if self.gate.max_per_ip != 0 {
-            if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.per_ip.remove(&self.ip);
-                }
+        if self.gate.max_per_ip != 0
+            && let Some(n) = counts.per_ip.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
             }
         }
     }

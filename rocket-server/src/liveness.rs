@@ -89,11 +89,11 @@ impl Liveness {
         {
             return Due::IdleTimeout;
         }
-        if let (Some(every), Some(next)) = (self.ping_every, self.next_ping) {
-            if now >= next {
-                self.next_ping = Some(now + every);
-                return Due::Ping;
-            }
+        if let (Some(every), Some(next)) = (self.ping_every, self.next_ping)
+            && now >= next
+        {
+            self.next_ping = Some(now + every);
+            return Due::Ping;
         }
         Due::Nothing
     }

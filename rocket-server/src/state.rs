@@ -270,11 +270,10 @@ impl ServerState {
         if let (Some(allowed), Some(origin)) = (
             &entry.allowed_origins,
             request.headers().get(header::ORIGIN),
-        ) {
-            if !crate::origin::is_allowed(allowed, origin.as_bytes()) {
-                self.counters.refused(Refused::Origin);
-                return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
-            }
+        ) && !crate::origin::is_allowed(allowed, origin.as_bytes())
+        {
+            self.counters.refused(Refused::Origin);
+            return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
         }
         match self.gate.try_admit(peer) {
             Ok(permit) => Ok(Admission {
