@@ -140,6 +140,11 @@ for s in rocket peer ceiling; do
   bench $s $s-storm --mode storm --subscribers 10000 --concurrency 500 --per-process 5000 --settle 1
 done
 
+# 6. Publishing over HTTP (Rocket only): the publish API against a WebSocket publisher.
+bench rocket rocket-publish-ws --subscribers 1000 --duration "$DURATION"
+bench rocket rocket-publish-http --subscribers 1000 --duration "$DURATION" --publish-via http
+bench rocket rocket-publish-http-1 --subscribers 1 --duration "$DURATION" --publish-via http
+
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- rocket-proto rocket-server rocket-tokio rocket-cli || echo ' (with uncommitted changes in the server crates)')"

@@ -22,6 +22,9 @@ enum Phase {
     Upgrading { key: String },
     /// WebSocket frames flow.
     Open,
+    /// A plain HTTP/1.1 keep-alive connection (the publish API): each response's body is
+    /// handed over as one message.
+    Http,
 }
 
 /// What one readiness event did to a connection.
@@ -49,6 +52,8 @@ pub struct WsConn {
     fragments: Option<Vec<u8>>,
     /// The close code the server sent, if any.
     pub close_code: Option<u16>,
+    /// Plain HTTP/1.1 instead of a WebSocket ([`WsConn::connect_http`]).
+    http: bool,
 }
 
 impl WsConn {
@@ -91,12 +96,21 @@ impl WsConn {
             out: Vec::new(),
             fragments: None,
             close_code: None,
+            http: false,
         })
     }
 
-    /// Whether the upgrade is done.
+    /// Starts a non-blocking connect for plain HTTP/1.1 requests (no upgrade): after it,
+    /// [`WsConn::on_event`] hands each response body to its callback.
+    pub fn connect_http(addr: SocketAddr, host: &str) -> io::Result<Self> {
+        let mut conn = Self::connect(addr, None, host, "")?;
+        conn.http = true;
+        Ok(conn)
+    }
+
+    /// Whether the upgrade is done (or, for HTTP, the connect).
     pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open)
+        matches!(self.phase, Phase::Open | Phase::Http)
     }
 
     /// Queues a masked text frame and tries to write it.
@@ -175,6 +189,11 @@ impl WsConn {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
                 Err(e) => return Err(format!("connect: {e}")),
             }
+            if self.http {
+                self.phase = Phase::Http;
+                progress.opened = true;
+                return self.step(buf, masks, on_text, progress);
+            }
             let mut seed = [0u8; 16];
             seed[..8].copy_from_slice(&masks.next_mask().repeat(2));
             seed[8..].copy_from_slice(&masks.next_mask().repeat(2));
@@ -230,6 +249,13 @@ impl WsConn {
         progress: &mut Progress,
     ) -> Result<usize, String> {
         let mut at = 0;
+        if let Phase::Http = self.phase {
+            while let Some((head, body)) = http_response(&data[at..])? {
+                on_text(&data[at + head..at + head + body]);
+                at += head + body;
+            }
+            return Ok(at);
+        }
         if let Phase::Upgrading { key } = &self.phase {
             match handshake::parse_response(data, key) {
                 Ok(None) => return Ok(0),
@@ -280,5 +306,42 @@ impl WsConn {
             }
         }
         Ok(at)
+    }
+}
+
+/// One complete HTTP/1.1 response at the start of `data`: the lengths of its head and of
+/// its body (by `Content-Length`); `None` while incomplete.
+fn http_response(data: &[u8]) -> Result<Option<(usize, usize)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("bad HTTP response: {e}")),
+    };
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+        .ok_or("an HTTP response without Content-Length")?;
+    Ok((data.len() >= head + length).then_some((head, length)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_responses_are_split_by_content_length() {
+        let two = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\nxy";
+        let (h, b) = http_response(two).unwrap().unwrap();
+        assert_eq!(&two[h..h + b], b"abc");
+        let rest = &two[h + b..];
+        let (h2, b2) = http_response(rest).unwrap().unwrap();
+        assert_eq!(&rest[h2..h2 + b2], b"xy");
+        assert_eq!(http_response(&two[..10]).unwrap(), None);
+        assert_eq!(http_response(&two[..h + 1]).unwrap(), None, "body incomplete");
+        assert!(http_response(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
     }
 }

@@ -36,16 +36,33 @@ pub fn channel_name(index: u32) -> String {
 /// Writes the text of a broadcast request whose `data` string is `size` bytes long (or
 /// longer when the stamp itself needs more).
 pub fn write_publish(out: &mut Vec<u8>, channel: &str, stamp: Stamp, size: usize) {
-    use std::io::Write as _;
     out.extend_from_slice(br#"{"broadcast":{"event":"b","channel":""#);
     out.extend_from_slice(channel.as_bytes());
+    write_stamped_data(out, stamp, size);
+    out.extend_from_slice(b"}}");
+}
+
+/// The body of a publish API broadcast (`POST /api/broadcast`) on hub `hub`, carrying the
+/// same data as [`write_publish`], so subscribers read the same deliveries.
+pub fn write_api_publish(out: &mut Vec<u8>, hub: &str, channel: &str, stamp: Stamp, size: usize) {
+    out.extend_from_slice(br#"{"hub":""#);
+    out.extend_from_slice(hub.as_bytes());
+    out.extend_from_slice(br#"","event":"b","channel":""#);
+    out.extend_from_slice(channel.as_bytes());
+    write_stamped_data(out, stamp, size);
+    out.push(b'}');
+}
+
+/// `","data":"<stamp>xxx…"`: the stamp padded to `size` bytes.
+fn write_stamped_data(out: &mut Vec<u8>, stamp: Stamp, size: usize) {
+    use std::io::Write as _;
     out.extend_from_slice(br#"","data":""#);
     let start = out.len();
     // Writing into a Vec cannot fail.
     let _ = write!(out, "{}.{}.{}.", stamp.publisher, stamp.seq, stamp.sent_us);
     let written = out.len() - start;
     out.resize(out.len() + size.saturating_sub(written), b'x');
-    out.extend_from_slice(br#""}}"#);
+    out.push(b'"');
 }
 
 /// Finds `"data":"` in delivered events.

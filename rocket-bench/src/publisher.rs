@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::WsConn;
 use crate::frame::{self, MaskGen};
-use crate::message::{Stamp, channel_name, now_us, write_publish};
+use crate::message::{Stamp, channel_name, now_us, write_api_publish, write_publish};
 
 /// How publishers pace their messages.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,6 +29,16 @@ pub enum Pace {
     Rate(f64),
     /// One message to each of the publisher's channels (a liveness check).
     Once,
+}
+
+/// How publishers reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// A WebSocket each, authenticated once, sending `broadcast` requests.
+    Ws,
+    /// The publish API: `POST /api/broadcast` on a keep-alive HTTP/1.1 connection each,
+    /// pipelined, with HTTP Basic credentials on every request.
+    Http,
 }
 
 /// What the publishers are asked to do.
@@ -52,6 +62,8 @@ pub struct PublisherSpec {
     pub subscribers: u32,
     /// Bytes of `data` per message.
     pub payload: usize,
+    /// WebSocket or the HTTP publish API.
+    pub via: Via,
 }
 
 impl PublisherSpec {
@@ -126,6 +138,8 @@ pub struct Publishers {
     masks: MaskGen,
     buf: Vec<u8>,
     totals: PublisherTotals,
+    /// `Authorization: Basic …` for the publish API.
+    basic: String,
 }
 
 impl Publishers {
@@ -134,8 +148,11 @@ impl Publishers {
         let poll = Poll::new().map_err(|e| e.to_string())?;
         let mut pubs = Vec::new();
         for id in 0..spec.publishers {
-            let mut conn = WsConn::connect(spec.addr, None, &spec.host, &spec.path)
-                .map_err(|e| format!("publisher connect: {e}"))?;
+            let conn = match spec.via {
+                Via::Ws => WsConn::connect(spec.addr, None, &spec.host, &spec.path),
+                Via::Http => WsConn::connect_http(spec.addr, &spec.host),
+            };
+            let mut conn = conn.map_err(|e| format!("publisher connect: {e}"))?;
             poll.registry()
                 .register(
                     &mut conn.stream,
@@ -157,7 +174,13 @@ impl Publishers {
                 dead: false,
             });
         }
+        let basic = {
+            use base64::Engine as _;
+            let credentials = format!("{}:{}", spec.user, spec.secret);
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        };
         let mut this = Self {
+            basic,
             totals: PublisherTotals {
                 accepted: vec![0; (spec.publishers * spec.channels) as usize],
                 ..Default::default()
@@ -226,7 +249,9 @@ impl Publishers {
                     }
                 }
             });
-            if progress.opened {
+            if progress.opened && self.spec.via == Via::Http {
+                p.stage = 2; // no greeting, no login: credentials go with every request
+            } else if progress.opened {
                 let auth = serde_json::json!({"authenticate": {"user": self.spec.user, "secret": self.spec.secret}});
                 if let Err(e) = p
                     .conn
@@ -257,11 +282,27 @@ impl Publishers {
         };
         p.seq[k] += 1;
         let mut text = Vec::with_capacity(self.spec.payload + 80);
-        write_publish(&mut text, &p.names[k], stamp, self.spec.payload);
-        let mut framed = Vec::with_capacity(text.len() + 14);
-        frame::encode_masked(&mut framed, frame::OP_TEXT, &text, self.masks.next_mask());
-        // Errors surface at the flush.
-        p.conn.send_raw_queued(&framed);
+        match self.spec.via {
+            Via::Ws => {
+                write_publish(&mut text, &p.names[k], stamp, self.spec.payload);
+                let mut framed = Vec::with_capacity(text.len() + 14);
+                frame::encode_masked(&mut framed, frame::OP_TEXT, &text, self.masks.next_mask());
+                // Errors surface at the flush.
+                p.conn.send_raw_queued(&framed);
+            }
+            Via::Http => {
+                let path = &self.spec.path;
+                write_api_publish(&mut text, path, &p.names[k], stamp, self.spec.payload);
+                let head = format!(
+                    "POST /api/broadcast HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    self.spec.host,
+                    self.basic,
+                    text.len()
+                );
+                p.conn.send_raw_queued(head.as_bytes());
+                p.conn.send_raw_queued(&text);
+            }
+        }
         p.inflight.push_back(k);
         p.sent += 1;
     }
@@ -383,6 +424,7 @@ mod tests {
             channels,
             subscribers,
             payload: 100,
+            via: Via::Ws,
         }
     }
 

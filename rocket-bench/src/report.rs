@@ -627,6 +627,32 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
          the 1 s SYN retry, so a server with a short listen queue is slower in a storm.\n\n",
     );
 
+    // Scenario 6.
+    let publish: Vec<(&str, &RunResult)> = [
+        ("WebSocket `broadcast`, 1,000 subscribers", "rocket-publish-ws"),
+        ("publish API (`POST /api/broadcast`), 1,000 subscribers", "rocket-publish-http"),
+        ("publish API, 1 subscriber", "rocket-publish-http-1"),
+    ]
+    .into_iter()
+    .filter_map(|(name, label)| Some((name, get(label)?)))
+    .collect();
+    if !publish.is_empty() {
+        md.push_str(
+            "## 6. Publishing over HTTP: the publish API against a WebSocket publisher
+
+",
+        );
+        load_table(&mut md, &publish);
+        md.push_str(
+            "
+Rocket only, one publisher, flat out, 100-byte data. Over HTTP the publisher \
+             pipelines `POST /api/broadcast` requests on one keep-alive connection, each with \
+             HTTP Basic credentials (a plain secret); *publishes/s* counts `200` answers. With \
+             one subscriber the publish API's own cost shows; with 1,000 the fan-out \
+             dominates either way.\n\n",
+        );
+    }
+
     // Notes.
     if let Some(notes) = &args.notes
         && let Ok(text) = std::fs::read_to_string(notes)

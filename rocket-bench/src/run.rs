@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::message::now_us;
 use crate::procfs::{self, ProcSample};
-use crate::publisher::{Pace, PublisherLive, PublisherSpec, PublisherTotals, Publishers};
+use crate::publisher::{Pace, PublisherLive, PublisherSpec, PublisherTotals, Publishers, Via};
 use crate::result::{ClientFigures, LoadFigures, RunResult, ServerFigures, SetupFigures};
 use crate::stats::{Latency, SeqCounts};
 use crate::subscriber::{self, WorkerFinal, WorkerMsg, WorkerProgress, WorkerSpec};
@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Publisher connections.
     #[arg(long, default_value_t = 1)]
     pub publishers: u32,
+    /// How publishers publish: `ws` (a WebSocket each) or `http` (the publish API,
+    /// `POST /api/broadcast` pipelined on a keep-alive connection each).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub publish_via: Via,
     /// Messages per second per publisher; 0 is flat out.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
@@ -380,6 +384,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         channels,
         subscribers: args.subscribers,
         payload: args.payload,
+        via: args.publish_via,
     };
     let publishers_ready = match Publishers::connect(pub_spec.clone(), Duration::from_secs(10)) {
         Ok(p) => p,
