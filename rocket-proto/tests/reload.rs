@@ -156,8 +156,11 @@ fn a_changed_permission_applies_from_the_next_request() {
     );
     sim.send(r, broadcast("news", json!(2)));
     let delivery = json!({ "event": "e", "channel": "news", "data": 2 });
-    assert_eq!(sim.take(w), [delivery.clone()], "still subscribed");
-    assert_eq!(sim.take(r), [delivery, json!({ "broadcasted": "news" })]);
+    assert_eq!(
+        sim.take(r),
+        [delivery.clone(), json!({ "broadcasted": "news" })]
+    );
+    assert_eq!(sim.take(w), [delivery], "still subscribed");
 }
 
 #[test]

@@ -13,6 +13,10 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::config::{Config, Limits};
 use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
+use crate::origin::AllowedOrigins;
+
+mod reload;
+pub use reload::{HubReload, ReloadReport};
 
 /// The shared state of one server: hubs by path, limits, connection counts.
 #[derive(Debug)]
@@ -28,7 +32,7 @@ pub struct ServerState {
 #[derive(Debug)]
 struct HubEntry {
     hub: Arc<Hub>,
-    allowed_origins: Option<Vec<String>>,
+    allowed_origins: AllowedOrigins,
 }
 
 /// Bytes each connection reads at a time. Idle connections are most of a server's memory,
@@ -57,7 +61,7 @@ impl ServerState {
                     h.path.clone(),
                     Engine::new(&config.engine_config(h), random_seed()),
                 )),
-                allowed_origins: h.allowed_origins.clone(),
+                allowed_origins: AllowedOrigins::new(h.allowed_origins.as_deref()),
             })
             .collect();
         let gate = Gate::new(
@@ -91,7 +95,7 @@ impl ServerState {
         self.hubs.retain(|e| e.hub.path() != path);
         self.hubs.push(HubEntry {
             hub: Arc::new(Hub::custom(path, protocol)),
-            allowed_origins: None,
+            allowed_origins: AllowedOrigins::default(),
         });
         Ok(self)
     }
@@ -101,12 +105,15 @@ impl ServerState {
         self.verifications.acquire().await
     }
 
-    /// The configuration served.
+    /// The configuration the server started with. A [reload](Self::reload) changes the
+    /// hubs' users, engine limits and `AllowedOrigins` where they are used (the engines and
+    /// the admission), not here.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The limits in force.
+    /// The limits in force: the transport's, read at startup (a reload changes only the
+    /// engine's `MaxSubscriptionsPerClient` and `MaxFailedAuth`, inside the engines).
     pub fn limits(&self) -> &Limits {
         &self.config.limits
     }
@@ -190,11 +197,8 @@ impl ServerState {
         let Some(entry) = self.hubs.iter().find(|e| e.hub.path() == path) else {
             return Err(Refusal(StatusCode::NOT_FOUND, "no hub on this path"));
         };
-        if let (Some(allowed), Some(origin)) = (
-            &entry.allowed_origins,
-            request.headers().get(header::ORIGIN),
-        ) {
-            if !crate::origin::is_allowed(allowed, origin.as_bytes()) {
+        if let Some(origin) = request.headers().get(header::ORIGIN) {
+            if !entry.allowed_origins.allow(origin.as_bytes()) {
                 return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
             }
         }
