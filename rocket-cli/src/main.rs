@@ -1,5 +1,6 @@
 //! `rocket-cli`: the Rocket server. Reads a config (or serves the built-in demo), logs
 //! through `tracing`, serves until SIGINT/SIGTERM, then closes every client with 1001.
+//! SIGHUP reopens the log file and reloads the config file's users (see `reload.rs`).
 //!
 //! Anything that stops it from starting is one line on standard error,
 //! `rocket-cli: <what>: <why>`, and a non-zero exit status.
@@ -11,6 +12,7 @@ mod config;
 mod error;
 mod hash_secret;
 mod logging;
+mod reload;
 mod serve;
 
 use std::process::ExitCode;
@@ -37,11 +39,11 @@ fn run(args: &Args) -> Result<(), Error> {
         return hash_secret::run();
     }
     let loaded = config::load(args)?;
-    let target = logging::init(args.log_level.as_deref(), &loaded.config.log)?;
+    let log = logging::init(args.log_level.as_deref(), &loaded.config.log)?;
     announce(&loaded);
-    serve::run(loaded, args.runtime).inspect_err(|e| {
+    serve::run(loaded, args, &log).inspect_err(|e| {
         // The error also goes to standard error (see main); a log file should show it too.
-        if target == logging::Target::File {
+        if log.target() == logging::Target::File {
             tracing::error!("{e}");
         }
     })
