@@ -50,6 +50,11 @@ pub struct Args {
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    /// Serve the demo page (a chat and who-is-here page using the JavaScript client) at
+    /// GET /demo/ on the server's port; no hub path may then lie under /demo.
+    #[arg(long)]
+    pub demo: bool,
+
     /// Async runtime to serve with.
     #[arg(long, value_enum, value_name = "RUNTIME", default_value_t = Runtime::Tokio)]
     pub runtime: Runtime,
@@ -90,9 +95,11 @@ mod tests {
             "0",
             "--runtime",
             "async-std",
+            "--demo",
             "my.json",
         ])
         .unwrap();
+        assert!(args.demo);
         assert_eq!(args.port, Some(0));
         assert_eq!(args.runtime, Runtime::AsyncStd);
         assert_eq!(args.config, Some(PathBuf::from("my.json")));

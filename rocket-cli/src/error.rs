@@ -28,6 +28,9 @@ pub enum Error {
     /// The config became invalid through command-line flags (e.g. `--tls-cert` alone).
     #[error("command-line flags: {0}")]
     Flags(ConfigError),
+    /// `--demo` was given but a hub path lies under `/demo/`.
+    #[error("--demo: {0}")]
+    Demo(ConfigError),
     /// The log file cannot be opened for appending.
     #[error("{}: cannot open the log file: {source}", path.display())]
     LogFile {

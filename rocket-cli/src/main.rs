@@ -9,6 +9,7 @@
 
 mod args;
 mod config;
+mod demo;
 mod error;
 mod hash_secret;
 mod logging;

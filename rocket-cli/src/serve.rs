@@ -20,15 +20,25 @@ use crate::logging::Log;
 /// How long a graceful shutdown waits for connections to flush and close.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the server on `args.runtime` until a signal stops it.
+/// Runs the server on `args.runtime` until a signal stops it (`args.demo`: with the demo
+/// page).
 pub fn run(loaded: Loaded, args: &Args, log: &Log) -> Result<(), Error> {
     // Before binding, so that a signal sent as soon as the startup line shows is handled.
     let signals = Signals::install()?;
     let runtime = args.runtime;
     let Loaded { config, source } = loaded;
     let address = format!("{}:{}", config.host, config.port);
-    let summary = summary(&config, &source, runtime);
+    let summary = summary(&config, &source, runtime, args.demo);
     let hangup = |state: &ServerState| crate::reload::on_hangup(args, &source, log, state);
+    let state = rocket_server::ServerState::new(config);
+    let state = if args.demo {
+        state
+            .with_static_files(crate::demo::files())
+            .map_err(Error::Demo)?
+    } else {
+        state
+    };
+    let server = || rocket_server::Server::from_state(state).with_config_tls();
     let bind_error = |source| Error::Bind { address, source };
     match runtime {
         Runtime::Tokio => {
@@ -39,7 +49,7 @@ pub fn run(loaded: Loaded, args: &Args, log: &Log) -> Result<(), Error> {
                     what: "tokio runtime",
                     source,
                 })?;
-            let server = rocket_server::Server::new(config).with_config_tls()?;
+            let server = server()?;
             let result = rt.block_on(async {
                 let running = rocket_tokio::bind(server).await.map_err(bind_error)?;
                 until_signal(running, &summary, signals, hangup).await;
@@ -50,7 +60,7 @@ pub fn run(loaded: Loaded, args: &Args, log: &Log) -> Result<(), Error> {
             result
         }
         Runtime::AsyncStd => {
-            let server = rocket_server::Server::new(config).with_config_tls()?;
+            let server = server()?;
             async_std::task::block_on(async {
                 let running = rocket_async_std::bind(server).await.map_err(bind_error)?;
                 until_signal(running, &summary, signals, hangup).await;
@@ -73,6 +83,10 @@ async fn until_signal(
         "listening on {scheme}://{} ({summary})",
         running.local_addr()
     );
+    if summary.demo {
+        let http = if summary.tls { "https" } else { "http" };
+        info!("demo page: {http}://{}/demo/", running.local_addr());
+    }
     let signal = loop {
         match signals.recv().await {
             Signal::Hangup => hangup(running.state()),
@@ -114,9 +128,11 @@ struct Summary {
     hubs: Vec<String>,
     tls: bool,
     runtime: Runtime,
+    /// Whether the demo page is served (told on a line of its own).
+    demo: bool,
 }
 
-fn summary(config: &Config, source: &Source, runtime: Runtime) -> Summary {
+fn summary(config: &Config, source: &Source, runtime: Runtime, demo: bool) -> Summary {
     Summary {
         source: match source {
             Source::File(path) => path.display().to_string(),
@@ -125,6 +141,7 @@ fn summary(config: &Config, source: &Source, runtime: Runtime) -> Summary {
         hubs: config.hubs.iter().map(|h| h.path.clone()).collect(),
         tls: !config.tls_cert_file.is_empty(),
         runtime,
+        demo,
     }
 }
 
@@ -208,7 +225,7 @@ mod tests {
 
     #[test]
     fn summary_names_source_hubs_tls_and_runtime() {
-        let s = summary(&Config::demo(), &Source::Demo, Runtime::Tokio);
+        let s = summary(&Config::demo(), &Source::Demo, Runtime::Tokio, true);
         assert_eq!(
             s.to_string(),
             "config: built-in demo; hubs: /echo; TLS: off; runtime: tokio"
@@ -218,7 +235,12 @@ mod tests {
         )
         .unwrap();
         config.validate().unwrap();
-        let s = summary(&config, &Source::File("my.json".into()), Runtime::AsyncStd);
+        let s = summary(
+            &config,
+            &Source::File("my.json".into()),
+            Runtime::AsyncStd,
+            false,
+        );
         assert_eq!(
             s.to_string(),
             "config: my.json; hubs: /a, /b; TLS: on; runtime: async-std"

@@ -275,6 +275,70 @@ async fn serves_the_demo_without_a_config_and_stops_on_sigint() {
     assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
 }
 
+/// One HTTP/1.1 request with `Connection: close`; the whole response as text.
+fn http_get(address: &str, method: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut tcp = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        tcp,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[tokio::test]
+async fn demo_flag_serves_the_demo_page_beside_the_hubs() {
+    let mut server = Server::start(&["--demo", "--port", "0", "--host", "127.0.0.1"]);
+    let address = server.address();
+    server.wait_for(&format!("demo page: http://{address}/demo/"));
+    let page = http_get(&address, "GET", "/demo/");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(
+        page.contains("Content-Type: text/html; charset=utf-8\r\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<script type=\"module\" src=\"demo.js\">"),
+        "{page}"
+    );
+    let client = http_get(&address, "HEAD", "/demo/rocket.js");
+    assert!(
+        client.contains("Content-Type: text/javascript; charset=utf-8\r\n"),
+        "{client}"
+    );
+    let length = include_str!("../../clients/js/rocket.js").len();
+    assert!(
+        client.contains(&format!("Content-Length: {length}\r\n")),
+        "{client}"
+    );
+    assert!(client.ends_with("\r\n\r\n"), "HEAD has no body: {client}");
+    assert!(http_get(&address, "GET", "/demo/nope").starts_with("HTTP/1.1 404"));
+    // The hub is still served beside it.
+    let mut ws = connect(&address, "/echo").await;
+    assert!(next_json(&mut ws).await["connected"].is_string());
+    // Without --demo, there is no page.
+    let mut plain = Server::start(&["--port", "0", "--host", "127.0.0.1"]);
+    let plain_address = plain.address();
+    assert!(http_get(&plain_address, "GET", "/demo/").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn demo_flag_refuses_a_hub_under_demo() {
+    let config = config_with("demo-hub.json", r#"{"Hubs":[{"Path":"/demo/chat"}]}"#);
+    assert_fails(
+        &[&config, "--demo", "--port", "0"],
+        &["--demo: ", "\"/demo/chat\"", "collides", "/demo/"],
+    );
+    let config = config_with("demo-bare.json", r#"{"Hubs":[{"Path":"/demo"}]}"#);
+    assert_fails(
+        &[&config, "--demo", "--port", "0"],
+        &["\"/demo\"", "collides"],
+    );
+}
+
 #[tokio::test]
 async fn hash_secret_makes_a_phc_secret_that_authenticates() {
     let mut child = rocket(&["hash-secret"])

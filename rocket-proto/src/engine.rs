@@ -7,6 +7,7 @@ use std::time::Instant;
 use subtle::ConstantTimeEq;
 
 use crate::config::EngineConfig;
+use crate::publish::{Publish, Target};
 use crate::reply::{self, ErrorCode};
 use crate::request::Request;
 use crate::{
@@ -162,6 +163,61 @@ pub struct Engine {
     max_failed_auth: u32,
     hasher: ahash::RandomState,
     outputs: VecDeque<Output>,
+    stats: Counters,
+}
+
+/// The engine's running totals, for [`Engine::stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    messages_received: u64,
+    broadcasts: u64,
+    directs: u64,
+    deliveries: u64,
+    auth_failures: u64,
+}
+
+/// What the engine has done so far and holds now, for metrics. Counting costs a few
+/// additions under the lock the input already holds: nothing per delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Connected clients.
+    pub clients: usize,
+    /// Channels with at least one subscriber.
+    pub channels: usize,
+    /// Subscriptions over all channels.
+    pub subscriptions: usize,
+    /// Messages received from clients (every [`Engine::handle_message`] of a live client).
+    pub messages_received: u64,
+    /// Broadcasts accepted (from clients and the publish API; not remote ones).
+    pub broadcasts: u64,
+    /// Direct messages accepted (from clients and the publish API).
+    pub directs: u64,
+    /// Event messages queued to clients: broadcast and remote-broadcast deliveries and
+    /// direct messages (not replies).
+    pub deliveries: u64,
+    /// Failed authentications (WebSocket and publish API).
+    pub auth_failures: u64,
+}
+
+/// What the configured secret says of a presented one.
+enum Verdict {
+    /// A session as the user, with its permissions.
+    Granted(Session),
+    Denied(ErrorCode),
+    /// Verify against the PHC hash (second) of the user (first).
+    Verify(Arc<str>, Arc<str>),
+}
+
+/// What [`Engine::handle_publish`] needs next.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PublishStep {
+    /// Done: the reply (`{"broadcasted":…}` or `{"directSent":…}`) or the error.
+    Done(Result<Payload, ErrorCode>),
+    /// The user's secret is a PHC hash: verify it off the engine, then call
+    /// [`Engine::handle_publish_verified`] with the result.
+    Verify(Verification),
 }
 
 impl std::fmt::Debug for Engine {
@@ -193,6 +249,22 @@ impl Engine {
             max_failed_auth: config.limits.max_failed_auth,
             hasher,
             outputs: VecDeque::new(),
+            stats: Counters::default(),
+        }
+    }
+
+    /// Totals and current counts, for metrics.
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.stats;
+        EngineStats {
+            clients: self.clients.len(),
+            channels: self.channels.len(),
+            subscriptions: self.channels.values().map(Vec::len).sum(),
+            messages_received: c.messages_received,
+            broadcasts: c.broadcasts,
+            directs: c.directs,
+            deliveries: c.deliveries,
+            auth_failures: c.auth_failures,
         }
     }
 
@@ -263,6 +335,7 @@ impl Engine {
         if !self.clients.contains_key(&client) {
             return;
         }
+        self.stats.messages_received += 1;
         let request = match frame {
             Message::Text(text) => Request::parse(text),
             Message::Binary(_) => None,
@@ -289,6 +362,8 @@ impl Engine {
                     return self.error(client, ErrorCode::InvalidChannel);
                 };
                 let payload = reply::event(&event, "channel", &channel, data);
+                self.stats.broadcasts += 1;
+                self.stats.deliveries += members.len() as u64;
                 Self::fan_out(&mut self.outputs, members, &payload);
                 self.send(client, reply::keyed("broadcasted", &channel));
             }
@@ -306,6 +381,8 @@ impl Engine {
                 let from = self.clients[&client].token.to_hex();
                 // Hex digits are ASCII.
                 let from = std::str::from_utf8(&from).expect("hex is ASCII");
+                self.stats.directs += 1;
+                self.stats.deliveries += 1;
                 self.send(to, reply::event(&event, "from", from, data));
                 self.send(client, reply::keyed("directSent", &target));
             }
@@ -322,6 +399,7 @@ impl Engine {
     /// Does nothing when the channel has no subscribers here.
     pub fn handle_remote_broadcast(&mut self, channel: &str, payload: Payload) {
         if let Some(members) = self.channels.get(channel) {
+            self.stats.deliveries += members.len() as u64;
             Self::fan_out(&mut self.outputs, members, &payload);
         }
     }
@@ -423,52 +501,44 @@ impl Engine {
         out.extend(self.outputs.drain(..));
     }
 
-    fn authenticate(&mut self, id: ClientId, user: &str, secret: &str) {
-        self.end_session(id);
-        let verdict = match self.users.get_key_value(user) {
-            None => Err(ErrorCode::InvalidUser),
-            Some((
-                name,
-                User {
-                    secret: Secret::Any,
-                    permission,
-                },
-            )) => Ok(Session {
-                user: Arc::clone(name),
-                permission: *permission,
-            }),
-            Some((
-                name,
-                User {
-                    secret: Secret::Plain(expected),
-                    permission,
-                },
-            )) => {
+    /// What the configured secret of `user` says of `secret`: a session as the user, an
+    /// error, or the PHC hash the secret must be verified against (off the engine).
+    fn check_secret(&self, user: &str, secret: &str) -> Verdict {
+        let Some((name, configured)) = self.users.get_key_value(user) else {
+            return Verdict::Denied(ErrorCode::InvalidUser);
+        };
+        let session = || Session {
+            user: Arc::clone(name),
+            permission: configured.permission,
+        };
+        match &configured.secret {
+            Secret::Any => Verdict::Granted(session()),
+            Secret::Plain(expected) => {
                 if bool::from(expected.ct_eq(secret.as_bytes())) {
-                    Ok(Session {
-                        user: Arc::clone(name),
-                        permission: *permission,
-                    })
+                    Verdict::Granted(session())
                 } else {
-                    Err(ErrorCode::InvalidCredentials)
+                    Verdict::Denied(ErrorCode::InvalidCredentials)
                 }
             }
-            Some((
-                name,
-                User {
-                    secret: Secret::Phc(phc),
-                    ..
-                },
-            )) => {
-                let operation = Operation::VerifySecret(Verification {
-                    phc: Arc::clone(phc),
-                    secret: secret.to_owned(),
-                });
+            Secret::Phc(phc) => Verdict::Verify(Arc::clone(name), Arc::clone(phc)),
+        }
+    }
+
+    fn authenticate(&mut self, id: ClientId, user: &str, secret: &str) {
+        self.end_session(id);
+        let verdict = match self.check_secret(user, secret) {
+            Verdict::Granted(session) => Ok(session),
+            Verdict::Denied(error) => Err(error),
+            Verdict::Verify(name, phc) => {
                 let pending = Pending::VerifySecret {
                     client: id,
-                    user: Arc::clone(name),
-                    phc: Arc::clone(phc),
+                    user: name,
+                    phc: Arc::clone(&phc),
                 };
+                let operation = Operation::VerifySecret(Verification {
+                    phc,
+                    secret: secret.to_owned(),
+                });
                 let op = OpId(self.next_op);
                 self.next_op += 1;
                 // The client exists: handle_message checked it.
@@ -483,6 +553,84 @@ impl Engine {
             }
         };
         self.conclude_authentication(id, user, verdict);
+    }
+
+    /// A publish from a backend without a connection (the HTTP publish API): `user` and
+    /// `secret` are checked as `authenticate` checks them, then the publish runs as the
+    /// WebSocket request would, in the order credentials, permission (WRITE), target.
+    /// Deliveries queue as outputs, exactly as for a WebSocket `broadcast` (a direct
+    /// message has no `from`). For a user with a PHC secret the answer is
+    /// [`PublishStep::Verify`]: verify off the engine, then call
+    /// [`handle_publish_verified`](Self::handle_publish_verified).
+    pub fn handle_publish(&mut self, publish: &Publish, user: &str, secret: &str) -> PublishStep {
+        match self.check_secret(user, secret) {
+            Verdict::Granted(session) => {
+                PublishStep::Done(self.publish(publish, session.permission))
+            }
+            Verdict::Denied(error) => {
+                self.stats.auth_failures += 1;
+                PublishStep::Done(Err(error))
+            }
+            Verdict::Verify(_, phc) => PublishStep::Verify(Verification {
+                phc,
+                secret: secret.to_owned(),
+            }),
+        }
+    }
+
+    /// Concludes [`handle_publish`](Self::handle_publish) after the PHC verification it
+    /// asked for: `verified` is its result for the hash `phc`. The user must still have
+    /// that hash (a reload may have changed it meanwhile), or the credentials are invalid.
+    pub fn handle_publish_verified(
+        &mut self,
+        publish: &Publish,
+        user: &str,
+        phc: &str,
+        verified: bool,
+    ) -> Result<Payload, ErrorCode> {
+        let permission = match self.users.get(user) {
+            Some(User {
+                secret: Secret::Phc(current),
+                permission,
+            }) if verified && **current == *phc => *permission,
+            _ => {
+                self.stats.auth_failures += 1;
+                return Err(ErrorCode::InvalidCredentials);
+            }
+        };
+        self.publish(publish, permission)
+    }
+
+    fn publish(
+        &mut self,
+        publish: &Publish,
+        permission: Permissions,
+    ) -> Result<Payload, ErrorCode> {
+        if !permission.contains(Permissions::WRITE) {
+            return Err(ErrorCode::AccessDenied);
+        }
+        let data = publish.data.as_deref();
+        match &publish.target {
+            Target::Channel(channel) => {
+                let Some(members) = self.channels.get(channel.as_str()) else {
+                    return Err(ErrorCode::InvalidChannel);
+                };
+                let payload = reply::event(&publish.event, "channel", channel, data);
+                self.stats.broadcasts += 1;
+                self.stats.deliveries += members.len() as u64;
+                Self::fan_out(&mut self.outputs, members, &payload);
+                Ok(reply::keyed("broadcasted", channel))
+            }
+            Target::Client(token) => {
+                let Some(&to) = Token::parse(token).and_then(|t| self.tokens.get(&t)) else {
+                    return Err(ErrorCode::InvalidClient);
+                };
+                self.stats.directs += 1;
+                self.stats.deliveries += 1;
+                self.send(to, reply::event_unrouted(&publish.event, data));
+                Ok(reply::keyed("directSent", token))
+            }
+        }
     }
 
     /// The result of the operation started as `op` ([`Output::Start`]). Ignored when the
@@ -554,6 +702,7 @@ impl Engine {
                 self.send(id, reply::keyed("authenticated", user));
             }
             Err(error) => {
+                self.stats.auth_failures += 1;
                 client.failed_auth += 1;
                 let exhausted =
                     self.max_failed_auth != 0 && client.failed_auth >= self.max_failed_auth;

@@ -108,15 +108,17 @@ mod message;
 mod operation;
 mod permissions;
 mod protocol;
+mod publish;
 mod reply;
 mod request;
 
 pub use client::{ClientId, Token};
 pub use config::{ConfigError, EngineConfig, EngineLimits, UserConfig, is_phc};
-pub use engine::{ConnectError, Engine, HashSeed, Reloaded};
+pub use engine::{ConnectError, Engine, EngineStats, HashSeed, PublishStep, Reloaded};
 pub use message::{CloseCode, Message, Output, Payload};
 pub use operation::{Completion, OpId, Operation, Verification};
 pub use permissions::Permissions;
 pub use protocol::Protocol;
+pub use publish::{Publish, PublishKind};
 pub use reply::ErrorCode;
 pub use request::{MAX_NAME_BYTES, MAX_NESTING};

@@ -105,6 +105,20 @@ pub(crate) fn event(event: &str, route_key: &str, route: &str, data: Option<&Raw
     Payload::text(out)
 }
 
+/// A direct message from the publish API: `{"event":E,"data":D}`, with no `from`.
+pub(crate) fn event_unrouted(event: &str, data: Option<&RawValue>) -> Payload {
+    let data_len = data.map_or(0, |d| d.get().len() + 8);
+    let mut out = String::with_capacity(event.len() + data_len + 16);
+    out.push_str("{\"event\":");
+    push_json_string(&mut out, event);
+    if let Some(data) = data {
+        out.push_str(",\"data\":");
+        out.push_str(data.get());
+    }
+    out.push('}');
+    Payload::text(out)
+}
+
 fn push_json_string(out: &mut String, s: &str) {
     // Fast path: nothing to escape.
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {

@@ -73,7 +73,7 @@ impl<'a> Request<'a> {
 
 /// Whether objects and arrays nest deeper than `max` levels anywhere in `json`. serde_json
 /// skips ignored fields and raw values without a depth limit, so this runs first.
-fn nesting_exceeds(json: &[u8], max: usize) -> bool {
+pub(crate) fn nesting_exceeds(json: &[u8], max: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in json {
         if in_string {

@@ -10,6 +10,7 @@
 //! | a hub path without `Upgrade: websocket` | `426 Upgrade Required`, `Upgrade: websocket` |
 //! | an upgrade on a hub path | `101`, or `404`/`403`/`503` from admission |
 //! | a known path with another method | `405` with `Allow` |
+//! | a path under the static files' prefix, when given ([`crate::StaticFiles`]) | the file, `404`, `405` or `308` |
 //! | anything else | `404` |
 //!
 //! Each request head must arrive within `HandshakeTimeoutMs` and fit in
@@ -189,6 +190,13 @@ pub(crate) fn route(head: Head, buf: &mut Vec<u8>, state: &ServerState, peer: Ip
                 "use GET",
                 &[("Allow", "GET, HEAD")],
             ),
+        };
+    }
+    // Static files (rocket-cli --demo): under their own prefix, which no hub path shares.
+    if let Some(files) = state.static_files().filter(|f| f.covers(path)) {
+        return Step::Respond {
+            response: files.respond(method, path, !keep_alive),
+            keep_alive,
         };
     }
     if !state.paths().any(|p| p == path) {
@@ -488,6 +496,48 @@ mod tests {
             let status: u16 = response[9..12].parse().unwrap();
             assert!([101, 200, 400, 404, 405, 426, 503].contains(&status), "{raw:?} -> {response}");
         }
+    }
+
+    #[test]
+    fn static_files_are_served_under_their_prefix_only() {
+        let files = crate::StaticFiles::new(
+            "/demo/",
+            vec![crate::StaticFile {
+                path: "/demo/".into(),
+                content_type: "text/html; charset=utf-8",
+                body: b"<p>hi</p>".as_slice().into(),
+            }],
+        )
+        .unwrap();
+        let state = state().with_static_files(files).unwrap();
+        let with_demo = |raw: &str| {
+            let mut buf = raw.as_bytes().to_vec();
+            let Parsed::Complete(head) = parse(&buf) else {
+                panic!("complete")
+            };
+            match route(*head, &mut buf, &state, [127, 0, 0, 1].into()) {
+                Step::Respond { response, .. } => String::from_utf8(response).unwrap(),
+                Step::Upgrade { .. } => panic!("no upgrade"),
+            }
+        };
+        let r = with_demo("GET /demo/ HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.ends_with("<p>hi</p>"),
+            "{r}"
+        );
+        assert!(
+            r.contains("Content-Type: text/html; charset=utf-8\r\n"),
+            "{r}"
+        );
+        assert!(with_demo("GET /demo/x HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+        assert!(with_demo("GET /health HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+        assert!(with_demo("GET /echo HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 426"));
+        // Without static files, /demo/ is an unknown path.
+        assert!(
+            step("GET /demo/ HTTP/1.1\r\n\r\n")
+                .0
+                .starts_with("HTTP/1.1 404")
+        );
     }
 
     #[test]

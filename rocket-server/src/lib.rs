@@ -65,6 +65,7 @@ mod outbox;
 mod runtime;
 mod secrets;
 mod state;
+mod static_files;
 mod tls;
 
 pub use config::{Config, HubConfig, Limits};
@@ -74,6 +75,7 @@ pub use metered::Metered;
 pub use runtime::{Runtime, Task};
 pub use secrets::{hash_secret, verify_phc};
 pub use state::{HubReload, ReloadReport, ServerState};
+pub use static_files::{StaticFile, StaticFiles};
 pub use tls::TlsError;
 // The public signatures carry rustls and tungstenite types: adapters build on these.
 pub use {rustls, tungstenite};

@@ -14,6 +14,7 @@ use crate::config::{Config, Limits};
 use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
 use crate::origin::AllowedOrigins;
+use crate::static_files::StaticFiles;
 
 mod reload;
 pub use reload::{HubReload, ReloadReport};
@@ -27,6 +28,7 @@ pub struct ServerState {
     shutting_down: AtomicBool,
     handshakes: Arc<AtomicUsize>,
     verifications: async_lock::Semaphore,
+    static_files: Option<StaticFiles>,
 }
 
 #[derive(Debug)]
@@ -75,6 +77,7 @@ impl ServerState {
             shutting_down: AtomicBool::new(false),
             handshakes: Arc::default(),
             verifications: async_lock::Semaphore::new(crate::secrets::MAX_CONCURRENT_VERIFICATIONS),
+            static_files: None,
         }
     }
 
@@ -92,12 +95,31 @@ impl ServerState {
             key: format!("hub path {path:?}"),
             reason,
         })?;
+        if let Some(files) = &self.static_files {
+            check_no_collision(files, &path)?;
+        }
         self.hubs.retain(|e| e.hub.path() != path);
         self.hubs.push(HubEntry {
             hub: Arc::new(Hub::custom(path, protocol)),
             allowed_origins: AllowedOrigins::default(),
         });
         Ok(self)
+    }
+
+    /// Serves `files` over plain HTTP beside the hubs (e.g. `rocket-cli --demo`'s page under
+    /// `/demo/`), replacing files given before. A hub path under their prefix (or equal to
+    /// it without the trailing `/`) would be shadowed: that is an error naming the hub.
+    pub fn with_static_files(mut self, files: StaticFiles) -> Result<Self, ConfigError> {
+        for path in self.paths() {
+            check_no_collision(&files, path)?;
+        }
+        self.static_files = Some(files);
+        Ok(self)
+    }
+
+    /// The static files served, if any.
+    pub(crate) fn static_files(&self) -> Option<&StaticFiles> {
+        self.static_files.as_ref()
     }
 
     /// Waits for a place among the argon2 verifications allowed to run at once.
@@ -219,6 +241,20 @@ impl ServerState {
     }
 }
 
+fn check_no_collision(files: &StaticFiles, hub_path: &str) -> Result<(), ConfigError> {
+    if files.covers(hub_path) {
+        return Err(ConfigError::Invalid {
+            key: format!("hub path {hub_path:?}"),
+            reason: format!(
+                "collides with the static files served under {} (the demo page of \
+                 rocket-cli --demo): choose another hub path or leave the demo off",
+                files.prefix()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A place among the unfinished handshakes; dropping it frees the place.
 #[derive(Debug)]
 pub(crate) struct PendingHandshake(Arc<AtomicUsize>);
@@ -310,5 +346,32 @@ mod tests {
             status(s.admit(&request("/a", None), ip)),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    #[test]
+    fn hub_paths_may_not_collide_with_static_files() {
+        let files = || crate::StaticFiles::new("/demo/", vec![]).unwrap();
+        let state = |path: &str| {
+            let json = format!(r#"{{"Hubs":[{{"Path":"{path}"}}]}}"#);
+            ServerState::new(Config::from_json(&json).unwrap())
+        };
+        for path in ["/demo/chat", "/demo"] {
+            let e = state(path)
+                .with_static_files(files())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("{path:?}")) && e.contains("collides"),
+                "{e}"
+            );
+        }
+        let s = state("/demos").with_static_files(files()).unwrap();
+        let c = Config::demo();
+        let engine = || Engine::new(&c.engine_config(&c.hubs[0]), HashSeed::default());
+        let e = s
+            .with_protocol("/demo/x", engine())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"/demo/x\"") && e.contains("collides"), "{e}");
     }
 }
