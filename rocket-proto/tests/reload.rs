@@ -292,3 +292,38 @@ fn new_limits_apply_from_the_next_request() {
     );
     assert!(sim.engine().is_idle());
 }
+
+/// The publish API's credentials and permission come from the users in force.
+#[test]
+fn the_publish_api_uses_the_reloaded_users() {
+    use rocket_proto::{Publish, PublishKind, PublishStep};
+    let mut sim = sim();
+    let sub = sim.connect();
+    sim.auth(sub, "reader", "r");
+    sim.subscribe(sub, "news");
+    let body = json!({"hub": "/h", "channel": "news", "event": "e", "data": 1}).to_string();
+    let publish = Publish::parse(PublishKind::Broadcast, body.as_bytes()).unwrap();
+    let run = |sim: &mut Sim, user: &str, secret: &str| {
+        let step = sim.engine_mut().handle_publish(&publish, user, secret);
+        sim.drive();
+        match step {
+            PublishStep::Done(Ok(_)) => "ok",
+            PublishStep::Done(Err(e)) => e.name(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(run(&mut sim, "writer", "w"), "ok");
+    assert_eq!(sim.take(sub).len(), 1);
+    sim.reload(&users_with(json!({
+        "writer": { "Secret": "w2", "Permission": 3 },
+        "admin": { "Secret": "s3cret", "Permission": 1 },
+    })));
+    assert_eq!(run(&mut sim, "writer", "w"), "INVALID_CREDENTIALS");
+    assert_eq!(run(&mut sim, "admin", "s3cret"), "ACCESS_DENIED");
+    assert!(sim.take(sub).is_empty());
+    assert_eq!(run(&mut sim, "writer", "w2"), "ok");
+    assert_eq!(
+        sim.take(sub),
+        [json!({ "event": "e", "channel": "news", "data": 1 })]
+    );
+}
