@@ -59,17 +59,21 @@ fn announce(loaded: &Loaded) {
         );
     }
     for (hub, user, kind) in config::secrets(&loaded.config) {
-        match kind {
-            SecretKind::Empty => {
-                tracing::warn!(
-                    "hub {hub}: user {user:?} has an empty Secret and accepts any secret"
-                )
-            }
-            SecretKind::Plain => tracing::warn!(
-                "hub {hub}: user {user:?} has a plain-text Secret; \
-                 store an argon2 hash instead (rocket-cli hash-secret)"
-            ),
-            SecretKind::Hashed => {}
+        warn_weak_secret(hub, user, kind);
+    }
+}
+
+/// The warning for a user whose secret is empty or plain text (at startup and for the
+/// users a reload adds or gives a new secret).
+fn warn_weak_secret(hub: &str, user: &str, kind: SecretKind) {
+    match kind {
+        SecretKind::Empty => {
+            tracing::warn!("hub {hub}: user {user:?} has an empty Secret and accepts any secret")
         }
+        SecretKind::Plain => tracing::warn!(
+            "hub {hub}: user {user:?} has a plain-text Secret; \
+             store an argon2 hash instead (rocket-cli hash-secret)"
+        ),
+        SecretKind::Hashed => {}
     }
 }

@@ -46,4 +46,14 @@ pub fn on_hangup(args: &Args, source: &Source, log: &Log, state: &ServerState) {
     for hub in report.hubs.iter().filter(|h| h.changed()) {
         info!("SIGHUP: config {} reloaded: {hub}", path.display());
     }
+    // The startup warnings, for the secrets this reload brought in.
+    for (hub, user, kind) in config::secrets(&loaded.config) {
+        let new_secret = report.hubs.iter().any(|h| {
+            let u = &h.users;
+            h.path == hub && (u.added.iter().chain(&u.secret_changed)).any(|n| n == user)
+        });
+        if new_secret {
+            crate::warn_weak_secret(hub, user, kind);
+        }
+    }
 }

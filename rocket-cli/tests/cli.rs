@@ -916,6 +916,14 @@ async fn sighup_reloads_users_with_clients_connected(runtime: &str) {
     ] {
         assert!(line.contains(change), "{change:?} not in {line:?}");
     }
+    // The startup warning about plain secrets, again for the secrets the reload brought in
+    // (logged in user order, so admin's and alice's would come before dave's).
+    server.wait_for("user \"dave\" has a plain-text Secret");
+    let warnings = |user: &str| {
+        let needle = format!("user \"{user}\" has a plain-text Secret");
+        server.seen.iter().filter(|l| l.contains(&needle)).count()
+    };
+    assert_eq!((warnings("admin"), warnings("alice")), (1, 2));
 
     // Everyone is still connected. The admin's broadcast reaches alice and carl, not bob.
     send(admin, news(1)).await;
