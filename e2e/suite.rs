@@ -639,6 +639,54 @@ pub async fn stalled_handshakes_are_dropped<F: Frontend>() {
     Client::connect(s.addr, "/echo").await; // still serving
 }
 
+/// A TCP connection to `addr` from the loopback address `source` (any `127.x.y.z` works on
+/// Linux), so that one test can play several client addresses.
+pub async fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind a loopback source address");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// `MaxConnectionsPerIp` also bounds one address's unfinished handshakes: an address that
+/// opens sockets and sends nothing cannot hold every handshake place for
+/// `HandshakeTimeoutMs`, and another address still connects.
+pub async fn one_address_cannot_hold_every_handshake_place<F: Frontend>() {
+    let s =
+        start::<F>(r#""MaxConnections": 4, "MaxConnectionsPerIp": 2, "HandshakeTimeoutMs": 60000"#);
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(connect_from([127, 0, 0, 1], s.addr).await);
+    }
+    eventually("the silent sockets are pending", || {
+        s.service.pending_handshakes() == 2
+    })
+    .await;
+    for _ in 0..2 {
+        // Over the address's share: dropped at once, not after the (long) timeout.
+        let mut extra = connect_from([127, 0, 0, 1], s.addr).await;
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await;
+        assert!(
+            matches!(n, Ok(Ok(0) | Err(_))),
+            "a third unfinished handshake from one address was dropped: {n:?}"
+        );
+    }
+    assert_eq!(s.service.pending_handshakes(), 2);
+    let tcp = connect_from([127, 0, 0, 2], s.addr).await;
+    let c = tokio::time::timeout(STEP, Client::handshake(Box::new(tcp), s.addr, "/echo"))
+        .await
+        .expect("another address connects in time")
+        .expect("another address completes its handshake");
+    assert_eq!(c.token.len(), 32);
+    drop(silent);
+    eventually("the places are free", || {
+        s.service.pending_handshakes() == 0
+    })
+    .await;
+}
+
 pub async fn connection_limit_refuses_with_503<F: Frontend>() {
     let s = start::<F>(r#""MaxConnections": 2"#);
     let a = Client::connect(s.addr, "/echo").await;
@@ -970,8 +1018,520 @@ pub async fn queued_bytes_over_the_bound_make_a_slow_consumer<F: Frontend>() {
         s.service.hub("/echo").unwrap().connection_count() == 1
     })
     .await;
+    let (_, m) = scrape(s.addr, None).await;
+    let slow = [("hub", "/echo"), ("reason", "slow_consumer")];
+    assert_eq!(
+        sample(&m, "rocket_closes_total", &slow),
+        1.0,
+        "counted in the metrics"
+    );
     witness.send(json!({"logout": true})).await;
     assert_eq!(witness.recv().await, json!({"loggedOut": true}));
+}
+
+// ---------------------------------------------------------------------------------------
+// /ready, /metrics and the publish API
+
+/// `GET /metrics`, parsed with a Prometheus text-format parser.
+pub async fn scrape(
+    addr: SocketAddr,
+    token: Option<&str>,
+) -> (HttpResponse, prometheus_parse::Scrape) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let r = http_exchange(
+        &mut tcp,
+        &mut Vec::new(),
+        &format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+    )
+    .await;
+    let lines = r.body.lines().map(|l| Ok(l.to_owned()));
+    let scrape =
+        prometheus_parse::Scrape::parse(lines).expect("a valid Prometheus text exposition");
+    (r, scrape)
+}
+
+/// The value of the sample `name` whose labels include `labels`; panics when absent.
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+    match found.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v)) => *v,
+        Some(prometheus_parse::Value::Untyped(v)) => *v,
+        other => panic!("{name}{labels:?}: {other:?}"),
+    }
+}
+
+/// A publish API request on `io`: `POST path` with `body` and Basic credentials.
+pub async fn api<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut Vec<u8>,
+    path: &str,
+    credentials: Option<&str>,
+    body: &str,
+) -> HttpResponse {
+    use base64::Engine as _;
+    let auth = credentials.map_or(String::new(), |c| {
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(c)
+        )
+    });
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_exchange(io, buf, &request).await
+}
+
+pub async fn ready_answers_and_metrics_count_what_happened<F: Frontend>() {
+    let s = start::<F>("");
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let r = http_exchange(&mut tcp, &mut buf, "GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"ready"}"#));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let r = http_exchange(
+        &mut tcp,
+        &mut buf,
+        "POST /ready HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+
+    // Before anything happens, every family is declared and the per-hub gauges are 0.
+    let (r, first) = scrape(s.addr, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    for family in [
+        "rocket_connections",
+        "rocket_connections_opened_total",
+        "rocket_subscriptions",
+        "rocket_channels",
+        "rocket_frames_received_total",
+        "rocket_broadcasts_total",
+        "rocket_directs_total",
+        "rocket_deliveries_total",
+        "rocket_closes_total",
+        "rocket_auth_failures_total",
+        "rocket_handshakes_refused_total",
+        "rocket_http_requests_total",
+    ] {
+        assert!(
+            r.body.contains(&format!("# HELP {family} ")),
+            "{family} has HELP"
+        );
+        assert!(
+            r.body.contains(&format!("# TYPE {family} ")),
+            "{family} has TYPE"
+        );
+    }
+    for hub in ["/echo", "/other", "/web"] {
+        for gauge in [
+            "rocket_connections",
+            "rocket_subscriptions",
+            "rocket_channels",
+        ] {
+            assert_eq!(sample(&first, gauge, &[("hub", hub)]), 0.0, "{gauge} {hub}");
+        }
+    }
+    assert_eq!(
+        sample(
+            &first,
+            "rocket_http_requests_total",
+            &[("path", "/ready"), ("status", "200")]
+        ),
+        1.0
+    );
+
+    // What the test does: 3 connections, 2 subscriptions, 1 broadcast to 2, 1 direct,
+    // 1 failed authentication, 1 client close, 1 refused handshake (404), 1 PHC login.
+    let mut a = Client::subscriber(s.addr, "news").await;
+    let mut b = Client::subscriber(s.addr, "news").await;
+    let mut c = Client::connect(s.addr, "/echo").await;
+    c.send(json!({"authenticate": {"user": "backend", "secret": "wrong"}}))
+        .await;
+    assert_eq!(c.recv().await, json!({"err": "INVALID_CREDENTIALS"}));
+    c.send(json!({"authenticate": {"user": "backend", "secret": "secret"}}))
+        .await;
+    assert_eq!(c.recv().await, json!({"authenticated": "backend"}));
+    c.send(json!({"broadcast": {"channel": "news", "event": "e"}}))
+        .await;
+    assert_eq!(c.recv().await, json!({"broadcasted": "news"}));
+    c.send(json!({"direct": {"client": a.token, "event": "d"}}))
+        .await;
+    assert_eq!(c.recv().await, json!({"directSent": a.token}));
+    assert_eq!(a.recv().await["event"], "e");
+    assert_eq!(a.recv().await["event"], "d");
+    assert_eq!(b.recv().await["event"], "e");
+    let tcp404 = TcpStream::connect(s.addr).await.unwrap();
+    assert!(
+        Client::handshake(Box::new(tcp404), s.addr, "/nope")
+            .await
+            .is_err()
+    );
+    b.ws.close(None).await.unwrap();
+    eventually("b is gone", || hub_connections(&s, "/echo") == 2).await;
+
+    let (_, m) = scrape(s.addr, None).await;
+    let echo = [("hub", "/echo")];
+    assert_eq!(sample(&m, "rocket_connections", &echo), 2.0);
+    assert_eq!(sample(&m, "rocket_connections_opened_total", &echo), 3.0);
+    assert_eq!(sample(&m, "rocket_subscriptions", &echo), 1.0);
+    assert_eq!(sample(&m, "rocket_channels", &echo), 1.0);
+    assert_eq!(sample(&m, "rocket_broadcasts_total", &echo), 1.0);
+    assert_eq!(sample(&m, "rocket_directs_total", &echo), 1.0);
+    assert_eq!(
+        sample(&m, "rocket_deliveries_total", &echo),
+        3.0,
+        "two broadcast deliveries and one direct"
+    );
+    assert_eq!(sample(&m, "rocket_auth_failures_total", &echo), 1.0);
+    // a, b: auth + subscribe; c: two authenticates, broadcast, direct.
+    assert_eq!(sample(&m, "rocket_frames_received_total", &echo), 8.0);
+    assert_eq!(
+        sample(
+            &m,
+            "rocket_closes_total",
+            &[("hub", "/echo"), ("reason", "client")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "rocket_closes_total",
+            &[("hub", "/echo"), ("reason", "slow_consumer")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&m, "rocket_handshakes_refused_total", &[("status", "404")]),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "rocket_handshakes_refused_total", &[("status", "403")]),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "rocket_http_requests_total",
+            &[("path", "/metrics"), ("status", "200")]
+        ),
+        2.0
+    );
+    assert_eq!(sample(&m, "rocket_connections", &[("hub", "/other")]), 0.0);
+    drop((a, c));
+
+    // During shutdown /ready answers 503.
+    s.service.shutdown();
+    let r = http_exchange(&mut tcp, &mut buf, "GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (503, r#"{"status":"shutting down"}"#)
+    );
+}
+
+pub async fn metrics_can_require_a_bearer_token<F: Frontend>() {
+    let mut config = config("");
+    config.metrics_token = "s3cret-token".into();
+    let s = F::start(ServerState::new(config), None);
+    for token in [
+        None,
+        Some("wrong"),
+        Some("s3cret-toke"),
+        Some("s3cret-token-"),
+    ] {
+        let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let r = http_exchange(
+            &mut tcp,
+            &mut Vec::new(),
+            &format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 401, "{token:?}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some(r#"Bearer realm="rocket""#)
+        );
+        assert!(!r.body.contains("rocket_"), "no metrics without the token");
+    }
+    let (r, m) = scrape(s.addr, Some("s3cret-token")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        sample(
+            &m,
+            "rocket_http_requests_total",
+            &[("path", "/metrics"), ("status", "401")]
+        ),
+        4.0
+    );
+}
+
+pub async fn publish_api_delivers_and_answers_every_error<F: Frontend>() {
+    let s = start::<F>(r#""MaxMessageBytes": 4096, "MaxFailedAuth": 3"#);
+    let mut sub = Client::subscriber(s.addr, "news").await;
+    let mut ws_pub = Client::login(s.addr, "backend", "secret").await;
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let body = r#"{"hub":"/echo","channel":"news","event":"e","data":{"n":1}}"#;
+    // One keep-alive connection carries every request below.
+    let r = api(
+        &mut tcp,
+        &mut buf,
+        "/api/broadcast",
+        Some("backend:secret"),
+        body,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"broadcasted":"news"}"#)
+    );
+    assert_eq!(r.header("connection"), None, "kept alive");
+    let over_api = sub.recv_text().await;
+    ws_pub
+        .send(json!({"broadcast": {"channel": "news", "event": "e", "data": {"n": 1}}}))
+        .await;
+    assert_eq!(ws_pub.recv().await, json!({"broadcasted": "news"}));
+    assert_eq!(
+        sub.recv_text().await,
+        over_api,
+        "exactly what a WebSocket broadcast gives"
+    );
+
+    let direct = format!(
+        r#"{{"hub":"/echo","client":"{}","event":"d","data":[1]}}"#,
+        sub.token
+    );
+    let r = api(&mut tcp, &mut buf, "/api/direct", Some("writer:w"), &direct).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, format!(r#"{{"directSent":"{}"}}"#, sub.token));
+    assert_eq!(
+        sub.recv().await,
+        json!({"event": "d", "data": [1]}),
+        "no from"
+    );
+
+    // A PHC user is verified off the executor.
+    let r = api(
+        &mut tcp,
+        &mut buf,
+        "/api/broadcast",
+        Some("hashed:open sesame"),
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(sub.recv_text().await, over_api);
+
+    let unknown_client =
+        r#"{"hub":"/echo","client":"00000000000000000000000000000000","event":"d"}"#;
+    for (path, credentials, body, status, err) in [
+        (
+            "/api/broadcast",
+            Some("backend:secret"),
+            "{",
+            400,
+            "INVALID_PAYLOAD",
+        ),
+        (
+            "/api/broadcast",
+            Some("backend:secret"),
+            r#"{"hub":"/echo","event":"e"}"#,
+            400,
+            "INVALID_PAYLOAD",
+        ),
+        (
+            "/api/broadcast",
+            Some("backend:secret"),
+            r#"{"hub":"/nope","channel":"c","event":"e"}"#,
+            404,
+            "INVALID_HUB",
+        ),
+        (
+            "/api/broadcast",
+            Some("reader:r"),
+            body,
+            403,
+            "ACCESS_DENIED",
+        ),
+        (
+            "/api/broadcast",
+            Some("backend:secret"),
+            r#"{"hub":"/echo","channel":"empty","event":"e"}"#,
+            404,
+            "INVALID_CHANNEL",
+        ),
+        (
+            "/api/direct",
+            Some("backend:secret"),
+            unknown_client,
+            404,
+            "INVALID_CLIENT",
+        ),
+        // Shape comes before the hub, the hub before credentials.
+        ("/api/broadcast", None, "[]", 400, "INVALID_PAYLOAD"),
+        (
+            "/api/broadcast",
+            None,
+            r#"{"hub":"/nope","channel":"c","event":"e"}"#,
+            404,
+            "INVALID_HUB",
+        ),
+        // Credentials come before the permission and the target.
+        (
+            "/api/broadcast",
+            Some("ghost:x"),
+            r#"{"hub":"/echo","channel":"empty","event":"e"}"#,
+            401,
+            "INVALID_USER",
+        ),
+    ] {
+        let r = api(&mut tcp, &mut buf, path, credentials, body).await;
+        assert_eq!(r.status, status, "{path} {body}");
+        assert_eq!(r.body, format!(r#"{{"err":"{err}"}}"#), "{path} {body}");
+        if status == 401 {
+            assert_eq!(
+                r.header("www-authenticate"),
+                Some(r#"Basic realm="rocket""#)
+            );
+        }
+    }
+    // Failed authentications count toward MaxFailedAuth (3) on the connection: the
+    // third one closes it.
+    let r = api(&mut tcp, &mut buf, "/api/broadcast", None, body).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, r#"{"err":"INVALID_USER"}"#)
+    );
+    let r = api(
+        &mut tcp,
+        &mut buf,
+        "/api/broadcast",
+        Some("backend:wrong"),
+        body,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, r#"{"err":"INVALID_CREDENTIALS"}"#)
+    );
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(closed_by_server(&mut tcp).await);
+
+    // Size first (413), then the body is never read; other methods get 405.
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let big = format!(
+        r#"{{"hub":"/echo","channel":"news","event":"e","data":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    let r = api(
+        &mut tcp,
+        &mut Vec::new(),
+        "/api/broadcast",
+        Some("backend:secret"),
+        &big,
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let r = http_exchange(
+        &mut tcp,
+        &mut Vec::new(),
+        "GET /api/broadcast HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+    let r = http_exchange(
+        &mut tcp,
+        &mut Vec::new(),
+        "POST /api/other HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+
+    let (_, m) = scrape(s.addr, None).await;
+    let echo = [("hub", "/echo")];
+    assert_eq!(
+        sample(&m, "rocket_broadcasts_total", &echo),
+        3.0,
+        "two over the API, one over WebSocket"
+    );
+    assert_eq!(sample(&m, "rocket_directs_total", &echo), 1.0);
+    assert_eq!(
+        sample(&m, "rocket_auth_failures_total", &echo),
+        3.0,
+        "ghost, no credentials, wrong"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "rocket_http_requests_total",
+            &[("path", "/api/broadcast"), ("status", "200")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "rocket_http_requests_total",
+            &[("path", "/api/broadcast"), ("status", "413")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "rocket_http_requests_total",
+            &[("path", "other"), ("status", "404")]
+        ),
+        1.0
+    );
+}
+
+pub async fn publish_api_keeps_per_channel_order_beside_websocket_traffic<F: Frontend>() {
+    let s = start::<F>("");
+    let mut sub = Client::subscriber(s.addr, "seq").await;
+    let addr = s.addr;
+    // A WebSocket publisher on another channel keeps the hub busy meanwhile.
+    let mut noise_sub = Client::subscriber(addr, "noise").await;
+    let noise = tokio::spawn(async move {
+        let mut p = Client::login(addr, "backend", "secret").await;
+        for i in 0..500 {
+            p.send(json!({"broadcast": {"channel": "noise", "event": "n", "data": i}}))
+                .await;
+            assert_eq!(p.recv().await, json!({"broadcasted": "noise"}));
+        }
+    });
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    for i in 0..500 {
+        let body = format!(r#"{{"hub":"/echo","channel":"seq","event":"s","data":{i}}}"#);
+        let r = api(
+            &mut tcp,
+            &mut buf,
+            "/api/broadcast",
+            Some("backend:secret"),
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{i}: {}", r.body);
+    }
+    for i in 0..500 {
+        assert_eq!(sub.recv().await["data"], json!(i), "in order, none missing");
+    }
+    noise.await.unwrap();
+    for i in 0..500 {
+        assert_eq!(noise_sub.recv().await["data"], json!(i));
+    }
 }
 
 /// A custom protocol for the timer test, served with `ServerState::with_protocol`: it greets
@@ -1097,6 +1657,7 @@ macro_rules! e2e_tests {
             idle_clients_are_closed_and_live_ones_kept,
             stalled_handshakes_are_dropped,
             connection_limit_refuses_with_503,
+            one_address_cannot_hold_every_handshake_place,
             disallowed_origin_is_403,
             health_and_plain_http_share_the_port,
             hub_paths_cannot_take_the_http_endpoints,
@@ -1104,6 +1665,10 @@ macro_rules! e2e_tests {
             timers_run_while_a_write_is_stalled,
             queued_bytes_over_the_bound_make_a_slow_consumer,
             a_protocol_timer_fires_on_time,
+            ready_answers_and_metrics_count_what_happened,
+            metrics_can_require_a_bearer_token,
+            publish_api_delivers_and_answers_every_error,
+            publish_api_keeps_per_channel_order_beside_websocket_traffic,
         );
         $crate::e2e_tests!(@faults $frontend;
             slow_consumer_under_10k_messages_is_cut_off,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks Rocket against a Node.js `ws` peer and a "physical ceiling" server, on this
-# machine, over loopback, and writes docs/BENCHMARKS.md with the figures and PNG plots.
+# machine, over loopback, and writes docs/BENCHMARKS.md with the figures and SVG plots.
 #
 #   scripts/bench.sh            # the full suite (about 12 minutes)
 #   QUICK=1 scripts/bench.sh    # shorter runs, for trying the script out

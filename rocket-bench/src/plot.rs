@@ -1,10 +1,10 @@
-//! PNG plots of the report, with plotters' bitmap backend and a font compiled in (DejaVu
-//! Sans through ab_glyph), so no system library or font is needed.
+//! SVG plots of the report, with plotters' SVG backend: the text is SVG text drawn by the
+//! viewer's fonts, so no font is compiled in and no font parser (nor system library) is
+//! needed.
 
 use std::path::Path;
 
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 
 /// One line of a plot: a name and its points.
 #[derive(Debug, Clone)]
@@ -16,11 +16,6 @@ pub struct Series {
 }
 
 const FONT: &str = "sans-serif";
-
-fn register_font() -> Result<(), String> {
-    plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
-        .map_err(|_| "cannot load the DejaVu font".to_owned())
-}
 
 fn color(i: usize) -> RGBColor {
     [
@@ -37,8 +32,7 @@ fn err<E: std::fmt::Debug>(e: E) -> String {
 
 /// Deliveries/s (left) and deliveries per server CPU-second (right) against subscribers.
 pub fn fanout(path: &Path, rate: &[Series], per_cpu: &[Series], title: &str) -> Result<(), String> {
-    register_font()?;
-    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    let root = SVGBackend::new(path, (1400, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, (FONT, 26).into_font()).map_err(err)?;
     let panels = root.split_evenly((1, 2));
@@ -113,8 +107,7 @@ pub fn nines(p: f64) -> f64 {
 /// Latency (ms, log scale) against percentile, one line per series; series points are
 /// `(percentile, ms)`.
 pub fn latency(path: &Path, series: &[Series], title: &str) -> Result<(), String> {
-    register_font()?;
-    let root = BitMapBackend::new(path, (1100, 620)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let ys = series
         .iter()
@@ -202,13 +195,18 @@ mod tests {
             name: "rocket".into(),
             points: vec![(100.0, 1e5), (1000.0, 4e5)],
         }];
-        fanout(&dir.join("f.png"), &s, &s, "fan-out").unwrap();
+        fanout(&dir.join("f.svg"), &s, &s, "fan-out").unwrap();
         let l = vec![Series {
             name: "rocket".into(),
             points: vec![(50.0, 0.3), (99.0, 1.0), (99.9, 2.0), (100.0, 3.0)],
         }];
-        latency(&dir.join("l.png"), &l, "latency").unwrap();
-        assert!(std::fs::metadata(dir.join("f.png")).unwrap().len() > 1000);
+        latency(&dir.join("l.svg"), &l, "latency").unwrap();
+        for file in ["f.svg", "l.svg"] {
+            let svg = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert!(svg.starts_with("<svg"), "{file}: {svg:.80}");
+            assert!(svg.contains("rocket"), "{file}: the legend is drawn");
+            assert!(svg.contains("<polyline"), "{file}: the line is drawn");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

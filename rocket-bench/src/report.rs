@@ -1,5 +1,5 @@
 //! `rocket-bench report`: turns the JSON results of `scripts/bench.sh` (one file per run,
-//! named after its label) into `BENCHMARKS.md` and its PNG plots.
+//! named after its label) into `BENCHMARKS.md` and its SVG plots.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,7 +17,7 @@ pub struct ReportArgs {
     /// Where to write the Markdown report.
     #[arg(long, default_value = "docs/BENCHMARKS.md")]
     pub out: PathBuf,
-    /// Folder for the PNG plots (linked relative to the report).
+    /// Folder for the SVG plots (linked relative to the report).
     #[arg(long, default_value = "docs/bench")]
     pub plots: PathBuf,
     /// Markdown appended as the "Analysis" section, if the file exists.
@@ -483,7 +483,7 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
         });
     }
     if !rate_series.is_empty() {
-        let file = "fanout-vs-subscribers.png";
+        let file = "fanout-vs-subscribers.svg";
         plot::fanout(
             &args.plots.join(file),
             &rate_series,
@@ -563,7 +563,7 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
         })
         .collect();
     if !lat_series.is_empty() {
-        let file = "latency-100-per-second.png";
+        let file = "latency-100-per-second.svg";
         plot::latency(
             &args.plots.join(file),
             &lat_series,
@@ -713,10 +713,10 @@ mod tests {
             ),
             "{md}"
         );
-        assert!(md.contains("](bench/fanout-vs-subscribers.png)"));
+        assert!(md.contains("](bench/fanout-vs-subscribers.svg)"));
         assert!(md.contains("Rocket (rocket-cli, tokio): 2 runs;"), "{md}");
         assert!(md.contains("rocket server | rocket-cli x.json"));
-        assert!(dir.join("docs/bench/latency-100-per-second.png").exists());
+        assert!(dir.join("docs/bench/latency-100-per-second.svg").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

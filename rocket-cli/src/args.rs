@@ -55,7 +55,8 @@ pub struct Args {
     #[arg(long)]
     pub demo: bool,
 
-    /// Async runtime to serve with.
+    /// Async runtime to serve with. Besides tokio, prefer smol: async-std is discontinued
+    /// upstream (RUSTSEC-2025-0052) and kept only for those who ask for it.
     #[arg(long, value_enum, value_name = "RUNTIME", default_value_t = Runtime::Tokio)]
     pub runtime: Runtime,
 }
@@ -63,8 +64,9 @@ pub struct Args {
 /// Tasks other than serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Print an argon2 PHC hash of the secret read from standard input (its first line), for
-    /// a user's `Secret` in the config.
+    /// Print an argon2 PHC hash of a secret, for a user's `Secret` in the config. On a
+    /// terminal the secret is typed twice and not shown; otherwise it is the first line of
+    /// standard input.
     HashSecret,
 }
 
@@ -73,8 +75,22 @@ pub enum Command {
 pub enum Runtime {
     /// tokio (rocket-tokio).
     Tokio,
-    /// async-std (rocket-async-std), which also runs on smol's reactor.
+    /// smol (rocket-async-std's adapter on smol's executor): the recommended non-tokio
+    /// runtime.
+    Smol,
+    /// async-std (rocket-async-std). Discontinued upstream (RUSTSEC-2025-0052): prefer smol.
     AsyncStd,
+}
+
+impl Runtime {
+    /// The name `--runtime` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Tokio => "tokio",
+            Runtime::Smol => "smol",
+            Runtime::AsyncStd => "async-std",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -103,7 +119,9 @@ mod tests {
         assert_eq!(args.port, Some(0));
         assert_eq!(args.runtime, Runtime::AsyncStd);
         assert_eq!(args.config, Some(PathBuf::from("my.json")));
-        assert!(Args::try_parse_from(["rocket-cli", "--runtime", "smol"]).is_err());
+        let args = Args::try_parse_from(["rocket-cli", "--runtime", "smol"]).unwrap();
+        assert_eq!(args.runtime, Runtime::Smol);
+        assert!(Args::try_parse_from(["rocket-cli", "--runtime", "node"]).is_err());
         assert!(Args::try_parse_from(["rocket-cli", "--port", "65536"]).is_err());
         let args = Args::try_parse_from(["rocket-cli", "hash-secret"]).unwrap();
         assert_eq!(args.command, Some(Command::HashSecret));

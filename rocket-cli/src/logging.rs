@@ -2,6 +2,10 @@
 //! `--log-level`, else `RUST_LOG`, else `info`. The log file can be reopened at its path
 //! ([`Log::reopen`], on SIGHUP), for logrotate: after it moved the file away, the logs go
 //! to a new file of the same name.
+//!
+//! Whatever the filter asks for, the WebSocket libraries never log below `debug`: at
+//! `trace` they print every frame and message they read or write, and a client's
+//! `authenticate` message carries its secret ([`never_payloads`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
@@ -9,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::error::Error;
 
@@ -112,13 +120,28 @@ pub fn init(level_flag: Option<&str>, log_file: &str) -> Result<Log, Error> {
         let file = Arc::new(file);
         (BoxMakeWriter::new(Arc::clone(&file)), false, Some(file))
     };
-    // Fails only if a subscriber is already installed, which main never does twice.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi)
-        .try_init();
+        .with_filter(filter.and(never_payloads()));
+    // Fails only if a subscriber is already installed, which main never does twice.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
     Ok(Log { file })
+}
+
+/// Crates that log the payload of every WebSocket frame or message at `trace`, and so
+/// would log clients' secrets.
+const PAYLOAD_LOGGERS: [&str; 3] = ["tungstenite", "tokio_tungstenite", "async_tungstenite"];
+
+/// The cap applied on top of every filter: [`PAYLOAD_LOGGERS`] (and their modules) at
+/// `debug` at most, everything else as the filter says. A filter cannot lift it, not even
+/// `tungstenite::protocol=trace`: an event must pass both.
+fn never_payloads() -> Targets {
+    PAYLOAD_LOGGERS
+        .iter()
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |t, c| {
+            t.with_target(*c, LevelFilter::DEBUG)
+        })
 }
 
 /// The filter from the flag, else from `RUST_LOG` (when set and not empty), else `info`.
@@ -171,6 +194,21 @@ mod tests {
         assert_eq!(f.to_string(), "rocket_server=debug,warn");
         assert_eq!(filter(None, None).unwrap().to_string(), "info");
         assert_eq!(filter(None, Some(" ".into())).unwrap().to_string(), "info");
+    }
+
+    #[test]
+    fn payload_loggers_are_capped_at_debug() {
+        use tracing::Level;
+        let cap = never_payloads();
+        for target in [
+            "tungstenite::protocol",
+            "tokio_tungstenite",
+            "async_tungstenite::compat",
+        ] {
+            assert!(!cap.would_enable(target, &Level::TRACE), "{target}");
+            assert!(cap.would_enable(target, &Level::DEBUG), "{target}");
+        }
+        assert!(cap.would_enable("rocket_server::hub", &Level::TRACE));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! channel, so both runtimes wait for them the same way.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rocket_server::{ServerHandle, ServerState};
@@ -59,7 +60,40 @@ pub fn run(loaded: Loaded, args: &Args, log: &Log) -> Result<(), Error> {
             rt.shutdown_timeout(Duration::from_secs(1));
             result
         }
+        Runtime::Smol => {
+            let server = server()?;
+            let (host, port) = server.address();
+            let listener = rocket_server::bind_listener(host, port).map_err(bind_error)?;
+            let listener =
+                smol::net::TcpListener::try_from(listener).map_err(|source| Error::Startup {
+                    what: "smol listener",
+                    source,
+                })?;
+            let local_addr = listener.local_addr().map_err(|source| Error::Startup {
+                what: "smol listener",
+                source,
+            })?;
+            let executor = smol_executor()?;
+            let incoming =
+                futures_util::stream::unfold(
+                    listener,
+                    |l| async move { Some((l.accept().await, l)) },
+                );
+            let spawner = Arc::clone(&executor);
+            smol::block_on(executor.run(async move {
+                let running =
+                    rocket_async_std::serve_incoming(server, local_addr, incoming, move |task| {
+                        spawner.spawn(task).detach()
+                    });
+                until_signal(running, &summary, signals, hangup).await;
+                Ok(())
+            }))
+        }
         Runtime::AsyncStd => {
+            warn!(
+                "async-std is discontinued upstream (RUSTSEC-2025-0052); \
+                 --runtime smol serves with the same adapter on smol"
+            );
             let server = server()?;
             async_std::task::block_on(async {
                 let running = rocket_async_std::bind(server).await.map_err(bind_error)?;
@@ -68,6 +102,24 @@ pub fn run(loaded: Loaded, args: &Args, log: &Log) -> Result<(), Error> {
             })
         }
     }
+}
+
+/// A smol executor run by one thread per CPU besides the caller's (smol's global executor
+/// has one thread unless `SMOL_THREADS` says otherwise). The threads end with the process.
+fn smol_executor() -> Result<Arc<smol::Executor<'static>>, Error> {
+    let executor = Arc::new(smol::Executor::new());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for i in 1..threads {
+        let executor = Arc::clone(&executor);
+        std::thread::Builder::new()
+            .name(format!("smol-{i}"))
+            .spawn(move || smol::block_on(executor.run(smol::future::pending::<()>())))
+            .map_err(|source| Error::Startup {
+                what: "smol executor threads",
+                source,
+            })?;
+    }
+    Ok(executor)
 }
 
 /// Announces the server, waits for SIGINT or SIGTERM (calling `hangup` on each SIGHUP),
@@ -153,10 +205,7 @@ impl std::fmt::Display for Summary {
             self.source,
             self.hubs.join(", "),
             if self.tls { "on" } else { "off" },
-            match self.runtime {
-                Runtime::Tokio => "tokio",
-                Runtime::AsyncStd => "async-std",
-            }
+            self.runtime.name()
         )
     }
 }

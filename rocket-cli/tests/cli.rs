@@ -186,8 +186,13 @@ async fn connect(address: &str, path: &str) -> Ws {
 
 /// The next text message as JSON (pings, which the client answers itself, are skipped).
 async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    next_json_within(ws, Duration::from_secs(10)).await
+}
+
+/// The next text message as JSON, within `limit`.
+async fn next_json_within(ws: &mut Ws, limit: Duration) -> serde_json::Value {
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        let message = tokio::time::timeout(limit, ws.next())
             .await
             .expect("a message in time")
             .expect("the connection is open")
@@ -229,6 +234,11 @@ async fn serves_example_json_on_tokio_and_shuts_down_on_sigterm() {
 #[tokio::test]
 async fn serves_example_json_on_async_std_and_shuts_down_on_sigterm() {
     serves_example_json_and_shuts_down_on_sigterm("async-std").await;
+}
+
+#[tokio::test]
+async fn serves_example_json_on_smol_and_shuts_down_on_sigterm() {
+    serves_example_json_and_shuts_down_on_sigterm("smol").await;
 }
 
 async fn serves_example_json_and_shuts_down_on_sigterm(runtime: &str) {
@@ -510,7 +520,7 @@ fn an_unknown_runtime_is_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("possible values: tokio, async-std"),
+        stderr.contains("possible values: tokio, smol, async-std"),
         "{stderr}"
     );
 }
@@ -544,6 +554,11 @@ async fn login_and_subscribe(ws: &mut Ws, channel: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_thousand_clients_on_tokio() {
     sigterm_with_a_thousand_clients("tokio").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_thousand_clients_on_smol() {
+    sigterm_with_a_thousand_clients("smol").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -774,6 +789,10 @@ fn version_and_help() {
     ] {
         assert!(stdout.contains(flag), "{flag} not in --help:\n{stdout}");
     }
+    assert!(
+        stdout.contains("async-std is discontinued upstream") && stdout.contains("prefer smol"),
+        "--help says async-std is discontinued and recommends smol:\n{stdout}"
+    );
 }
 
 #[test]
@@ -861,6 +880,11 @@ async fn sighup_reloads_users_with_clients_connected_on_tokio() {
 #[tokio::test]
 async fn sighup_reloads_users_with_clients_connected_on_async_std() {
     sighup_reloads_users_with_clients_connected("async-std").await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_users_with_clients_connected_on_smol() {
+    sighup_reloads_users_with_clients_connected("smol").await;
 }
 
 /// Four sessions across a reload that changes alice's secret, removes bob, takes WRITE
@@ -998,6 +1022,11 @@ async fn sighup_keeps_the_running_config_when_the_file_is_invalid_and_reopens_th
     sighup_keeps_the_running_config_and_reopens_the_log("async-std").await;
 }
 
+#[tokio::test]
+async fn sighup_keeps_the_running_config_when_the_file_is_invalid_and_reopens_the_log_on_smol() {
+    sighup_keeps_the_running_config_and_reopens_the_log("smol").await;
+}
+
 /// logrotate moves the log file away and sends SIGHUP: the server writes to a new file at
 /// the path. The config file now has a syntax error: reported there, and the running
 /// config keeps serving. Fixed and signalled again, it applies.
@@ -1096,4 +1125,263 @@ async fn sighup_with_the_demo_config_only_reopens_the_log() {
     server.signal("INT");
     assert_eq!(close_code(&mut ws).await, CloseCode::Away);
     assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
+}
+
+/// Every stderr line the server printed until it exited.
+fn all_lines(server: &mut Server) -> String {
+    while let Ok(line) = server.lines.recv_timeout(Duration::from_secs(5)) {
+        server.seen.push(line);
+    }
+    server.seen.join("\n")
+}
+
+/// No secret reaches the log at any level, not even when the filter asks for the WebSocket
+/// library's own trace output (which prints every message it reads).
+#[tokio::test]
+async fn no_secret_is_logged_at_any_level() {
+    const PLAIN: &str = "plain-Secret-7Qx";
+    const PHC_SECRET: &str = "open sesame";
+    const PHC: &str = "$argon2id$v=19$m=64,t=1,p=1$snHI5xhcATsqfFl8Nsex7g$qeXptikvCfHrC4Sg2gDsZIRKbcf5Y+3c2iq36mmT21E";
+    const GUESS: &str = "wrong-Guess-4Zk";
+    let config = serde_json::json!({
+        "Hubs": [{"Path": "/echo", "Users": {
+            "plain": {"Secret": PLAIN, "Permission": 3},
+            "hashed": {"Secret": PHC, "Permission": 3}
+        }}]
+    });
+    let path = config_with("secrets-in-logs.json", &config.to_string());
+    let flag = |filter: &'static str| (Some(filter), None);
+    let runs: [(Option<&str>, Option<&str>); 8] = [
+        flag("error"),
+        flag("warn"),
+        flag("info"),
+        flag("debug"),
+        flag("trace"),
+        flag("trace,tungstenite=trace,tokio_tungstenite=trace"),
+        flag("trace,tungstenite::protocol=trace"),
+        (None, Some("trace")),
+    ];
+    for (level, env) in runs {
+        // The startup line is info, so at error and warn it never shows: choose the port.
+        let free = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port().to_string();
+        drop(free);
+        let mut args = vec![path.as_str(), "--port", &port, "--host", "127.0.0.1"];
+        if let Some(level) = level {
+            args.extend(["--log-level", level]);
+        }
+        let vars: Vec<_> = env.map(|e| ("RUST_LOG", e)).into_iter().collect();
+        let mut server = Server::start_with_env(&args, &vars);
+        let address = format!("127.0.0.1:{port}");
+        wait_until_listening(&address).await;
+        let mut ws = connect(&address, "/echo").await;
+        assert!(next_json(&mut ws).await["connected"].is_string());
+        let auth = |user: &str, secret: &str| serde_json::json!({"authenticate": {"user": user, "secret": secret}});
+        for (user, secret, reply) in [
+            (
+                "plain",
+                GUESS,
+                serde_json::json!({"err": "INVALID_CREDENTIALS"}),
+            ),
+            (
+                "hashed",
+                GUESS,
+                serde_json::json!({"err": "INVALID_CREDENTIALS"}),
+            ),
+            (
+                "plain",
+                PLAIN,
+                serde_json::json!({"authenticated": "plain"}),
+            ),
+            (
+                "hashed",
+                PHC_SECRET,
+                serde_json::json!({"authenticated": "hashed"}),
+            ),
+        ] {
+            send(&mut ws, auth(user, secret)).await;
+            assert_eq!(next_json(&mut ws).await, reply, "{level:?} {env:?}");
+        }
+        server.signal("TERM");
+        assert_eq!(close_code(&mut ws).await, CloseCode::Away);
+        assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
+        let log = all_lines(&mut server);
+        for secret in [PLAIN, PHC_SECRET, GUESS] {
+            assert!(
+                !log.contains(secret),
+                "{secret:?} logged with --log-level {level:?}, RUST_LOG {env:?}:\n{log}"
+            );
+        }
+        let traced = log.contains(" TRACE ");
+        assert_eq!(
+            traced,
+            level.unwrap_or("trace").starts_with("trace"),
+            "trace output with --log-level {level:?}, RUST_LOG {env:?}:\n{log}"
+        );
+        if traced {
+            assert!(log.contains("starting an operation"), "{log}");
+        }
+    }
+}
+
+/// Waits until `address` accepts TCP connections.
+async fn wait_until_listening(address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        assert!(Instant::now() < deadline, "{address} never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A WebSocket to `address` (on 127.0.0.1) from the loopback address `source`, greeting
+/// read, so that one test can play several client addresses.
+async fn connect_from(source: [u8; 4], address: &str, path: &str) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let tcp = socket.connect(address.parse().unwrap()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{address}{path}"), tcp)
+        .await
+        .unwrap();
+    assert!(next_json(&mut ws).await["connected"].is_string());
+    ws
+}
+
+/// Argon2 verifications take turns fairly across client addresses: while one address
+/// floods the server with 300 pipelined PHC guesses over 30 connections, a login from
+/// another address completes within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phc_login_flood_from_one_address_does_not_delay_another() {
+    use argon2::password_hash::PasswordHasher;
+    const SECRET: &str = "open sesame";
+    // Cheaper than the default parameters, so that this debug build verifies in
+    // milliseconds rather than a second; the flood still costs seconds of verification.
+    let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+    let argon2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let phc = argon2.hash_password(SECRET.as_bytes()).unwrap().to_string();
+    let config = serde_json::json!({
+        "Hubs": [{"Path": "/vault", "Users": {"hashed": {"Secret": phc, "Permission": 3}}}],
+        "Limits": {"MaxFailedAuth": 0}
+    });
+    let path = config_with("phc-flood.json", &config.to_string());
+    let mut server = Server::start(&[&path, "--port", "0", "--host", "127.0.0.1"]);
+    let address = server.address();
+    let auth =
+        |secret: &str| serde_json::json!({"authenticate": {"user": "hashed", "secret": secret}});
+
+    let started = Instant::now();
+    let mut flood = Vec::new();
+    for c in 0..30 {
+        let mut ws = connect_from([127, 0, 0, 1], &address, "/vault").await;
+        for g in 0..10 {
+            send(&mut ws, auth(&format!("guess {c}.{g}"))).await;
+        }
+        flood.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                assert_eq!(
+                    next_json_within(&mut ws, Duration::from_secs(60)).await,
+                    serde_json::json!({"err": "INVALID_CREDENTIALS"})
+                );
+            }
+            Instant::now()
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut honest = connect_from([127, 0, 0, 2], &address, "/vault").await;
+        let asked = Instant::now();
+        send(&mut honest, auth(SECRET)).await;
+        assert_eq!(
+            next_json_within(&mut honest, Duration::from_secs(60)).await,
+            serde_json::json!({"authenticated": "hashed"})
+        );
+        slowest = slowest.max(asked.elapsed());
+    }
+    let mut flood_done = started;
+    for task in flood {
+        flood_done = flood_done.max(task.await.unwrap());
+    }
+    eprintln!(
+        "slowest honest PHC login during the flood: {slowest:?}; \
+         the flood's 300 answers took {:?}",
+        flood_done - started
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "an honest login waited {slowest:?} behind another address's flood"
+    );
+}
+
+/// On a terminal, `hash-secret` reads the secret without echoing it (twice, to catch a
+/// typo). The terminal is a pseudo-terminal made by util-linux `script`.
+#[test]
+fn hash_secret_does_not_echo_the_secret_on_a_terminal() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{BIN} hash-secret"), "/dev/null"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let seen = Arc::clone(&seen);
+        thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    // Waits until the terminal shows one of `needles`; returns which.
+    let wait_for = |needles: &[&str]| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = seen.lock().unwrap().clone();
+            if let Some(n) = needles.iter().find(|n| text.contains(**n)) {
+                return (*n).to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needles:?} on the terminal: {text:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    wait_for(&["Secret"]);
+    // Type only once the prompt is up, as a person would (and once echo is off).
+    thread::sleep(Duration::from_millis(300));
+    stdin.write_all(b"open sesame\r").unwrap();
+    if wait_for(&["again", "$argon2id$"]) == "again" {
+        thread::sleep(Duration::from_millis(300));
+        stdin.write_all(b"open sesame\r").unwrap();
+    }
+    wait_for(&["$argon2id$"]);
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let terminal = seen.lock().unwrap().clone();
+    assert!(status.success(), "{status:?}: {terminal:?}");
+    assert!(
+        !terminal.contains("open sesame"),
+        "the secret was echoed: {terminal:?}"
+    );
+    let phc = terminal
+        .split_whitespace()
+        .find(|w| w.starts_with("$argon2id$"))
+        .unwrap();
+    assert!(rocket_server::verify_phc(phc, "open sesame"), "{phc}");
 }

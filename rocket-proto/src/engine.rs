@@ -4,6 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::EngineConfig;
@@ -67,8 +68,10 @@ pub struct HashSeed(pub [u64; 4]);
 enum Secret {
     /// Empty in the config: any secret is accepted.
     Any,
-    /// Compared in constant time.
-    Plain(Box<[u8]>),
+    /// The SHA-256 digest of the configured secret. A given secret is digested too and the
+    /// two digests compared in constant time: both are 32 bytes whatever the secrets'
+    /// lengths, so the comparison's time says nothing about the configured secret's length.
+    Plain([u8; 32]),
     /// Checked by the frontend ([`Operation::VerifySecret`]).
     Phc(Arc<str>),
 }
@@ -85,7 +88,7 @@ impl User {
         } else if crate::config::is_phc(&config.secret) {
             Secret::Phc(config.secret.as_str().into())
         } else {
-            Secret::Plain(config.secret.as_bytes().into())
+            Secret::Plain(digest(&config.secret))
         };
         Self {
             secret,
@@ -514,7 +517,7 @@ impl Engine {
         match &configured.secret {
             Secret::Any => Verdict::Granted(session()),
             Secret::Plain(expected) => {
-                if bool::from(expected.ct_eq(secret.as_bytes())) {
+                if plain_secret_matches(expected, secret) {
                     Verdict::Granted(session())
                 } else {
                     Verdict::Denied(ErrorCode::InvalidCredentials)
@@ -839,6 +842,17 @@ impl Engine {
     }
 }
 
+/// The SHA-256 digest of a plain secret.
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Whether `given` is the plain secret whose digest is `expected`: digests of equal size,
+/// compared in constant time.
+fn plain_secret_matches(expected: &[u8; 32], given: &str) -> bool {
+    bool::from(expected.ct_eq(&digest(given)))
+}
+
 impl Protocol for Engine {
     fn handle_connect(&mut self, client: ClientId, token: Token) -> Result<(), ConnectError> {
         Engine::handle_connect(self, client, token)
@@ -872,6 +886,34 @@ mod tests {
     use crate::EngineConfig;
 
     const PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+
+    #[test]
+    fn plain_secrets_are_compared_as_fixed_size_digests() {
+        let config =
+            EngineConfig::from_json(r#"{"Users":{"p":{"Secret":"s3cret","Permission":1}}}"#)
+                .unwrap();
+        let engine = Engine::new(&config, HashSeed::default());
+        let Some(User {
+            secret: Secret::Plain(stored),
+            ..
+        }) = engine.users.get("p")
+        else {
+            panic!("a plain secret")
+        };
+        // The engine keeps the digest, never the secret or its length.
+        assert_eq!(stored, &<[u8; 32]>::from(Sha256::digest(b"s3cret")));
+        assert!(plain_secret_matches(stored, "s3cret"));
+        for wrong in [
+            "",
+            "s",
+            "s3cre",
+            "s3cret ",
+            "S3cret",
+            "s3cret-and-much-longer",
+        ] {
+            assert!(!plain_secret_matches(stored, wrong), "{wrong:?}");
+        }
+    }
 
     /// Only this crate's tests can build a completion no operation expects
     /// ([`Completion::Unexpected`]), so the wrong-kind rule is tested here.

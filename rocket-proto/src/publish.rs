@@ -139,7 +139,10 @@ mod tests {
             r#"{"hub":"/h","client":"ab","event":"e","data":null}"#,
         )
         .unwrap();
-        assert!(p.data.is_none(), "null data is no data, as on the WebSocket");
+        assert!(
+            p.data.is_none(),
+            "null data is no data, as on the WebSocket"
+        );
     }
 
     #[test]

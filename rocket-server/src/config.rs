@@ -53,6 +53,9 @@ pub struct Config {
     /// Resource limits (`Limits`); every field is optional.
     #[serde(rename = "Limits", default)]
     pub limits: Limits,
+    /// Bearer token that `GET /metrics` requires (`MetricsToken`); empty: no token.
+    #[serde(rename = "MetricsToken", default)]
+    pub metrics_token: String,
 }
 
 /// One hub: a request path with its own users, channels and clients.

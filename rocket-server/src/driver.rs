@@ -27,6 +27,7 @@ use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use crate::Runtime;
 use crate::liveness::{Due, Liveness};
 use crate::metered::WriteProgress;
+use crate::metrics::CloseReason;
 use crate::outbox::{Finish, Next, Outbox};
 use crate::state::{Admission, ServerState};
 
@@ -93,6 +94,7 @@ where
         let hub = &conn.admission.hub;
         let path = hub.path();
         hub.disconnect(id);
+        hub.counters().closed(ended.reason());
         match ended {
             Outcome::SlowConsumer | Outcome::WriteTimeout => {
                 tracing::warn!(client = %id, hub = path, %peer, "connection closed: {ended}")
@@ -118,6 +120,30 @@ enum Outcome {
     /// The socket ended or failed without a close handshake.
     Broken(String),
 }
+
+impl Outcome {
+    /// The `reason` label of `rocket_closes_total`.
+    fn reason(&self) -> CloseReason {
+        match self {
+            Outcome::ByClient | Outcome::Broken(_) => CloseReason::Client,
+            Outcome::Disconnected => CloseReason::Disconnect,
+            Outcome::SlowConsumer => CloseReason::SlowConsumer,
+            Outcome::WriteTimeout => CloseReason::WriteTimeout,
+            Outcome::ByServer(code, reason) => match *code {
+                1000 => CloseReason::Disconnect,
+                1001 if reason == IDLE_TIMEOUT => CloseReason::IdleTimeout,
+                1001 => CloseReason::Shutdown,
+                1007 => CloseReason::InvalidUtf8,
+                1008 => CloseReason::MaxFailedAuth,
+                1009 => CloseReason::TooBig,
+                _ => CloseReason::ProtocolError,
+            },
+        }
+    }
+}
+
+/// The close reason of an idle connection.
+const IDLE_TIMEOUT: &str = "idle timeout";
 
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -244,7 +270,7 @@ where
                         Due::Nothing => {}
                         Due::Ping => self.unsent.push_back(Message::Ping(Default::default())),
                         Due::IdleTimeout => {
-                            let (code, reason) = (CloseCode::GOING_AWAY.0, "idle timeout");
+                            let (code, reason) = (CloseCode::GOING_AWAY.0, IDLE_TIMEOUT);
                             Box::pin(self.close(code, reason)).await;
                             return Outcome::ByServer(code, reason.into());
                         }
@@ -339,16 +365,17 @@ where
         self.unflushed || !self.unsent.is_empty()
     }
 
-    /// Runs `operation` off the hub's lock. A PHC secret is checked off the executor, at
-    /// most `MAX_CONCURRENT_VERIFICATIONS` at once. `None` for an operation this server
-    /// cannot run (the client's frames then flow on).
+    /// Runs `operation` off the hub's lock. A PHC secret is checked off the executor, a
+    /// few at once server-wide, taking turns fairly across client addresses; an attempt
+    /// over its address's share of the queue fails at once, as a wrong secret
+    /// (`verifier.rs`). `None` for an operation this server cannot run (the client's frames
+    /// then flow on).
     fn start(&self, op: OpId, operation: Operation) -> Option<PendingOp<'a>> {
         let (state, runtime) = (self.state, self.runtime);
+        let peer = self.admission.permit.ip();
         match operation {
             Operation::VerifySecret(v) => Some(Box::pin(async move {
-                let _slot = state.verification_slot().await;
-                let job = move || crate::verify_phc(&v.phc, &v.secret);
-                let ok = runtime.unblock(Box::new(job)).await;
+                let ok = state.verify(runtime, peer, v).await;
                 (op, Completion::SecretVerified(ok))
             })),
             other => {

@@ -12,15 +12,17 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::Config;
-use futures_util::io::{AsyncRead, AsyncWrite};
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use futures_util::{Sink, Stream, StreamExt};
 use tungstenite::Message;
 use tungstenite::error::Error as WsError;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::driver::serve_connection;
+use crate::gate::Full;
 use crate::http::{self, Closed};
 use crate::metered::{Metered, WriteProgress};
+use crate::metrics::Refused;
 use crate::state::{Admission, ServerState};
 use crate::{Runtime, TlsError};
 
@@ -262,11 +264,11 @@ where
     FU: Future<Output = W> + Send + 'a,
     W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send + 'a,
 {
-    let pending = state.begin_handshake();
+    let pending = state.begin_handshake(peer.ip());
     let progress = WriteProgress::default();
     // Boxed: the HTTP phase's state (a TLS session in the making, the request buffer)
     // would otherwise size the connection's task for its whole life.
-    let front = pending.is_some().then(|| {
+    let front = pending.is_ok().then(|| {
         let front = http_front(
             socket,
             peer,
@@ -278,8 +280,17 @@ where
         Box::pin(front)
     });
     async move {
-        let (Some(pending), Some(front)) = (pending, front) else {
-            return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
+        let (pending, front) = match (pending, front) {
+            (Ok(pending), Some(front)) => (pending, front),
+            (Err(Full::PerIp), _) => {
+                return tracing::debug!(
+                    %peer,
+                    "too many unfinished handshakes from this address; dropping the socket"
+                );
+            }
+            _ => {
+                return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
+            }
         };
         let (stream, mut leftover, admission) = match front.await {
             Ok(upgraded) => upgraded,
@@ -311,22 +322,43 @@ where
 {
     let timeout = Duration::from_millis(state.limits().handshake_timeout_ms);
     let mut deadline = runtime.now() + timeout;
-    let stream = within(&runtime, deadline, secure(socket)).await?;
+    let stream = within(&runtime, deadline, secure(socket))
+        .await
+        .inspect_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                state.counters().refused(Refused::Timeout);
+            }
+        })?;
     let mut stream = Metered::new(stream, progress);
     let mut buf = Vec::new();
+    let mut failed_auth = 0u32;
+    let mut served = false;
     loop {
         let head = within(&runtime, deadline, async {
             http::read_head(&mut stream, &mut buf)
                 .await
                 .map_err(Closed::into_io)
         })
-        .await?;
-        let step = match head {
-            Ok(head) => http::route(head, &mut buf, &state, peer.ip()),
-            Err(response) => http::Step::Respond {
-                response,
-                keep_alive: false,
-            },
+        .await
+        .inspect_err(|e| {
+            // A keep-alive connection that goes quiet between requests was not refused.
+            if e.kind() == io::ErrorKind::TimedOut && (!served || !buf.is_empty()) {
+                state.counters().refused(Refused::Timeout);
+            }
+        })?;
+        served = true;
+        let (step, label) = match head {
+            Ok(head) => {
+                let label = state.path_label(head.request.uri().path()).to_owned();
+                (http::route(head, &mut buf, &state, peer.ip()), label)
+            }
+            Err(response) => {
+                let step = http::Step::Respond {
+                    response,
+                    keep_alive: false,
+                };
+                (step, "other".to_owned())
+            }
         };
         match step {
             http::Step::Upgrade {
@@ -340,6 +372,7 @@ where
                 response,
                 keep_alive,
             } => {
+                answered(&state, &label, &response);
                 tracing::debug!(%peer, status = %http::status_of(&response), "http request");
                 within(&runtime, deadline, http::write_all(&mut stream, &response)).await?;
                 if !keep_alive {
@@ -347,7 +380,59 @@ where
                 }
                 deadline = runtime.now() + timeout;
             }
+            http::Step::Publish {
+                kind,
+                length,
+                authorization,
+                keep_alive,
+            } => {
+                // The body follows the head, partly read already.
+                while buf.len() < length {
+                    let start = buf.len();
+                    buf.resize(length, 0);
+                    let n = within(&runtime, deadline, stream.read(&mut buf[start..])).await;
+                    buf.truncate(start + *n.as_ref().unwrap_or(&0));
+                    if n? == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                let body: Vec<u8> = buf.drain(..length).collect();
+                let answer = crate::api::publish(
+                    &state,
+                    &runtime,
+                    peer.ip(),
+                    kind,
+                    authorization.as_ref(),
+                    &body,
+                )
+                .await;
+                failed_auth += u32::from(answer.auth_failed);
+                let max = state.limits().max_failed_auth;
+                let keep_alive = keep_alive && !(max != 0 && failed_auth >= max);
+                let extra: &[(&str, &str)] =
+                    if answer.status == tungstenite::http::StatusCode::UNAUTHORIZED {
+                        &[("WWW-Authenticate", r#"Basic realm="rocket""#)]
+                    } else {
+                        &[]
+                    };
+                let response = http::json_with(answer.status, &answer.body, !keep_alive, extra);
+                answered(&state, &label, &response);
+                within(&runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                if !keep_alive {
+                    return Err(io::Error::other("answered over plain HTTP"));
+                }
+                deadline = runtime.now() + timeout;
+            }
         }
+    }
+}
+
+/// Counts a plain HTTP answer for `rocket_http_requests_total` (`/metrics` counts its own
+/// scrape before reading the values).
+fn answered(state: &ServerState, label: &str, response: &[u8]) {
+    let status = http::status_code(response);
+    if !(label == "/metrics" && status == 200) {
+        state.counters().http_request(label, status);
     }
 }
 

@@ -76,6 +76,13 @@ impl Gate {
     }
 }
 
+impl Permit {
+    /// The address the place was taken for.
+    pub(crate) fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut counts = self.gate.lock();

@@ -7,6 +7,9 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /health` (or `HEAD`) | `200 {"status":"ok"}` |
+//! | `GET /ready` | `200 {"status":"ready"}`; `503 {"status":"shutting down"}` during shutdown |
+//! | `GET /metrics` | the Prometheus text format 0.0.4 ([`crate::metrics`]); `401` without the `MetricsToken` bearer token when one is set |
+//! | `POST /api/broadcast`, `POST /api/direct` | the publish API ([`crate::api`]): `413` over `MaxMessageBytes`, `411` without a `Content-Length` |
 //! | a hub path without `Upgrade: websocket` | `426 Upgrade Required`, `Upgrade: websocket` |
 //! | an upgrade on a hub path | `101`, or `404`/`403`/`503` from admission |
 //! | a known path with another method | `405` with `Allow` |
@@ -14,8 +17,8 @@
 //! | anything else | `404` |
 //!
 //! Each request head must arrive within `HandshakeTimeoutMs` and fit in
-//! [`MAX_HEAD_BYTES`]; a request with a body is answered and the connection closed, since
-//! no endpoint here takes a body.
+//! [`MAX_HEAD_BYTES`]. Only the publish API reads a body; another request with a body is
+//! answered and the connection closed.
 
 use std::borrow::Cow;
 use std::io;
@@ -24,6 +27,9 @@ use std::net::IpAddr;
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tungstenite::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use rocket_proto::PublishKind;
+
+use crate::metrics::Refused;
 use crate::state::{Admission, ServerState};
 
 /// The largest request head (request line and headers) accepted: `431` beyond it.
@@ -54,6 +60,14 @@ pub(crate) enum Step {
     },
     /// Write `response`; then serve the next request on this connection if `keep_alive`.
     Respond { response: Vec<u8>, keep_alive: bool },
+    /// A publish API request: read its body of `length` bytes, run it ([`crate::api`]),
+    /// answer, and go on with the connection if `keep_alive`.
+    Publish {
+        kind: PublishKind,
+        length: usize,
+        authorization: Option<HeaderValue>,
+        keep_alive: bool,
+    },
 }
 
 /// Why the HTTP phase ended without an upgrade.
@@ -174,23 +188,80 @@ pub(crate) fn route(head: Head, buf: &mut Vec<u8>, state: &ServerState, peer: Ip
     };
     let path = request.uri().path();
     let method = request.method();
-    if path == "/health" {
-        return match *method {
-            http::Method::GET | http::Method::HEAD => Step::Respond {
-                response: json(
+    let get = matches!(*method, http::Method::GET | http::Method::HEAD);
+    let head_only = *method == http::Method::HEAD;
+    let use_get = || {
+        respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET",
+            &[("Allow", "GET, HEAD")],
+        )
+    };
+    match path {
+        "/health" if get => {
+            let body = r#"{"status":"ok"}"#;
+            return Step::Respond {
+                response: json(StatusCode::OK, body, !keep_alive, head_only),
+                keep_alive,
+            };
+        }
+        "/ready" if get => {
+            let (status, body) = if state.is_shutting_down() {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"status":"shutting down"}"#,
+                )
+            } else {
+                (StatusCode::OK, r#"{"status":"ready"}"#)
+            };
+            return Step::Respond {
+                response: json(status, body, !keep_alive, head_only),
+                keep_alive,
+            };
+        }
+        "/metrics" if get => {
+            let token = &state.config().metrics_token;
+            if !token.is_empty() && !bearer_matches(headers, token) {
+                return respond(
+                    StatusCode::UNAUTHORIZED,
+                    "a bearer token is required",
+                    &[("WWW-Authenticate", r#"Bearer realm="rocket""#)],
+                );
+            }
+            // The scrape itself is counted before the values are read.
+            state.counters().http_request(path, 200);
+            let body = crate::metrics::render(state);
+            return Step::Respond {
+                response: response(
                     StatusCode::OK,
-                    r#"{"status":"ok"}"#,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    &body,
                     !keep_alive,
-                    *method == http::Method::HEAD,
+                    head_only,
+                    &[],
                 ),
                 keep_alive,
-            },
-            _ => respond(
+            };
+        }
+        "/health" | "/ready" | "/metrics" => return use_get(),
+        "/api/broadcast" | "/api/direct" if *method == http::Method::POST => {
+            let kind = if path == "/api/broadcast" {
+                PublishKind::Broadcast
+            } else {
+                PublishKind::Direct
+            };
+            // The body is read, so the connection may go on after it.
+            let keep_alive = !has_token(headers, http::header::CONNECTION, "close");
+            return publish_step(kind, &head, state, keep_alive);
+        }
+        "/api/broadcast" | "/api/direct" => {
+            return respond(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "use GET",
-                &[("Allow", "GET, HEAD")],
-            ),
-        };
+                "use POST",
+                &[("Allow", "POST")],
+            );
+        }
+        _ => {}
     }
     // Static files (rocket-cli --demo): under their own prefix, which no hub path shares.
     if let Some(files) = state.static_files().filter(|f| f.covers(path)) {
@@ -200,6 +271,9 @@ pub(crate) fn route(head: Head, buf: &mut Vec<u8>, state: &ServerState, peer: Ip
         };
     }
     if !state.paths().any(|p| p == path) {
+        if has_token(headers, http::header::UPGRADE, "websocket") {
+            state.counters().refused(Refused::NoHub);
+        }
         return respond(StatusCode::NOT_FOUND, "not found", &[]);
     }
     if !has_token(headers, http::header::UPGRADE, "websocket") {
@@ -250,6 +324,61 @@ pub(crate) fn route(head: Head, buf: &mut Vec<u8>, state: &ServerState, peer: Ip
             }
         }
     }
+}
+
+/// A publish request's body must come with a `Content-Length` within `MaxMessageBytes`
+/// (`413` beyond, before anything else is checked).
+fn publish_step(kind: PublishKind, head: &Head, state: &ServerState, keep_alive: bool) -> Step {
+    let headers = head.request.headers();
+    let refuse = |status, text: &str| Step::Respond {
+        response: plain(status, text, true, &[]),
+        keep_alive: false,
+    };
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return refuse(
+            StatusCode::LENGTH_REQUIRED,
+            "send the body with a Content-Length",
+        );
+    }
+    let length = match headers.get(http::header::CONTENT_LENGTH) {
+        None => 0,
+        Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()) {
+            Some(n) => n,
+            None => return refuse(StatusCode::BAD_REQUEST, "malformed Content-Length"),
+        },
+    };
+    if length > state.limits().max_message_bytes {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is larger than MaxMessageBytes",
+        );
+    }
+    Step::Publish {
+        kind,
+        length,
+        authorization: headers.get(http::header::AUTHORIZATION).cloned(),
+        keep_alive: head.http11 && keep_alive,
+    }
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`, compared in constant time.
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .is_some_and(|(scheme, given)| {
+            scheme.eq_ignore_ascii_case("bearer")
+                && bool::from(
+                    sha2_digest(given.trim().as_bytes()).ct_eq(&sha2_digest(token.as_bytes())),
+                )
+        })
+}
+
+fn sha2_digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// The rest of RFC 6455 §4.2.1 for a request that asked to upgrade.
@@ -304,6 +433,25 @@ fn plain(status: StatusCode, text: &str, close: bool, extra: &[(&str, &str)]) ->
 
 fn json(status: StatusCode, body: &str, close: bool, head_only: bool) -> Vec<u8> {
     response(status, "application/json", body, close, head_only, &[])
+}
+
+/// A JSON response with extra headers.
+pub(crate) fn json_with(
+    status: StatusCode,
+    body: &str,
+    close: bool,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
+    response(status, "application/json", body, close, false, extra)
+}
+
+/// The status code of a response built here.
+pub(crate) fn status_code(response: &[u8]) -> u16 {
+    response
+        .get(9..12)
+        .and_then(|code| std::str::from_utf8(code).ok())
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
 }
 
 fn response(
@@ -372,7 +520,44 @@ mod tests {
                 response,
                 keep_alive,
             } => (String::from_utf8(response).unwrap(), keep_alive),
+            Step::Publish {
+                kind,
+                length,
+                keep_alive,
+                ..
+            } => (format!("publish {kind:?} {length}"), keep_alive),
         }
+    }
+
+    #[test]
+    fn publish_requests_need_post_and_a_bounded_length() {
+        let post = |path: &str, extra: &str| {
+            step(&format!("POST {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"))
+        };
+        assert_eq!(
+            post("/api/broadcast", "Content-Length: 12\r\n"),
+            ("publish Broadcast 12".into(), true)
+        );
+        assert_eq!(
+            post("/api/direct", "Content-Length: 3\r\nConnection: close\r\n"),
+            ("publish Direct 3".into(), false)
+        );
+        let (r, keep) = post("/api/broadcast", "Content-Length: 65537\r\n");
+        assert!(r.starts_with("HTTP/1.1 413 ") && !keep, "{r}");
+        let (r, keep) = post("/api/broadcast", "Transfer-Encoding: chunked\r\n");
+        assert!(r.starts_with("HTTP/1.1 411 ") && !keep, "{r}");
+        let (r, _) = post("/api/broadcast", "Content-Length: x\r\n");
+        assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
+        let (r, _) = step("GET /api/direct HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: POST\r\n"),
+            "{r}"
+        );
+        let (r, _) = step("PUT /metrics HTTP/1.1\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET, HEAD\r\n"),
+            "{r}"
+        );
     }
 
     const UPGRADE: &str = "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
@@ -413,7 +598,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404() {
-        for path in ["/", "/echo/", "/nope", "/ready", "/api/broadcast"] {
+        for path in ["/", "/echo/", "/nope", "/api", "/api/other", "/healthz"] {
             let (r, _) = step(&format!("GET {path} HTTP/1.1\r\n\r\n"));
             assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"), "{path}: {r}");
             let (r, _) = step(&format!("GET {path} HTTP/1.1\r\n{UPGRADE}\r\n"));
@@ -517,7 +702,7 @@ mod tests {
             };
             match route(*head, &mut buf, &state, [127, 0, 0, 1].into()) {
                 Step::Respond { response, .. } => String::from_utf8(response).unwrap(),
-                Step::Upgrade { .. } => panic!("no upgrade"),
+                Step::Upgrade { .. } | Step::Publish { .. } => panic!("a plain answer"),
             }
         };
         let r = with_demo("GET /demo/ HTTP/1.1\r\n\r\n");

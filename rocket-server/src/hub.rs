@@ -23,13 +23,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use rocket_proto::{
-    ClientId, Completion, ConnectError, Engine, EngineConfig, Message, OpId, Operation, Output,
-    Payload, Protocol, Reloaded, Token,
+    ClientId, Completion, ConnectError, Engine, EngineConfig, EngineStats, Message, OpId,
+    Operation, Output, Payload, Protocol, Reloaded, Token,
 };
 use tungstenite::Message as WsMessage;
 use tungstenite::protocol::frame::Utf8Bytes;
 
 use crate::Runtime;
+use crate::metrics::HubCounters;
 use crate::outbox::Outbox;
 use crate::runtime::Task;
 
@@ -44,6 +45,7 @@ pub struct Hub {
     woken: async_channel::Receiver<()>,
     /// The timer task was handed out (there is one per hub).
     timer_started: AtomicBool,
+    counters: HubCounters,
 }
 
 /// The protocol a hub serves.
@@ -138,6 +140,7 @@ impl Hub {
             wake,
             woken,
             timer_started: AtomicBool::new(false),
+            counters: HubCounters::default(),
         }
     }
 
@@ -160,6 +163,8 @@ impl Hub {
         debug_assert!(started.is_none(), "nothing to run before the first frame");
         if result.is_err() {
             lock(&self.peers).outboxes.remove(&id);
+        } else {
+            self.counters.opened.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
@@ -281,6 +286,32 @@ impl Hub {
             HubProtocol::Rocket(engine) => Some(engine.subscriber_count(channel)),
             HubProtocol::Custom(_) => None,
         }
+    }
+
+    /// Runs `f` on the Rocket engine and dispatches what it queued, as for any input;
+    /// `None`, doing nothing, on a custom protocol.
+    pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> Option<T> {
+        let mut result = None;
+        let started = self.run_with(None, |p| {
+            if let HubProtocol::Rocket(engine) = p {
+                result = Some(f(engine));
+            }
+        });
+        debug_assert!(started.is_none(), "a publish starts no client operation");
+        result
+    }
+
+    /// The engine's totals and counts; `None` for a custom protocol.
+    pub fn stats(&self) -> Option<EngineStats> {
+        match &lock(&self.state).protocol {
+            HubProtocol::Rocket(engine) => Some(engine.stats()),
+            HubProtocol::Custom(_) => None,
+        }
+    }
+
+    /// Counters the server keeps for this hub (connections opened, closes by reason).
+    pub(crate) fn counters(&self) -> &HubCounters {
+        &self.counters
     }
 
     /// A broadcast that another node of a cluster accepted: delivers `payload` (the complete

@@ -52,6 +52,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod api;
 pub mod config;
 mod driver;
 mod frontend;
@@ -60,6 +61,7 @@ mod http;
 mod hub;
 mod liveness;
 mod metered;
+mod metrics;
 mod origin;
 mod outbox;
 mod runtime;
@@ -67,6 +69,7 @@ mod secrets;
 mod state;
 mod static_files;
 mod tls;
+mod verifier;
 
 pub use config::{Config, HubConfig, Limits};
 pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};

@@ -5,11 +5,6 @@ use argon2::Argon2;
 use argon2::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
-/// How many argon2 verifications may run at once, server-wide. Each one takes tens of
-/// milliseconds and (with the default parameters) 19 MiB, so this bounds what a flood of
-/// authentication attempts can cost.
-pub(crate) const MAX_CONCURRENT_VERIFICATIONS: usize = 2;
-
 /// Whether `secret` matches the argon2 PHC hash `phc`. A malformed hash matches nothing.
 pub fn verify_phc(phc: &str, secret: &str) -> bool {
     Argon2::default()

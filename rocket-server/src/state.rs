@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rocket_proto::{ConfigError, Engine, HashSeed, Protocol};
 use tungstenite::handshake::server::Request;
@@ -13,8 +13,10 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::config::{Config, Limits};
 use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
+use crate::metrics::{Refused, ServerCounters};
 use crate::origin::AllowedOrigins;
 use crate::static_files::StaticFiles;
+use crate::verifier::{MAX_CONCURRENT_VERIFICATIONS, MAX_WAITING_PER_ADDRESS, Slot, Verifier};
 
 mod reload;
 pub use reload::{HubReload, ReloadReport};
@@ -26,9 +28,11 @@ pub struct ServerState {
     hubs: Vec<HubEntry>,
     gate: Arc<Gate>,
     shutting_down: AtomicBool,
-    handshakes: Arc<AtomicUsize>,
-    verifications: async_lock::Semaphore,
+    /// Unfinished handshakes, under the same limits as connections.
+    handshakes: Arc<Gate>,
+    verifier: Verifier,
     static_files: Option<StaticFiles>,
+    counters: ServerCounters,
 }
 
 #[derive(Debug)]
@@ -47,9 +51,9 @@ pub(crate) const READ_BUFFER_BYTES: usize = 512;
 pub(crate) struct Admission {
     /// The hub chosen by the request path.
     pub(crate) hub: Arc<Hub>,
-    /// Holds the connection's place under `MaxConnections` (never read: dropping it when
-    /// the connection ends frees the place).
-    pub(crate) _permit: Permit,
+    /// Holds the connection's place under `MaxConnections` (dropping it when the
+    /// connection ends frees the place) and knows the client's address.
+    pub(crate) permit: Permit,
 }
 
 impl ServerState {
@@ -66,18 +70,21 @@ impl ServerState {
                 allowed_origins: AllowedOrigins::new(h.allowed_origins.as_deref()),
             })
             .collect();
-        let gate = Gate::new(
+        let (total, per_ip) = (
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         );
+        let gate = Gate::new(total, per_ip);
+        let handshakes = Gate::new(total, per_ip);
         Self {
             config,
             hubs,
             gate,
             shutting_down: AtomicBool::new(false),
-            handshakes: Arc::default(),
-            verifications: async_lock::Semaphore::new(crate::secrets::MAX_CONCURRENT_VERIFICATIONS),
+            handshakes,
+            verifier: Verifier::new(MAX_CONCURRENT_VERIFICATIONS, MAX_WAITING_PER_ADDRESS),
             static_files: None,
+            counters: ServerCounters::default(),
         }
     }
 
@@ -122,9 +129,49 @@ impl ServerState {
         self.static_files.as_ref()
     }
 
-    /// Waits for a place among the argon2 verifications allowed to run at once.
-    pub(crate) async fn verification_slot(&self) -> async_lock::SemaphoreGuard<'_> {
-        self.verifications.acquire().await
+    /// Waits for a place among the argon2 verifications allowed to run at once, in `peer`'s
+    /// turn (see [`Verifier`]); `None` at once when `peer` already has its share waiting.
+    pub(crate) fn verification_slot(
+        &self,
+        peer: IpAddr,
+    ) -> impl std::future::Future<Output = Option<Slot<'_>>> + Send {
+        self.verifier.slot(peer)
+    }
+
+    /// Checks a secret against its PHC hash for a client at `peer` (a WebSocket login or a
+    /// publish API request): off the executor, through the server's verification queue.
+    pub(crate) async fn verify(
+        &self,
+        runtime: &dyn crate::Runtime,
+        peer: IpAddr,
+        v: rocket_proto::Verification,
+    ) -> bool {
+        let Some(_slot) = self.verification_slot(peer).await else {
+            tracing::debug!(%peer, "too many verifications waiting from this address");
+            return false;
+        };
+        let job = move || crate::verify_phc(&v.phc, &v.secret);
+        runtime.unblock(Box::new(job)).await
+    }
+
+    /// What the server counts outside its hubs (for metrics).
+    pub(crate) fn counters(&self) -> &ServerCounters {
+        &self.counters
+    }
+
+    /// The `path` label of an HTTP request for `rocket_http_requests_total`: the path
+    /// itself when the server knows it (an endpoint, a hub, the static files' prefix),
+    /// else `other`, so that scanners cannot grow the label set.
+    pub(crate) fn path_label<'p>(&self, path: &'p str) -> &'p str {
+        let known = matches!(
+            path,
+            "/health" | "/ready" | "/metrics" | "/api/broadcast" | "/api/direct"
+        ) || self.paths().any(|p| p == path);
+        match self.static_files() {
+            _ if known => path,
+            Some(files) if files.covers(path) => files.prefix_label(),
+            _ => "other",
+        }
     }
 
     /// The configuration the server started with. A [reload](Self::reload) changes the
@@ -160,19 +207,18 @@ impl ServerState {
         self.gate.active()
     }
 
-    /// Takes a place for a TCP connection that has not finished its handshake yet. At most
-    /// `MaxConnections` such sockets exist at once (no limit when it is 0), so a slowloris
-    /// flood cannot exhaust file descriptors; past that, the frontend drops the socket.
-    pub(crate) fn begin_handshake(&self) -> Option<PendingHandshake> {
-        let max = self.config.limits.max_connections;
-        let previous = self.handshakes.fetch_add(1, Ordering::AcqRel);
-        let guard = PendingHandshake(Arc::clone(&self.handshakes));
-        (max == 0 || previous < max).then_some(guard)
+    /// Takes a place for a TCP connection from `peer` that has not finished its handshake
+    /// yet. At most `MaxConnections` such sockets exist at once, and at most
+    /// `MaxConnectionsPerIp` from one address (no limit when 0), so a slowloris flood cannot
+    /// exhaust file descriptors and one address cannot hold every place; past that, the
+    /// frontend drops the socket. Dropping the permit frees the place.
+    pub(crate) fn begin_handshake(&self, peer: IpAddr) -> Result<Permit, Full> {
+        self.handshakes.try_admit(peer)
     }
 
     /// TCP connections still in their handshake.
     pub fn pending_handshakes(&self) -> usize {
-        self.handshakes.load(Ordering::Acquire)
+        self.handshakes.active()
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
@@ -209,6 +255,14 @@ impl ServerState {
     /// `Origin` must be allowed by the hub (else 403), and a connection place must be free
     /// (else 503).
     pub(crate) fn admit(&self, request: &Request, peer: IpAddr) -> Result<Admission, Refusal> {
+        let refusal = self.decide(request, peer);
+        if let Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, _)) = &refusal {
+            self.counters.refused(Refused::Unavailable);
+        }
+        refusal
+    }
+
+    fn decide(&self, request: &Request, peer: IpAddr) -> Result<Admission, Refusal> {
         if self.is_shutting_down() {
             return Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -217,17 +271,19 @@ impl ServerState {
         }
         let path = request.uri().path();
         let Some(entry) = self.hubs.iter().find(|e| e.hub.path() == path) else {
+            self.counters.refused(Refused::NoHub);
             return Err(Refusal(StatusCode::NOT_FOUND, "no hub on this path"));
         };
-        if let Some(origin) = request.headers().get(header::ORIGIN) {
-            if !entry.allowed_origins.allow(origin.as_bytes()) {
-                return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
-            }
+        if let Some(origin) = request.headers().get(header::ORIGIN)
+            && !entry.allowed_origins.allow(origin.as_bytes())
+        {
+            self.counters.refused(Refused::Origin);
+            return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
         }
         match self.gate.try_admit(peer) {
             Ok(permit) => Ok(Admission {
                 hub: Arc::clone(&entry.hub),
-                _permit: permit,
+                permit,
             }),
             Err(Full::Total) => Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -253,16 +309,6 @@ fn check_no_collision(files: &StaticFiles, hub_path: &str) -> Result<(), ConfigE
         });
     }
     Ok(())
-}
-
-/// A place among the unfinished handshakes; dropping it frees the place.
-#[derive(Debug)]
-pub(crate) struct PendingHandshake(Arc<AtomicUsize>);
-
-impl Drop for PendingHandshake {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// A handshake refused by [`ServerState::admit`]: the HTTP status and a short reason.
@@ -294,6 +340,26 @@ mod tests {
             b = b.header("Origin", o);
         }
         b.body(()).unwrap()
+    }
+
+    #[test]
+    fn max_connections_per_ip_bounds_pending_handshakes_per_address() {
+        let config = Config::from_json(
+            r#"{"Hubs":[{"Path":"/a"}],"Limits":{"MaxConnections":10,"MaxConnectionsPerIp":2}}"#,
+        )
+        .unwrap();
+        let s = ServerState::new(config);
+        let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        let held: Vec<_> = (0..2).map(|_| s.begin_handshake(a).unwrap()).collect();
+        assert_eq!(s.begin_handshake(a).unwrap_err(), Full::PerIp);
+        let other = s
+            .begin_handshake(b)
+            .expect("another address still gets a place");
+        assert_eq!(s.pending_handshakes(), 3);
+        drop(held);
+        assert!(s.begin_handshake(a).is_ok());
+        drop(other);
+        assert_eq!(s.pending_handshakes(), 0);
     }
 
     #[test]
@@ -333,14 +399,15 @@ mod tests {
             "no Origin: non-browser client"
         );
         drop(a);
-        let pending: Vec<_> = (0..2).map(|_| s.begin_handshake().unwrap()).collect();
-        assert!(
-            s.begin_handshake().is_none(),
+        let pending: Vec<_> = (0..2).map(|_| s.begin_handshake(ip).unwrap()).collect();
+        assert_eq!(
+            s.begin_handshake(ip).unwrap_err(),
+            Full::Total,
             "MaxConnections bounds pending handshakes"
         );
         drop(pending);
         assert_eq!(s.pending_handshakes(), 0);
-        assert!(s.begin_handshake().is_some());
+        assert!(s.begin_handshake(ip).is_ok());
         s.shutdown();
         assert_eq!(
             status(s.admit(&request("/a", None), ip)),

@@ -56,6 +56,16 @@ impl StaticFiles {
 
     /// Whether requests for `path` are answered here: the prefix, anything under it, and
     /// the prefix without its trailing `/`.
+    /// The prefix without its trailing `/`, as a metrics label (`/demo`).
+    pub(crate) fn prefix_label(&self) -> &'static str {
+        // Labels are bounded by what the server serves; one prefix per server.
+        match self.prefix.as_str() {
+            "/demo/" => "/demo",
+            _ => "static",
+        }
+    }
+
+    /// Whether `path` lies under the prefix (or is the prefix without its `/`).
     pub fn covers(&self, path: &str) -> bool {
         path.starts_with(self.prefix.as_str()) || path == self.bare_prefix()
     }
