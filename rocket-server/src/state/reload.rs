@@ -101,7 +101,8 @@ impl ServerState {
     /// - what a reload cannot do is left as it runs and listed in
     ///   [`ReloadReport::not_applied`]: adding or removing a hub (a changed path is both),
     ///   a hub served by a custom protocol, and the settings fixed at startup (`Host`,
-    ///   `Port`, `TLSCertFile`, `TLSKeyFile`, `Log`, and the transport limits).
+    ///   `Port`, `TLSCertFile`, `TLSKeyFile`, `Log`, `MetricsToken`, and the transport
+    ///   limits).
     ///
     /// The hubs that can be reloaded are, even when the config also asks for what needs a
     /// restart. Each hub changes atomically (between two of its inputs); call one reload at
@@ -174,6 +175,10 @@ fn fixed_at_startup(running: &Config, new: &Config) -> Vec<String> {
         .zip(transport_limits(&new.limits))
     {
         check(&format!("Limits.{key}"), old.to_string(), new.to_string());
+    }
+    if running.metrics_token != new.metrics_token {
+        // A secret: never in the log.
+        changed.push("MetricsToken changed: needs a restart".to_owned());
     }
     changed
 }
@@ -250,7 +255,7 @@ mod tests {
         assert!(!origin_allowed(&state, "https://two.example"));
 
         let new = Config::from_json(
-            r#"{"Port":1,"Limits":{"MaxMessageBytes":10},"Hubs":[
+            r#"{"Port":1,"MetricsToken":"t0k3n","Limits":{"MaxMessageBytes":10},"Hubs":[
             {"Path":"/a","Users":{"alice":{"Secret":"a2","Permission":3},
                                   "carol":{"Secret":"c","Permission":1}}},
             {"Path":"/b","AllowedOrigins":["https://two.example"]},
@@ -264,6 +269,7 @@ mod tests {
             [
                 "Port changed (0 -> 1): needs a restart",
                 "Limits.MaxMessageBytes changed (65536 -> 10): needs a restart",
+                "MetricsToken changed: needs a restart",
                 "hub \"/new\" is new: adding a hub needs a restart",
                 "hub \"/old\" is not in the new config: it keeps serving (removing a hub needs a restart)",
             ]
