@@ -323,7 +323,13 @@ fn http_response(data: &[u8]) -> Result<Option<(usize, usize)>, String> {
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
         .ok_or("an HTTP response without Content-Length")?;
     Ok((data.len() >= head + length).then_some((head, length)))
 }
@@ -341,7 +347,11 @@ mod tests {
         let (h2, b2) = http_response(rest).unwrap().unwrap();
         assert_eq!(&rest[h2..h2 + b2], b"xy");
         assert_eq!(http_response(&two[..10]).unwrap(), None);
-        assert_eq!(http_response(&two[..h + 1]).unwrap(), None, "body incomplete");
+        assert_eq!(
+            http_response(&two[..h + 1]).unwrap(),
+            None,
+            "body incomplete"
+        );
         assert!(http_response(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
     }
 }

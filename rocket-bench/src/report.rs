@@ -629,8 +629,14 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
 
     // Scenario 6.
     let publish: Vec<(&str, &RunResult)> = [
-        ("WebSocket `broadcast`, 1,000 subscribers", "rocket-publish-ws"),
-        ("publish API (`POST /api/broadcast`), 1,000 subscribers", "rocket-publish-http"),
+        (
+            "WebSocket `broadcast`, 1,000 subscribers",
+            "rocket-publish-ws",
+        ),
+        (
+            "publish API (`POST /api/broadcast`), 1,000 subscribers",
+            "rocket-publish-http",
+        ),
         ("publish API, 1 subscriber", "rocket-publish-http-1"),
     ]
     .into_iter()

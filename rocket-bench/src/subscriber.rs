@@ -542,6 +542,7 @@ mod tests {
             channels: 3,
             subscribers: 20,
             payload: 60,
+            via: crate::publisher::Via::Ws,
         };
         let publishers = Publishers::connect(pub_spec.clone(), Duration::from_secs(10)).unwrap();
         let live = Arc::new(PublisherLive::default());

@@ -1,5 +1,6 @@
 //! `rocket-cli`: the Rocket server. Reads a config (or serves the built-in demo), logs
 //! through `tracing`, serves until SIGINT/SIGTERM, then closes every client with 1001.
+//! SIGHUP reopens the log file and reloads the config file's users (see `reload.rs`).
 //!
 //! Anything that stops it from starting is one line on standard error,
 //! `rocket-cli: <what>: <why>`, and a non-zero exit status.
@@ -12,6 +13,7 @@ mod demo;
 mod error;
 mod hash_secret;
 mod logging;
+mod reload;
 mod serve;
 
 use std::process::ExitCode;
@@ -38,11 +40,11 @@ fn run(args: &Args) -> Result<(), Error> {
         return hash_secret::run();
     }
     let loaded = config::load(args)?;
-    let target = logging::init(args.log_level.as_deref(), &loaded.config.log)?;
+    let log = logging::init(args.log_level.as_deref(), &loaded.config.log)?;
     announce(&loaded);
-    serve::run(loaded, args.runtime, args.demo).inspect_err(|e| {
+    serve::run(loaded, args, &log).inspect_err(|e| {
         // The error also goes to standard error (see main); a log file should show it too.
-        if target == logging::Target::File {
+        if log.target() == logging::Target::File {
             tracing::error!("{e}");
         }
     })
@@ -57,17 +59,21 @@ fn announce(loaded: &Loaded) {
         );
     }
     for (hub, user, kind) in config::secrets(&loaded.config) {
-        match kind {
-            SecretKind::Empty => {
-                tracing::warn!(
-                    "hub {hub}: user {user:?} has an empty Secret and accepts any secret"
-                )
-            }
-            SecretKind::Plain => tracing::warn!(
-                "hub {hub}: user {user:?} has a plain-text Secret; \
-                 store an argon2 hash instead (rocket-cli hash-secret)"
-            ),
-            SecretKind::Hashed => {}
+        warn_weak_secret(hub, user, kind);
+    }
+}
+
+/// The warning for a user whose secret is empty or plain text (at startup and for the
+/// users a reload adds or gives a new secret).
+fn warn_weak_secret(hub: &str, user: &str, kind: SecretKind) {
+    match kind {
+        SecretKind::Empty => {
+            tracing::warn!("hub {hub}: user {user:?} has an empty Secret and accepts any secret")
         }
+        SecretKind::Plain => tracing::warn!(
+            "hub {hub}: user {user:?} has a plain-text Secret; \
+             store an argon2 hash instead (rocket-cli hash-secret)"
+        ),
+        SecretKind::Hashed => {}
     }
 }

@@ -1,4 +1,5 @@
-//! Serving with the chosen frontend until SIGINT or SIGTERM, then shutting down gracefully.
+//! Serving with the chosen frontend until SIGINT or SIGTERM, then shutting down gracefully;
+//! SIGHUP reloads the config and reopens the log file (see `reload.rs`) and serving goes on.
 //!
 //! Signals are caught by `signal-hook` on a thread of their own and handed over through a
 //! channel, so both runtimes wait for them the same way.
@@ -7,27 +8,31 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocket_server::ServerHandle;
+use rocket_server::{ServerHandle, ServerState};
 
 use rocket_server::Config;
 use tracing::{info, warn};
 
-use crate::args::Runtime;
+use crate::args::{Args, Runtime};
 use crate::config::{Loaded, Source};
 use crate::error::Error;
+use crate::logging::Log;
 
 /// How long a graceful shutdown waits for connections to flush and close.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the server on `runtime` until a signal stops it.
-pub fn run(loaded: Loaded, runtime: Runtime, demo: bool) -> Result<(), Error> {
+/// Runs the server on `args.runtime` until a signal stops it (`args.demo`: with the demo
+/// page).
+pub fn run(loaded: Loaded, args: &Args, log: &Log) -> Result<(), Error> {
     // Before binding, so that a signal sent as soon as the startup line shows is handled.
     let signals = Signals::install()?;
+    let runtime = args.runtime;
     let Loaded { config, source } = loaded;
     let address = format!("{}:{}", config.host, config.port);
-    let summary = summary(&config, &source, runtime, demo);
+    let summary = summary(&config, &source, runtime, args.demo);
+    let hangup = |state: &ServerState| crate::reload::on_hangup(args, &source, log, state);
     let state = rocket_server::ServerState::new(config);
-    let state = if demo {
+    let state = if args.demo {
         state
             .with_static_files(crate::demo::files())
             .map_err(Error::Demo)?
@@ -48,7 +53,7 @@ pub fn run(loaded: Loaded, runtime: Runtime, demo: bool) -> Result<(), Error> {
             let server = server()?;
             let result = rt.block_on(async {
                 let running = rocket_tokio::bind(server).await.map_err(bind_error)?;
-                until_signal(running, &summary, signals).await;
+                until_signal(running, &summary, signals, hangup).await;
                 Ok(())
             });
             // Connection tasks have ended (or were given up on after GRACE).
@@ -80,7 +85,7 @@ pub fn run(loaded: Loaded, runtime: Runtime, demo: bool) -> Result<(), Error> {
                     rocket_async_std::serve_incoming(server, local_addr, incoming, move |task| {
                         spawner.spawn(task).detach()
                     });
-                until_signal(running, &summary, signals).await;
+                until_signal(running, &summary, signals, hangup).await;
                 Ok(())
             }))
         }
@@ -92,7 +97,7 @@ pub fn run(loaded: Loaded, runtime: Runtime, demo: bool) -> Result<(), Error> {
             let server = server()?;
             async_std::task::block_on(async {
                 let running = rocket_async_std::bind(server).await.map_err(bind_error)?;
-                until_signal(running, &summary, signals).await;
+                until_signal(running, &summary, signals, hangup).await;
                 Ok(())
             })
         }
@@ -117,8 +122,14 @@ fn smol_executor() -> Result<Arc<smol::Executor<'static>>, Error> {
     Ok(executor)
 }
 
-/// Announces the server, waits for a signal, then shuts down (a second signal: at once).
-async fn until_signal(running: ServerHandle, summary: &Summary, signals: Signals) {
+/// Announces the server, waits for SIGINT or SIGTERM (calling `hangup` on each SIGHUP),
+/// then shuts down (a second SIGINT or SIGTERM: at once).
+async fn until_signal(
+    running: ServerHandle,
+    summary: &Summary,
+    signals: Signals,
+    hangup: impl Fn(&ServerState),
+) {
     let scheme = if summary.tls { "wss" } else { "ws" };
     info!(
         "listening on {scheme}://{} ({summary})",
@@ -128,10 +139,15 @@ async fn until_signal(running: ServerHandle, summary: &Summary, signals: Signals
         let http = if summary.tls { "https" } else { "http" };
         info!("demo page: {http}://{}/demo/", running.local_addr());
     }
-    let signal = signals.recv().await;
+    let signal = loop {
+        match signals.recv().await {
+            Signal::Hangup => hangup(running.state()),
+            Signal::Stop(name) => break name,
+        }
+    };
     info!("{signal} received: shutting down, closing every connection with 1001");
     let shutdown = std::pin::pin!(running.shutdown(GRACE));
-    let again = std::pin::pin!(signals.recv());
+    let again = std::pin::pin!(signals.recv_stop());
     match first_of(shutdown, again).await {
         Either::Left(0) => info!("shut down cleanly"),
         Either::Left(n) => warn!("{n} connection(s) still open after {GRACE:?}; exiting anyway"),
@@ -194,29 +210,38 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// SIGINT and SIGTERM, caught on a thread of their own.
-struct Signals(async_channel::Receiver<&'static str>);
+/// A signal the server acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGHUP: reload.
+    Hangup,
+    /// SIGINT or SIGTERM (named): shut down.
+    Stop(&'static str),
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught on a thread of their own.
+struct Signals(async_channel::Receiver<Signal>);
 
 impl Signals {
     fn install() -> Result<Self, Error> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let startup = |source| Error::Startup {
             what: "signal handlers",
             source,
         };
         let mut signals =
-            signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(startup)?;
+            signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(startup)?;
         let (tx, rx) = async_channel::unbounded();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 for signal in signals.forever() {
-                    let name = if signal == SIGINT {
-                        "SIGINT"
-                    } else {
-                        "SIGTERM"
+                    let signal = match signal {
+                        SIGHUP => Signal::Hangup,
+                        SIGINT => Signal::Stop("SIGINT"),
+                        _ => Signal::Stop("SIGTERM"),
                     };
-                    if tx.send_blocking(name).is_err() {
+                    if tx.send_blocking(signal).is_err() {
                         break;
                     }
                 }
@@ -225,10 +250,21 @@ impl Signals {
         Ok(Self(rx))
     }
 
-    /// Waits for the next signal and names it.
-    async fn recv(&self) -> &'static str {
+    /// Waits for the next signal.
+    async fn recv(&self) -> Signal {
         // The sender lives as long as the process: the thread never ends first.
-        self.0.recv().await.unwrap_or("SIGTERM")
+        self.0.recv().await.unwrap_or(Signal::Stop("SIGTERM"))
+    }
+
+    /// Waits for the next SIGINT or SIGTERM and names it; SIGHUP is ignored (during
+    /// shutdown there is nothing left to reload).
+    async fn recv_stop(&self) -> &'static str {
+        loop {
+            match self.recv().await {
+                Signal::Hangup => info!("SIGHUP received during shutdown: ignored"),
+                Signal::Stop(name) => return name,
+            }
+        }
     }
 }
 

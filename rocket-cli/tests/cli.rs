@@ -861,6 +861,310 @@ fn logs_go_to_the_log_file() {
     assert!(text.contains("cannot listen on"), "{text}");
 }
 
+// ---------------------------------------------------------------------------------------
+// SIGHUP: reload the config file and reopen the log file (PROTOCOL.md, "Reload (SIGHUP)").
+
+/// The reload tests' config: hub `/echo` with `users` (name, secret, permission).
+fn reload_config(users: &[(&str, &str, u8)]) -> String {
+    let users: serde_json::Map<String, serde_json::Value> = users
+        .iter()
+        .map(|(name, secret, permission)| {
+            let user = serde_json::json!({"Secret": secret, "Permission": permission});
+            ((*name).to_owned(), user)
+        })
+        .collect();
+    serde_json::json!({"Host": "127.0.0.1", "Port": 0, "Hubs": [{"Path": "/echo", "Users": users}]})
+        .to_string()
+}
+
+/// Connects to `/echo`, reads the greeting and authenticates as `user`.
+async fn logged_in(address: &str, user: &str, secret: &str) -> Ws {
+    let mut ws = connect(address, "/echo").await;
+    next_json(&mut ws).await; // greeting
+    send(
+        &mut ws,
+        serde_json::json!({"authenticate": {"user": user, "secret": secret}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        serde_json::json!({"authenticated": user})
+    );
+    ws
+}
+
+async fn request(ws: &mut Ws, json: serde_json::Value) -> serde_json::Value {
+    send(ws, json).await;
+    next_json(ws).await
+}
+
+fn news(data: i64) -> serde_json::Value {
+    serde_json::json!({"broadcast": {"event": "e", "channel": "news", "data": data}})
+}
+
+fn delivery(data: i64) -> serde_json::Value {
+    serde_json::json!({"event": "e", "channel": "news", "data": data})
+}
+
+fn auth(user: &str, secret: &str) -> serde_json::Value {
+    serde_json::json!({"authenticate": {"user": user, "secret": secret}})
+}
+
+#[tokio::test]
+async fn sighup_reloads_users_with_clients_connected_on_tokio() {
+    sighup_reloads_users_with_clients_connected("tokio").await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_users_with_clients_connected_on_async_std() {
+    sighup_reloads_users_with_clients_connected("async-std").await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_users_with_clients_connected_on_smol() {
+    sighup_reloads_users_with_clients_connected("smol").await;
+}
+
+/// Four sessions across a reload that changes alice's secret, removes bob, takes WRITE
+/// from carl and adds dave: every connection stays open; alice's and carl's sessions go on
+/// (carl denied WRITE from his next request); bob is anonymous and unsubscribed; new
+/// logins need the new secret.
+async fn sighup_reloads_users_with_clients_connected(runtime: &str) {
+    let path = config_with(
+        &format!("reload-users-{runtime}.json"),
+        &reload_config(&[
+            ("admin", "a", 7),
+            ("alice", "old", 3),
+            ("bob", "b", 3),
+            ("carl", "c", 3),
+        ]),
+    );
+    let mut server = Server::start(&[&path, "--runtime", runtime]);
+    let address = server.address();
+    let subscribe = serde_json::json!({"subscribe": {"channel": "news"}});
+    let subscribed = serde_json::json!({"subscribed": "news"});
+    let mut clients = Vec::new();
+    for (user, secret) in [
+        ("admin", "a"),
+        ("alice", "old"),
+        ("bob", "b"),
+        ("carl", "c"),
+    ] {
+        let mut ws = logged_in(&address, user, secret).await;
+        assert_eq!(request(&mut ws, subscribe.clone()).await, subscribed);
+        clients.push(ws);
+    }
+    let [admin, alice, bob, carl] = &mut clients[..] else {
+        unreachable!("four clients")
+    };
+
+    std::fs::write(
+        &path,
+        reload_config(&[
+            ("admin", "a", 7),
+            ("alice", "new", 3),
+            ("carl", "c", 1),
+            ("dave", "d", 3),
+        ]),
+    )
+    .unwrap();
+    server.signal("HUP");
+    let line = server.wait_for("reloaded: hub \"/echo\"");
+    for change in [
+        "users added: dave",
+        "users removed: bob (1 session(s) ended)",
+        "secret changed: alice",
+        "permission changed: carl",
+    ] {
+        assert!(line.contains(change), "{change:?} not in {line:?}");
+    }
+    // The startup warning about plain secrets, again for the secrets the reload brought in
+    // (logged in user order, so admin's and alice's would come before dave's).
+    server.wait_for("user \"dave\" has a plain-text Secret");
+    let warnings = |user: &str| {
+        let needle = format!("user \"{user}\" has a plain-text Secret");
+        server.seen.iter().filter(|l| l.contains(&needle)).count()
+    };
+    assert_eq!((warnings("admin"), warnings("alice")), (1, 2));
+
+    // Everyone is still connected. The admin's broadcast reaches alice and carl, not bob.
+    send(admin, news(1)).await;
+    let mut got = [next_json(admin).await, next_json(admin).await];
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        got,
+        [serde_json::json!({"broadcasted": "news"}), delivery(1)]
+    );
+    assert_eq!(next_json(alice).await, delivery(1));
+    assert_eq!(next_json(carl).await, delivery(1));
+    // Bob's next message is the answer to his request, not the broadcast: he is anonymous.
+    let denied = serde_json::json!({"err": "ACCESS_DENIED"});
+    assert_eq!(request(bob, news(2)).await, denied);
+    assert_eq!(request(bob, subscribe.clone()).await, denied);
+    // Carl lost WRITE from his next request on; alice's session goes on.
+    assert_eq!(request(carl, news(3)).await, denied);
+    send(alice, news(4)).await;
+    assert_eq!(next_json(admin).await, delivery(4));
+    assert_eq!(next_json(carl).await, delivery(4));
+
+    // New logins use the new users.
+    let mut fresh = connect(&address, "/echo").await;
+    next_json(&mut fresh).await;
+    assert_eq!(
+        request(&mut fresh, auth("alice", "old")).await,
+        serde_json::json!({"err": "INVALID_CREDENTIALS"})
+    );
+    assert_eq!(
+        request(&mut fresh, auth("bob", "b")).await,
+        serde_json::json!({"err": "INVALID_USER"})
+    );
+    for (user, secret) in [("alice", "new"), ("dave", "d")] {
+        assert_eq!(
+            request(&mut fresh, auth(user, secret)).await,
+            serde_json::json!({"authenticated": user})
+        );
+    }
+
+    server.signal("TERM");
+    for ws in clients.iter_mut() {
+        assert_eq!(close_code(ws).await, CloseCode::Away);
+    }
+    assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
+}
+
+/// Waits for a line containing `needle` in the file at `path` and returns it.
+fn wait_for_in_file(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {}:\n{text}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn sighup_keeps_the_running_config_when_the_file_is_invalid_and_reopens_the_log_on_tokio() {
+    sighup_keeps_the_running_config_and_reopens_the_log("tokio").await;
+}
+
+#[tokio::test]
+async fn sighup_keeps_the_running_config_when_the_file_is_invalid_and_reopens_the_log_on_async_std()
+{
+    sighup_keeps_the_running_config_and_reopens_the_log("async-std").await;
+}
+
+#[tokio::test]
+async fn sighup_keeps_the_running_config_when_the_file_is_invalid_and_reopens_the_log_on_smol() {
+    sighup_keeps_the_running_config_and_reopens_the_log("smol").await;
+}
+
+/// logrotate moves the log file away and sends SIGHUP: the server writes to a new file at
+/// the path. The config file now has a syntax error: reported there, and the running
+/// config keeps serving. Fixed and signalled again, it applies.
+async fn sighup_keeps_the_running_config_and_reopens_the_log(runtime: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let log = dir.join(format!("cli-reload-{runtime}.log"));
+    let rotated = dir.join(format!("cli-reload-{runtime}.log.1"));
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&rotated);
+    let path = config_with(
+        &format!("reload-invalid-{runtime}.json"),
+        &reload_config(&[("alice", "old", 3)]),
+    );
+    let log_arg = log.to_string_lossy().into_owned();
+    let mut server = Server::start(&[&path, "--runtime", runtime, "--log", &log_arg]);
+    let line = wait_for_in_file(&log, "listening on ws://");
+    let address = line[line.find("ws://").unwrap() + "ws://".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut ws = logged_in(&address, "alice", "old").await;
+
+    std::fs::rename(&log, &rotated).unwrap();
+    std::fs::write(&path, "{\n  \"Hubs\": oops\n}\n").unwrap();
+    server.signal("HUP");
+    let reopened = wait_for_in_file(&log, "reopened");
+    assert!(reopened.contains(&log_arg), "{reopened}");
+    let refused = wait_for_in_file(&log, "config not reloaded");
+    assert!(
+        refused.contains("ERROR")
+            && refused.contains("the running config is kept")
+            && refused.contains("invalid JSON at line 2 column 11"),
+        "{refused}"
+    );
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        old.contains("listening on") && !old.contains("SIGHUP"),
+        "{old}"
+    );
+
+    // The connection and the old users still serve.
+    assert_eq!(
+        request(
+            &mut ws,
+            serde_json::json!({"subscribe": {"channel": "news"}})
+        )
+        .await,
+        serde_json::json!({"subscribed": "news"})
+    );
+    let mut fresh = logged_in(&address, "alice", "old").await;
+
+    // Fixed: the next SIGHUP applies it.
+    std::fs::write(&path, reload_config(&[("alice", "new", 3)])).unwrap();
+    server.signal("HUP");
+    wait_for_in_file(&log, "secret changed: alice");
+    assert_eq!(
+        request(&mut fresh, auth("alice", "old")).await,
+        serde_json::json!({"err": "INVALID_CREDENTIALS"})
+    );
+    assert_eq!(
+        request(&mut fresh, auth("alice", "new")).await,
+        serde_json::json!({"authenticated": "alice"})
+    );
+
+    server.signal("TERM");
+    assert_eq!(close_code(&mut ws).await, CloseCode::Away);
+    assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
+    wait_for_in_file(&log, "shut down cleanly");
+}
+
+#[tokio::test]
+async fn sighup_with_the_demo_config_only_reopens_the_log() {
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-reload-demo.log");
+    let _ = std::fs::remove_file(&log);
+    let log_arg = log.to_string_lossy().into_owned();
+    let mut server = Server::start(&["--host", "127.0.0.1", "--port", "0", "--log", &log_arg]);
+    let line = wait_for_in_file(&log, "listening on ws://");
+    let address = line[line.find("ws://").unwrap() + "ws://".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut ws = logged_in(&address, "backend", "secret").await;
+    std::fs::remove_file(&log).unwrap();
+    server.signal("HUP");
+    wait_for_in_file(&log, "no config file to reload");
+    assert_eq!(
+        request(
+            &mut ws,
+            serde_json::json!({"subscribe": {"channel": "news"}})
+        )
+        .await,
+        serde_json::json!({"subscribed": "news"})
+    );
+    server.signal("INT");
+    assert_eq!(close_code(&mut ws).await, CloseCode::Away);
+    assert_eq!(server.exit_status(Duration::from_secs(10)).code(), Some(0));
+}
+
 /// Every stderr line the server printed until it exited.
 fn all_lines(server: &mut Server) -> String {
     while let Ok(line) = server.lines.recv_timeout(Duration::from_secs(5)) {

@@ -30,12 +30,41 @@ pub enum ConnectError {
     DuplicateToken,
 }
 
+/// What [`Engine::handle_reload`] changed. User names are sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reloaded {
+    /// Users that the new configuration adds.
+    pub added: Vec<String>,
+    /// Users that it removes; their sessions ended.
+    pub removed: Vec<String>,
+    /// Users kept whose `Secret` changed (new authentications need the new one).
+    pub secret_changed: Vec<String>,
+    /// Users kept whose `Permission` changed (their sessions have it from their next
+    /// request).
+    pub permission_changed: Vec<String>,
+    /// Whether `MaxSubscriptionsPerClient` or `MaxFailedAuth` changed.
+    pub limits_changed: bool,
+    /// Sessions that ended because their user was removed.
+    pub sessions_ended: usize,
+    /// Sessions kept whose user lost READ: their subscriptions were dropped.
+    pub sessions_unsubscribed: usize,
+}
+
+impl Reloaded {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Keys for the engine's hash maps. Channel names come from clients, so the maps are
 /// keyed with secret seeds that the frontend draws from the OS (the engine has no
 /// randomness of its own); equal seeds make runs reproducible in tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HashSeed(pub [u64; 4]);
 
+#[derive(PartialEq, Eq)]
 enum Secret {
     /// Empty in the config: any secret is accepted.
     Any,
@@ -52,10 +81,33 @@ struct User {
     permission: Permissions,
 }
 
+impl User {
+    fn from_config(config: &crate::UserConfig) -> Self {
+        let secret = if config.secret.is_empty() {
+            Secret::Any
+        } else if crate::config::is_phc(&config.secret) {
+            Secret::Phc(config.secret.as_str().into())
+        } else {
+            Secret::Plain(digest(&config.secret))
+        };
+        Self {
+            secret,
+            permission: config.permission,
+        }
+    }
+}
+
+/// An authenticated session: its user and that user's permissions, refreshed by
+/// [`Engine::handle_reload`] so that a request checks them without a lookup.
+struct Session {
+    user: Arc<str>,
+    permission: Permissions,
+}
+
 struct Client {
     token: Token,
-    /// The authenticated user's permissions; `None` while anonymous.
-    session: Option<Permissions>,
+    /// The authenticated session; `None` while anonymous.
+    session: Option<Session>,
     /// Subscribed channels, each with this client's index in the channel's member list.
     subscriptions: Map<Arc<str>, usize>,
     failed_auth: u32,
@@ -65,8 +117,13 @@ struct Client {
 
 /// An operation the engine started and whose completion it awaits.
 enum Pending {
-    /// `client` authenticates as `user`; the secret is being checked.
-    VerifySecret { client: ClientId, user: Box<str> },
+    /// `client` authenticates as `user`; the secret is being checked against `phc`, the
+    /// user's hash when the check started (a reload may replace it meanwhile).
+    VerifySecret {
+        client: ClientId,
+        user: Arc<str>,
+        phc: Arc<str>,
+    },
 }
 
 impl Pending {
@@ -88,14 +145,15 @@ impl Pending {
 /// - inputs (`handle_*`): [`handle_connect`](Self::handle_connect),
 ///   [`handle_message`](Self::handle_message), [`handle_disconnect`](Self::handle_disconnect),
 ///   [`handle_remote_broadcast`](Self::handle_remote_broadcast),
-///   [`handle_completion`](Self::handle_completion), [`handle_timeout`](Self::handle_timeout);
+///   [`handle_completion`](Self::handle_completion), [`handle_timeout`](Self::handle_timeout),
+///   [`handle_reload`](Self::handle_reload);
 /// - when the engine next needs the time: [`poll_timeout`](Self::poll_timeout);
 /// - outputs: [`poll_output`](Self::poll_output) or [`drain_outputs`](Self::drain_outputs).
 ///
 /// After every input, drain the outputs before the next input of another thread could
 /// interleave (see the crate docs for the driver loop).
 pub struct Engine {
-    users: Map<Box<str>, User>,
+    users: Map<Arc<str>, User>,
     clients: Map<ClientId, Client>,
     tokens: Map<Token, ClientId>,
     /// Channel name to its subscribers. A channel exists while it has a subscriber.
@@ -147,10 +205,11 @@ pub struct EngineStats {
 
 /// What the configured secret says of a presented one.
 enum Verdict {
-    Granted(Permissions),
+    /// A session as the user, with its permissions.
+    Granted(Session),
     Denied(ErrorCode),
-    /// Verify against this PHC hash.
-    Verify(Arc<str>),
+    /// Verify against the PHC hash (second) of the user (first).
+    Verify(Arc<str>, Arc<str>),
 }
 
 /// What [`Engine::handle_publish`] needs next.
@@ -182,25 +241,8 @@ impl Engine {
     pub fn new(config: &EngineConfig, seed: HashSeed) -> Self {
         let [a, b, c, d] = seed.0;
         let hasher = ahash::RandomState::with_seeds(a, b, c, d);
-        let mut users = Map::with_hasher(hasher.clone());
-        for (name, user) in &config.users {
-            let secret = if user.secret.is_empty() {
-                Secret::Any
-            } else if crate::config::is_phc(&user.secret) {
-                Secret::Phc(user.secret.as_str().into())
-            } else {
-                Secret::Plain(digest(&user.secret))
-            };
-            users.insert(
-                name.as_str().into(),
-                User {
-                    secret,
-                    permission: user.permission,
-                },
-            );
-        }
         Self {
-            users,
+            users: Self::users(config, &hasher),
             clients: Map::with_hasher(hasher.clone()),
             tokens: Map::with_hasher(hasher.clone()),
             channels: Map::with_hasher(hasher.clone()),
@@ -227,6 +269,14 @@ impl Engine {
             deliveries: c.deliveries,
             auth_failures: c.auth_failures,
         }
+    }
+
+    fn users(config: &EngineConfig, hasher: &ahash::RandomState) -> Map<Arc<str>, User> {
+        let mut users = Map::with_hasher(hasher.clone());
+        for (name, user) in &config.users {
+            users.insert(Arc::from(name.as_str()), User::from_config(user));
+        }
+        users
     }
 
     /// Connected clients.
@@ -357,6 +407,93 @@ impl Engine {
         }
     }
 
+    /// The hub's configuration was reloaded: `config`'s users and limits replace the
+    /// engine's. Sends nothing to any client; what changes for them:
+    /// - new authentications use the new users, secrets and permissions at once;
+    /// - an authenticated session keeps its user, with the user's new permissions from its
+    ///   next request on (a request already handled is not revisited), even when the
+    ///   user's secret changed;
+    /// - a session whose user was removed ends as if it had logged out, but silently: the
+    ///   client becomes anonymous and its subscriptions are dropped (its next request
+    ///   needing a permission is answered `ACCESS_DENIED`);
+    /// - a session whose user lost READ is unsubscribed from every channel, silently, so
+    ///   that it receives no more deliveries (it stays authenticated);
+    /// - a secret verification still running concludes against the new users (see
+    ///   [`handle_completion`](Self::handle_completion)): it cannot grant a secret that
+    ///   was replaced;
+    /// - the new limits apply from the next request: subscriptions past a lowered
+    ///   `MaxSubscriptionsPerClient` are kept (new ones are refused), and failed
+    ///   authentications counted so far count against the new `MaxFailedAuth` at the
+    ///   next failure.
+    ///
+    /// Returns what changed, for the operator's log.
+    pub fn handle_reload(&mut self, config: &EngineConfig) -> Reloaded {
+        let users = Self::users(config, &self.hasher);
+        let mut reloaded = Reloaded::default();
+        for (name, old) in &self.users {
+            match users.get(name) {
+                None => reloaded.removed.push(name.to_string()),
+                Some(new) => {
+                    if new.secret != old.secret {
+                        reloaded.secret_changed.push(name.to_string());
+                    }
+                    if new.permission != old.permission {
+                        reloaded.permission_changed.push(name.to_string());
+                    }
+                }
+            }
+        }
+        reloaded.added = users
+            .keys()
+            .filter(|name| !self.users.contains_key(*name))
+            .map(|name| name.to_string())
+            .collect();
+        for list in [
+            &mut reloaded.added,
+            &mut reloaded.removed,
+            &mut reloaded.secret_changed,
+            &mut reloaded.permission_changed,
+        ] {
+            list.sort_unstable();
+        }
+        let limits = &config.limits;
+        reloaded.limits_changed = limits.max_subscriptions_per_client != self.max_subscriptions
+            || limits.max_failed_auth != self.max_failed_auth;
+        self.max_subscriptions = limits.max_subscriptions_per_client;
+        self.max_failed_auth = limits.max_failed_auth;
+        self.users = users;
+
+        let (mut orphans, mut readers_no_more) = (Vec::new(), Vec::new());
+        for (&id, client) in &mut self.clients {
+            let Some(session) = &mut client.session else {
+                continue;
+            };
+            match self.users.get(&session.user) {
+                Some(user) => {
+                    session.permission = user.permission;
+                    if !user.permission.contains(Permissions::READ)
+                        && !client.subscriptions.is_empty()
+                    {
+                        readers_no_more.push(id);
+                    }
+                }
+                None => orphans.push(id),
+            }
+        }
+        // In id order, so that the channels' member lists end up the same on every run.
+        orphans.sort_unstable();
+        readers_no_more.sort_unstable();
+        reloaded.sessions_ended = orphans.len();
+        reloaded.sessions_unsubscribed = readers_no_more.len();
+        for id in orphans {
+            self.end_session(id);
+        }
+        for id in readers_no_more {
+            self.drop_subscriptions(id);
+        }
+        reloaded
+    }
+
     /// The next action for the frontend, in the order the engine produced them.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -367,38 +504,40 @@ impl Engine {
         out.extend(self.outputs.drain(..));
     }
 
-    /// What the configured secret of `user` says of `secret`: the user's permissions, an
+    /// What the configured secret of `user` says of `secret`: a session as the user, an
     /// error, or the PHC hash the secret must be verified against (off the engine).
     fn check_secret(&self, user: &str, secret: &str) -> Verdict {
-        match self.users.get(user) {
-            None => Verdict::Denied(ErrorCode::InvalidUser),
-            Some(User {
-                secret: Secret::Any,
-                permission,
-            }) => Verdict::Granted(*permission),
-            Some(User {
-                secret: Secret::Plain(expected),
-                permission,
-            }) => {
+        let Some((name, configured)) = self.users.get_key_value(user) else {
+            return Verdict::Denied(ErrorCode::InvalidUser);
+        };
+        let session = || Session {
+            user: Arc::clone(name),
+            permission: configured.permission,
+        };
+        match &configured.secret {
+            Secret::Any => Verdict::Granted(session()),
+            Secret::Plain(expected) => {
                 if plain_secret_matches(expected, secret) {
-                    Verdict::Granted(*permission)
+                    Verdict::Granted(session())
                 } else {
                     Verdict::Denied(ErrorCode::InvalidCredentials)
                 }
             }
-            Some(User {
-                secret: Secret::Phc(phc),
-                ..
-            }) => Verdict::Verify(Arc::clone(phc)),
+            Secret::Phc(phc) => Verdict::Verify(Arc::clone(name), Arc::clone(phc)),
         }
     }
 
     fn authenticate(&mut self, id: ClientId, user: &str, secret: &str) {
         self.end_session(id);
         let verdict = match self.check_secret(user, secret) {
-            Verdict::Granted(permission) => Ok(permission),
+            Verdict::Granted(session) => Ok(session),
             Verdict::Denied(error) => Err(error),
-            Verdict::Verify(phc) => {
+            Verdict::Verify(name, phc) => {
+                let pending = Pending::VerifySecret {
+                    client: id,
+                    user: name,
+                    phc: Arc::clone(&phc),
+                };
                 let operation = Operation::VerifySecret(Verification {
                     phc,
                     secret: secret.to_owned(),
@@ -407,9 +546,7 @@ impl Engine {
                 self.next_op += 1;
                 // The client exists: handle_message checked it.
                 self.clients.get_mut(&id).expect("live client").verifying = Some(op);
-                let user = user.into();
-                self.pending
-                    .insert(op, Pending::VerifySecret { client: id, user });
+                self.pending.insert(op, pending);
                 self.outputs.push_back(Output::Start {
                     client: id,
                     op,
@@ -430,12 +567,14 @@ impl Engine {
     /// [`handle_publish_verified`](Self::handle_publish_verified).
     pub fn handle_publish(&mut self, publish: &Publish, user: &str, secret: &str) -> PublishStep {
         match self.check_secret(user, secret) {
-            Verdict::Granted(permission) => PublishStep::Done(self.publish(publish, permission)),
+            Verdict::Granted(session) => {
+                PublishStep::Done(self.publish(publish, session.permission))
+            }
             Verdict::Denied(error) => {
                 self.stats.auth_failures += 1;
                 PublishStep::Done(Err(error))
             }
-            Verdict::Verify(phc) => PublishStep::Verify(Verification {
+            Verdict::Verify(_, phc) => PublishStep::Verify(Verification {
                 phc,
                 secret: secret.to_owned(),
             }),
@@ -502,6 +641,12 @@ impl Engine {
     /// whose client left or ended its session meanwhile (disconnect, logout, a new
     /// `authenticate`). A completion of the wrong kind for `op` is ignored too, and `op`
     /// still awaits its own.
+    ///
+    /// A secret verification concludes against the users in force *now*: if a
+    /// [reload](Self::handle_reload) removed the user or replaced its hash while the
+    /// verification ran, the authentication fails with `INVALID_CREDENTIALS` (and counts
+    /// as a failed one) whatever the result, so a secret that was replaced never opens a
+    /// session; a changed permission applies to the new session.
     pub fn handle_completion(&mut self, op: OpId, completion: Completion) {
         if !self
             .pending
@@ -513,13 +658,16 @@ impl Engine {
         // Present: checked just above.
         let pending = self.pending.remove(&op).expect("a pending operation");
         match (pending, completion) {
-            (Pending::VerifySecret { client, user }, Completion::SecretVerified(ok)) => {
+            (Pending::VerifySecret { client, user, phc }, Completion::SecretVerified(ok)) => {
                 // Pending operations are forgotten with their client's session.
                 let c = self.clients.get_mut(&client).expect("live client");
                 debug_assert_eq!(c.verifying, Some(op));
                 c.verifying = None;
-                let verdict = match self.users.get(&*user) {
-                    Some(u) if ok => Ok(u.permission),
+                let verdict = match self.users.get_key_value(&*user) {
+                    Some((name, u)) if ok && u.secret == Secret::Phc(phc) => Ok(Session {
+                        user: Arc::clone(name),
+                        permission: u.permission,
+                    }),
                     _ => Err(ErrorCode::InvalidCredentials),
                 };
                 self.conclude_authentication(client, &user, verdict);
@@ -546,14 +694,14 @@ impl Engine {
         &mut self,
         id: ClientId,
         user: &str,
-        verdict: Result<Permissions, ErrorCode>,
+        verdict: Result<Session, ErrorCode>,
     ) {
         // Callers conclude for a client they just found live (a frame, or a completion
         // still awaited, which its client's departure would have cancelled).
         let client = self.clients.get_mut(&id).expect("live client");
         match verdict {
-            Ok(permission) => {
-                client.session = Some(permission);
+            Ok(session) => {
+                client.session = Some(session);
                 self.send(id, reply::keyed("authenticated", user));
             }
             Err(error) => {
@@ -639,6 +787,14 @@ impl Engine {
         if let Some(op) = client.verifying.take() {
             self.pending.remove(&op);
         }
+        self.drop_subscriptions(id);
+    }
+
+    /// Leaves every channel `id` is subscribed to; its session stays.
+    fn drop_subscriptions(&mut self, id: ClientId) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
         let empty = Map::with_hasher(self.hasher.clone());
         let subscriptions = std::mem::replace(&mut client.subscriptions, empty);
         for (name, index) in &subscriptions {
@@ -665,7 +821,8 @@ impl Engine {
     fn may(&self, id: ClientId, needed: Permissions) -> bool {
         self.clients[&id]
             .session
-            .is_some_and(|p| p.contains(needed))
+            .as_ref()
+            .is_some_and(|s| s.permission.contains(needed))
     }
 
     fn fan_out(outputs: &mut VecDeque<Output>, members: &[ClientId], payload: &Payload) {

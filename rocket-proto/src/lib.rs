@@ -78,6 +78,11 @@
 //!   [`Operation::VerifySecret`] (argon2 is slow on purpose) and concludes on
 //!   [`Completion::SecretVerified`]. Secrets never appear in outputs other than that
 //!   operation, and never in `Debug` output.
+//! - **Reload.** [`Engine::handle_reload`] swaps in new users and limits without
+//!   disconnecting anyone: sessions keep their user (with its new permissions from the
+//!   next request) unless the user was removed, which ends the session silently (the
+//!   client is anonymous, its subscriptions dropped). A verification still running cannot
+//!   grant a secret the reload replaced.
 //! - **Hygiene.** A channel exists only while it has a subscriber; a disconnected client
 //!   leaves nothing behind ([`Engine::is_idle`] after everyone left).
 //! - **No panics on input.** Any byte sequence, from any client, in any state, is handled.
@@ -109,7 +114,7 @@ mod request;
 
 pub use client::{ClientId, Token};
 pub use config::{ConfigError, EngineConfig, EngineLimits, UserConfig, is_phc};
-pub use engine::{ConnectError, Engine, EngineStats, HashSeed, PublishStep};
+pub use engine::{ConnectError, Engine, EngineStats, HashSeed, PublishStep, Reloaded};
 pub use message::{CloseCode, Message, Output, Payload};
 pub use operation::{Completion, OpId, Operation, Verification};
 pub use permissions::Permissions;

@@ -5,7 +5,10 @@
 //! engine. Random transitions connect and disconnect up to four clients and send frames on
 //! three channels as three users with random permissions and random limits: valid requests
 //! of every action, mutated requests (wrong types, extra keys, missing fields, truncation,
-//! overlong names, deep nesting…), garbage text and binary frames. After every transition
+//! overlong names, deep nesting…), garbage text and binary frames, and reloads that
+//! remove, add and change users (secret, permission) and limits. The model looks a
+//! session's permissions up at each request, as the protocol states it; the engine
+//! refreshes them at the reload. After every transition
 //! each client must have received exactly what the model predicts, in order, and nothing
 //! else; the engine's counts must match the model's; at the end, after everyone left, the
 //! engine must be idle.
@@ -81,6 +84,20 @@ enum Transition {
     Send { slot: usize, message: Message },
     /// A broadcast accepted by another node of a cluster.
     Remote { channel: usize, data: usize },
+    /// The hub's config reloaded with these users (by index in `USERS`; `None`: absent)
+    /// and limits.
+    Reload {
+        users: [Option<UserState>; 3],
+        max_subscriptions: usize,
+        max_failed_auth: u32,
+    },
+}
+
+/// A configured user: its secret (an index in `SECRETS`) and permission bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct UserState {
+    secret: usize,
+    permission: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -430,8 +447,8 @@ fn mutated_text(req: &Req, mutation: &Mutation, model: &Model) -> String {
 struct Conn {
     id: u64,
     token: Token,
-    /// Permission bits of the session; `None` while anonymous.
-    session: Option<u8>,
+    /// The session's user (an index in `USERS`); `None` while anonymous.
+    session: Option<usize>,
     subscriptions: BTreeSet<usize>,
     failed_auth: u32,
 }
@@ -459,6 +476,61 @@ enum Input {
         channel: String,
         payload: String,
     },
+    /// Reload the engine with this engine config; it must report `changes`.
+    Reload {
+        config: String,
+        changes: Changes,
+    },
+}
+
+/// What a reload must report, as `Reloaded`'s fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Changes {
+    added: Vec<String>,
+    removed: Vec<String>,
+    secret_changed: Vec<String>,
+    permission_changed: Vec<String>,
+    limits_changed: bool,
+    sessions_ended: usize,
+    sessions_unsubscribed: usize,
+}
+
+impl Changes {
+    fn of(r: &rocket_proto::Reloaded) -> Self {
+        Self {
+            added: r.added.clone(),
+            removed: r.removed.clone(),
+            secret_changed: r.secret_changed.clone(),
+            permission_changed: r.permission_changed.clone(),
+            limits_changed: r.limits_changed,
+            sessions_ended: r.sessions_ended,
+            sessions_unsubscribed: r.sessions_unsubscribed,
+        }
+    }
+}
+
+/// The engine config text for `users` and the limits.
+fn engine_config(
+    users: &[Option<UserState>; 3],
+    max_subscriptions: usize,
+    max_failed_auth: u32,
+) -> String {
+    let users: Map<String, Value> = USERS
+        .iter()
+        .zip(users)
+        .filter_map(|((name, _), user)| {
+            let user = user.as_ref()?;
+            let json = json!({ "Secret": SECRETS[user.secret], "Permission": user.permission });
+            Some(((*name).to_owned(), json))
+        })
+        .collect();
+    support::config(
+        Value::Object(users),
+        json!({
+            "MaxSubscriptionsPerClient": max_subscriptions,
+            "MaxFailedAuth": max_failed_auth,
+        }),
+    )
 }
 
 /// What a client receives.
@@ -470,7 +542,8 @@ enum Expected {
 
 #[derive(Clone, Debug)]
 struct Model {
-    permissions: [u8; 3],
+    /// The users as configured now, by index in `USERS`; `None`: removed by a reload.
+    users: [Option<UserState>; 3],
     max_subscriptions: usize,
     max_failed_auth: u32,
     seed: [u64; 4],
@@ -488,8 +561,15 @@ impl Model {
         max_failed_auth: u32,
         seed: [u64; 4],
     ) -> Self {
+        let users = std::array::from_fn(|u| {
+            let secret = SECRETS.iter().position(|s| *s == USERS[u].1);
+            Some(UserState {
+                secret: secret.expect("the initial secrets are listed"),
+                permission: permissions[u],
+            })
+        });
         Self {
-            permissions,
+            users,
             max_subscriptions,
             max_failed_auth,
             seed,
@@ -638,7 +718,15 @@ impl Model {
         const READ: u8 = 1;
         const WRITE: u8 = 2;
         let conn = self.slots[slot].conn.as_ref().expect("connected");
-        let may = |bit: u8| conn.session.is_some_and(|p| p & bit != 0);
+        let users = &self.users;
+        // Looked up at each request: the protocol's rule, which the engine implements by
+        // refreshing sessions at a reload.
+        let may = |bit: u8| {
+            conn.session.is_some_and(|u| {
+                let user = users[u].expect("sessions of removed users ended");
+                user.permission & bit != 0
+            })
+        };
         let (may_read, may_write) = (may(READ), may(WRITE));
         let token = conn.token;
         match request {
@@ -647,16 +735,19 @@ impl Model {
                 conn.session = None;
                 conn.subscriptions.clear();
                 let (name, secret) = (USER_NAMES[*user], SECRETS[*secret]);
-                let verdict = match USERS.iter().position(|(u, _)| *u == name) {
+                let user = USERS.iter().position(|(u, _)| *u == name);
+                let verdict = match user.and_then(|u| Some((u, self.users[u]?))) {
                     None => Err("INVALID_USER"),
-                    Some(u) if USERS[u].1.is_empty() || USERS[u].1 == secret => {
-                        Ok(self.permissions[u])
+                    Some((u, user))
+                        if SECRETS[user.secret].is_empty() || SECRETS[user.secret] == secret =>
+                    {
+                        Ok(u)
                     }
                     Some(_) => Err("INVALID_CREDENTIALS"),
                 };
                 match verdict {
-                    Ok(bits) => {
-                        conn.session = Some(bits);
+                    Ok(u) => {
+                        conn.session = Some(u);
                         self.reply(id, json!({ "authenticated": name }));
                     }
                     Err(code) => {
@@ -750,6 +841,112 @@ impl Model {
     }
 }
 
+impl Model {
+    /// The engine's behaviour on a reload: nothing is sent; sessions of removed users end,
+    /// sessions whose user lost READ leave their channels.
+    fn reload(
+        &mut self,
+        users: [Option<UserState>; 3],
+        max_subscriptions: usize,
+        max_failed_auth: u32,
+    ) {
+        let mut changes = Changes::default();
+        for (u, (name, _)) in USERS.iter().enumerate() {
+            let name = (*name).to_owned();
+            match (self.users[u], users[u]) {
+                (None, Some(_)) => changes.added.push(name),
+                (Some(_), None) => changes.removed.push(name),
+                (Some(old), Some(new)) => {
+                    if SECRETS[old.secret] != SECRETS[new.secret] {
+                        changes.secret_changed.push(name.clone());
+                    }
+                    if old.permission != new.permission {
+                        changes.permission_changed.push(name);
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        changes.limits_changed =
+            (max_subscriptions, max_failed_auth) != (self.max_subscriptions, self.max_failed_auth);
+        for conn in self.slots.iter_mut().filter_map(|s| s.conn.as_mut()) {
+            let Some(u) = conn.session else { continue };
+            match users[u] {
+                None => {
+                    changes.sessions_ended += 1;
+                    conn.session = None;
+                    conn.subscriptions.clear();
+                }
+                Some(user) if user.permission & 1 == 0 && !conn.subscriptions.is_empty() => {
+                    changes.sessions_unsubscribed += 1;
+                    conn.subscriptions.clear();
+                }
+                Some(_) => {}
+            }
+        }
+        self.users = users;
+        self.max_subscriptions = max_subscriptions;
+        self.max_failed_auth = max_failed_auth;
+        self.input = Input::Reload {
+            config: engine_config(&users, max_subscriptions, max_failed_auth),
+            changes,
+        };
+    }
+
+    /// Logins with the right secret for the users configured now.
+    fn login(&self) -> Option<BoxedStrategy<Req>> {
+        let logins: Vec<Req> = self
+            .users
+            .iter()
+            .enumerate()
+            .filter_map(|(user, state)| {
+                let state = state.as_ref()?;
+                Some(Req::Authenticate {
+                    user,
+                    secret: state.secret,
+                })
+            })
+            .collect();
+        (!logins.is_empty()).then(|| prop::sample::select(logins).boxed())
+    }
+}
+
+/// Every permission value is possible; READ|WRITE (with or without MANAGE) is common so
+/// that deliveries happen.
+fn permission_strategy() -> impl Strategy<Value = u8> {
+    prop_oneof![2 => prop::sample::select(vec![3u8, 7]), 1 => 0..=7u8]
+}
+
+fn max_subscriptions_strategy() -> impl Strategy<Value = usize> {
+    prop::sample::select(vec![0usize, 1, 1, 2, 3])
+}
+
+fn max_failed_auth_strategy() -> impl Strategy<Value = u32> {
+    prop_oneof![Just(0u32), 1..=4u32]
+}
+
+fn reload_strategy() -> impl Strategy<Value = Transition> {
+    let user = || {
+        prop_oneof![
+            1 => Just(None),
+            4 => (0..SECRETS.len(), permission_strategy())
+                .prop_map(|(secret, permission)| Some(UserState { secret, permission })),
+        ]
+    };
+    (
+        [user(), user(), user()],
+        max_subscriptions_strategy(),
+        max_failed_auth_strategy(),
+    )
+        .prop_map(
+            |(users, max_subscriptions, max_failed_auth)| Transition::Reload {
+                users,
+                max_subscriptions,
+                max_failed_auth,
+            },
+        )
+}
+
 struct EngineModel;
 
 impl ReferenceStateMachine for EngineModel {
@@ -757,13 +954,14 @@ impl ReferenceStateMachine for EngineModel {
     type Transition = Transition;
 
     fn init_state() -> BoxedStrategy<Model> {
-        // Every permission value is possible; READ|WRITE (with or without MANAGE) is
-        // common so that deliveries happen.
-        let permission = || prop_oneof![2 => prop::sample::select(vec![3u8, 7]), 1 => 0..=7u8];
         (
-            [permission(), permission(), permission()],
-            prop::sample::select(vec![0usize, 1, 1, 2, 3]),
-            prop_oneof![Just(0u32), 1..=4u32],
+            [
+                permission_strategy(),
+                permission_strategy(),
+                permission_strategy(),
+            ],
+            max_subscriptions_strategy(),
+            max_failed_auth_strategy(),
             any::<[u64; 4]>(),
         )
             .prop_map(|(permissions, max_subscriptions, max_failed_auth, seed)| {
@@ -821,17 +1019,17 @@ impl ReferenceStateMachine for EngineModel {
                     .boxed(),
             ),
         ];
-        if !anonymous.is_empty() {
-            let login =
-                (prop::sample::select(anonymous), login_strategy()).prop_map(|(slot, request)| {
-                    Transition::Send {
-                        slot,
-                        message: Message::Valid {
-                            request,
-                            extra_field: false,
-                        },
-                    }
-                });
+        choices.push((1, reload_strategy().boxed()));
+        if let (false, Some(login)) = (anonymous.is_empty(), model.login()) {
+            let login = (prop::sample::select(anonymous), login).prop_map(|(slot, request)| {
+                Transition::Send {
+                    slot,
+                    message: Message::Valid {
+                        request,
+                        extra_field: false,
+                    },
+                }
+            });
             choices.push((6, login.boxed()));
         }
         proptest::strategy::Union::new_weighted(choices).boxed()
@@ -852,6 +1050,11 @@ impl ReferenceStateMachine for EngineModel {
                 model.remove(*slot);
             }
             Transition::Send { slot, message } => model.send(*slot, message),
+            Transition::Reload {
+                users,
+                max_subscriptions,
+                max_failed_auth,
+            } => model.reload(*users, *max_subscriptions, *max_failed_auth),
             Transition::Remote {
                 channel: c,
                 data: d,
@@ -883,23 +1086,7 @@ impl StateMachineTest for EngineTest {
     type Reference = EngineModel;
 
     fn init_test(model: &Model) -> Sim {
-        let users: Map<String, Value> = USERS
-            .iter()
-            .zip(model.permissions)
-            .map(|((name, secret), bits)| {
-                (
-                    (*name).to_owned(),
-                    json!({ "Secret": secret, "Permission": bits }),
-                )
-            })
-            .collect();
-        let text = support::config(
-            Value::Object(users),
-            json!({
-                "MaxSubscriptionsPerClient": model.max_subscriptions,
-                "MaxFailedAuth": model.max_failed_auth,
-            }),
-        );
+        let text = engine_config(&model.users, model.max_subscriptions, model.max_failed_auth);
         let config = EngineConfig::from_json(&text).expect("valid config");
         Sim::with_config(&config, HashSeed(model.seed))
     }
@@ -915,6 +1102,10 @@ impl StateMachineTest for EngineTest {
             Input::Binary(id, bytes) => sim.send_binary(ClientId(*id), bytes),
             Input::Remote { channel, payload } => {
                 sim.remote_broadcast(channel, Payload::text(payload.clone()));
+            }
+            Input::Reload { config, changes } => {
+                let reloaded = sim.reload(config);
+                assert_eq!(Changes::of(&reloaded), *changes);
             }
         }
         let got: BTreeMap<u64, Vec<Expected>> = sim

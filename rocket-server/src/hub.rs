@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use rocket_proto::{
-    ClientId, Completion, ConnectError, Engine, EngineStats, Message, OpId, Operation, Output,
-    Payload, Protocol, Token,
+    ClientId, Completion, ConnectError, Engine, EngineConfig, EngineStats, Message, OpId,
+    Operation, Output, Payload, Protocol, Reloaded, Token,
 };
 use tungstenite::Message as WsMessage;
 use tungstenite::protocol::frame::Utf8Bytes;
@@ -327,6 +327,19 @@ impl Hub {
         });
         debug_assert!(started.is_none(), "a broadcast starts no operation");
         rocket
+    }
+
+    /// Gives the Rocket engine a reloaded configuration ([`Engine::handle_reload`]) and
+    /// returns what changed; `None`, doing nothing, on a custom protocol.
+    pub fn reload(&self, config: &EngineConfig) -> Option<Reloaded> {
+        let mut reloaded = None;
+        let started = self.run_with(None, |p| {
+            if let HubProtocol::Rocket(engine) = p {
+                reloaded = Some(engine.handle_reload(config));
+            }
+        });
+        debug_assert!(started.is_none(), "a reload starts no operation");
+        reloaded
     }
 
     /// Feeds one input, then dispatches its outputs. `caller` is the connection whose

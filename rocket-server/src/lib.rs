@@ -38,6 +38,13 @@
 //!     AuthFailed => log
 //! ```
 //!
+//! ## Reload
+//! [`ServerState::reload`] applies a new [`Config`] to a running server without closing a
+//! connection: each hub's users and engine limits (through
+//! [`Hub::reload`] and the engine's `handle_reload`) and its `AllowedOrigins`. Adding or
+//! removing hubs and the settings read at startup (address, TLS, log, transport limits)
+//! need a restart; the [`ReloadReport`] lists them.
+//!
 //! Time reaches the server only through [`Runtime::now`], so a runtime with a controlled
 //! clock controls every timer. Client tokens are 128 bits from the operating system's
 //! secure generator.
@@ -70,7 +77,7 @@ pub use hub::Hub;
 pub use metered::Metered;
 pub use runtime::{Runtime, Task};
 pub use secrets::{hash_secret, verify_phc};
-pub use state::ServerState;
+pub use state::{HubReload, ReloadReport, ServerState};
 pub use static_files::{StaticFile, StaticFiles};
 pub use tls::TlsError;
 // The public signatures carry rustls and tungstenite types: adapters build on these.

@@ -6,6 +6,8 @@
 //! header is put in it before the comparison, so `HTTPS://App.Example.com:443` in the
 //! config matches what the browser sends.
 
+use std::sync::{Arc, PoisonError, RwLock};
+
 use url::{Origin, Url};
 
 /// The serialised origin of `text`, or why it is not one a browser could send.
@@ -48,6 +50,39 @@ pub(crate) fn is_allowed(allowed: &[String], header: &[u8]) -> bool {
     match serialise(header) {
         Ok(origin) => allowed.contains(&origin),
         Err(_) => false,
+    }
+}
+
+/// A hub's `AllowedOrigins`, replaceable while the server runs (a reload). `None`: any
+/// origin.
+#[derive(Debug, Default)]
+pub(crate) struct AllowedOrigins(RwLock<Option<Arc<[String]>>>);
+
+impl AllowedOrigins {
+    /// The list from the config (entries already normalised).
+    pub(crate) fn new(list: Option<&[String]>) -> Self {
+        Self(RwLock::new(list.map(Arc::from)))
+    }
+
+    /// Whether a handshake whose `Origin` header is `header` may connect.
+    pub(crate) fn allow(&self, header: &[u8]) -> bool {
+        // A clone of the Arc: the lock is held for a pointer copy only.
+        let list = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        list.is_none_or(|list| is_allowed(&list, header))
+    }
+
+    /// Replaces the list; returns whether it changed.
+    pub(crate) fn replace(&self, list: Option<&[String]>) -> bool {
+        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if current.as_deref() == list {
+            return false;
+        }
+        *current = list.map(Arc::from);
+        true
     }
 }
 

@@ -14,8 +14,12 @@ use crate::config::{Config, Limits};
 use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
 use crate::metrics::{Refused, ServerCounters};
+use crate::origin::AllowedOrigins;
 use crate::static_files::StaticFiles;
 use crate::verifier::{MAX_CONCURRENT_VERIFICATIONS, MAX_WAITING_PER_ADDRESS, Slot, Verifier};
+
+mod reload;
+pub use reload::{HubReload, ReloadReport};
 
 /// The shared state of one server: hubs by path, limits, connection counts.
 #[derive(Debug)]
@@ -34,7 +38,7 @@ pub struct ServerState {
 #[derive(Debug)]
 struct HubEntry {
     hub: Arc<Hub>,
-    allowed_origins: Option<Vec<String>>,
+    allowed_origins: AllowedOrigins,
 }
 
 /// Bytes each connection reads at a time. Idle connections are most of a server's memory,
@@ -63,7 +67,7 @@ impl ServerState {
                     h.path.clone(),
                     Engine::new(&config.engine_config(h), random_seed()),
                 )),
-                allowed_origins: h.allowed_origins.clone(),
+                allowed_origins: AllowedOrigins::new(h.allowed_origins.as_deref()),
             })
             .collect();
         let (total, per_ip) = (
@@ -104,7 +108,7 @@ impl ServerState {
         self.hubs.retain(|e| e.hub.path() != path);
         self.hubs.push(HubEntry {
             hub: Arc::new(Hub::custom(path, protocol)),
-            allowed_origins: None,
+            allowed_origins: AllowedOrigins::default(),
         });
         Ok(self)
     }
@@ -170,12 +174,15 @@ impl ServerState {
         }
     }
 
-    /// The configuration served.
+    /// The configuration the server started with. A [reload](Self::reload) changes the
+    /// hubs' users, engine limits and `AllowedOrigins` where they are used (the engines and
+    /// the admission), not here.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The limits in force.
+    /// The limits in force: the transport's, read at startup (a reload changes only the
+    /// engine's `MaxSubscriptionsPerClient` and `MaxFailedAuth`, inside the engines).
     pub fn limits(&self) -> &Limits {
         &self.config.limits
     }
@@ -267,10 +274,8 @@ impl ServerState {
             self.counters.refused(Refused::NoHub);
             return Err(Refusal(StatusCode::NOT_FOUND, "no hub on this path"));
         };
-        if let (Some(allowed), Some(origin)) = (
-            &entry.allowed_origins,
-            request.headers().get(header::ORIGIN),
-        ) && !crate::origin::is_allowed(allowed, origin.as_bytes())
+        if let Some(origin) = request.headers().get(header::ORIGIN)
+            && !entry.allowed_origins.allow(origin.as_bytes())
         {
             self.counters.refused(Refused::Origin);
             return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));

@@ -251,6 +251,14 @@ impl Sim {
         self.drive();
     }
 
+    /// Reloads the engine with the engine config `json` and drives it.
+    pub fn reload(&mut self, json: &str) -> rocket_proto::Reloaded {
+        let config = EngineConfig::from_json(json).expect("test config is valid");
+        let reloaded = self.engine.handle_reload(&config);
+        self.drive();
+        reloaded
+    }
+
     /// Drains every pending output into the inboxes, checking that nothing goes to a
     /// client that never connected or that is gone.
     pub fn drive(&mut self) {
