@@ -712,6 +712,42 @@ pub async fn connection_limit_refuses_with_503<F: Frontend>() {
     Client::connect(s.addr, "/echo").await;
 }
 
+pub async fn plain_http_connections_count_against_max_connections<F: Frontend>() {
+    let s = start::<F>(r#""MaxConnections": 2"#);
+    // A keep-alive HTTP connection holds a place while open.
+    let mut http = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let r = http_exchange(
+        &mut http,
+        &mut buf,
+        "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let _ws = Client::connect(s.addr, "/echo").await;
+    eventually("two places taken", || s.service.active_connections() == 2).await;
+    let tcp = TcpStream::connect(s.addr).await.unwrap();
+    match Client::handshake(Box::new(tcp), s.addr, "/echo").await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    let mut other = TcpStream::connect(s.addr).await.unwrap();
+    let r = http_exchange(
+        &mut other,
+        &mut Vec::new(),
+        "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.header("connection")), (503, Some("close")));
+    // The HTTP connection goes: its place is free again, and a WebSocket takes it.
+    drop(http);
+    eventually("the HTTP connection's place is free", || {
+        s.service.active_connections() < 2
+    })
+    .await;
+    Client::connect(s.addr, "/echo").await;
+}
+
 pub async fn disallowed_origin_is_403<F: Frontend>() {
     let s = start::<F>("");
     let attempt = |origin: Option<&'static str>| async move {
@@ -1668,6 +1704,7 @@ macro_rules! e2e_tests {
             idle_clients_are_closed_and_live_ones_kept,
             stalled_handshakes_are_dropped,
             connection_limit_refuses_with_503,
+            plain_http_connections_count_against_max_connections,
             one_address_cannot_hold_every_handshake_place,
             disallowed_origin_is_403,
             health_and_plain_http_share_the_port,

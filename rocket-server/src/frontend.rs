@@ -332,6 +332,9 @@ where
     let mut stream = Metered::new(stream, progress);
     let mut buf = Vec::new();
     let mut failed_auth = 0u32;
+    // The connection's place under MaxConnections, taken at its first request and held
+    // while it is open; an upgrade hands it to the WebSocket.
+    let mut place = None;
     let mut served = false;
     loop {
         let head = within(&runtime, deadline, async {
@@ -350,7 +353,10 @@ where
         let (step, label) = match head {
             Ok(head) => {
                 let label = state.path_label(head.request.uri().path()).to_owned();
-                (http::route(head, &mut buf, &state, peer.ip()), label)
+                (
+                    http::route(head, &mut buf, &state, peer.ip(), &mut place),
+                    label,
+                )
             }
             Err(response) => {
                 let step = http::Step::Respond {

@@ -29,6 +29,7 @@ use tungstenite::http::{self, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use rocket_proto::PublishKind;
 
+use crate::gate::Permit;
 use crate::metrics::Refused;
 use crate::state::{Admission, ServerState};
 
@@ -171,7 +172,16 @@ fn parse(buf: &[u8]) -> Parsed {
 }
 
 /// Decides what `head` gets. Consumes the head's bytes from `buf`.
-pub(crate) fn route(head: Head, buf: &mut Vec<u8>, state: &ServerState, peer: IpAddr) -> Step {
+/// `place` is the connection's place under `MaxConnections` (taken here if it has none
+/// yet): without one, every request is answered `503` and the connection closed; an
+/// upgrade hands it to the WebSocket.
+pub(crate) fn route(
+    head: Head,
+    buf: &mut Vec<u8>,
+    state: &ServerState,
+    peer: IpAddr,
+    place: &mut Option<Permit>,
+) -> Step {
     buf.drain(..head.len);
     let request = &head.request;
     let headers = request.headers();
@@ -188,6 +198,23 @@ pub(crate) fn route(head: Head, buf: &mut Vec<u8>, state: &ServerState, peer: Ip
     };
     let path = request.uri().path();
     let method = request.method();
+    if place.is_none() {
+        *place = state.take_place(peer);
+    }
+    if place.is_none() {
+        if has_token(headers, http::header::UPGRADE, "websocket") {
+            state.counters().refused(Refused::Unavailable);
+        }
+        return Step::Respond {
+            response: plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections",
+                true,
+                &[],
+            ),
+            keep_alive: false,
+        };
+    }
     let get = matches!(*method, http::Method::GET | http::Method::HEAD);
     let head_only = *method == http::Method::HEAD;
     let use_get = || {
@@ -301,7 +328,7 @@ pub(crate) fn route(head: Head, buf: &mut Vec<u8>, state: &ServerState, peer: Ip
             keep_alive: false,
         };
     }
-    match state.admit(request, peer) {
+    match state.admit(request, peer, place) {
         Ok(admission) => {
             // check_upgrade made sure the key is there.
             let key = headers
@@ -514,7 +541,7 @@ mod tests {
             Parsed::Partial => panic!("partial head"),
             Parsed::Invalid(status, why) => return (format!("{status} {why}"), false),
         };
-        match route(head, &mut buf, &state(), [127, 0, 0, 1].into()) {
+        match route(head, &mut buf, &state(), [127, 0, 0, 1].into(), &mut None) {
             Step::Upgrade { response, .. } => (String::from_utf8(response).unwrap(), true),
             Step::Respond {
                 response,
@@ -656,7 +683,7 @@ mod tests {
             let mut buf = bytes.clone();
             if let Parsed::Complete(head) = parse(&buf) {
                 assert!(head.len <= bytes.len());
-                let _ = route(*head, &mut buf, &state(), [127, 0, 0, 1].into());
+                let _ = route(*head, &mut buf, &state(), [127, 0, 0, 1].into(), &mut None);
             }
         }
 
@@ -700,7 +727,7 @@ mod tests {
             let Parsed::Complete(head) = parse(&buf) else {
                 panic!("complete")
             };
-            match route(*head, &mut buf, &state, [127, 0, 0, 1].into()) {
+            match route(*head, &mut buf, &state, [127, 0, 0, 1].into(), &mut None) {
                 Step::Respond { response, .. } => String::from_utf8(response).unwrap(),
                 Step::Upgrade { .. } | Step::Publish { .. } => panic!("a plain answer"),
             }
@@ -732,7 +759,9 @@ mod tests {
         let Parsed::Complete(head) = parse(&buf) else {
             panic!("complete")
         };
-        let Step::Respond { .. } = route(*head, &mut buf, &state(), [127, 0, 0, 1].into()) else {
+        let Step::Respond { .. } =
+            route(*head, &mut buf, &state(), [127, 0, 0, 1].into(), &mut None)
+        else {
             panic!("a response")
         };
         assert_eq!(buf, b"GET /echo HTTP/1.1\r\n\r\n");

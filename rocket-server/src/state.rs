@@ -202,9 +202,18 @@ impl ServerState {
         self.hubs.iter().map(|e| e.hub.path())
     }
 
-    /// Live WebSocket connections.
+    /// Open connections holding a place under `MaxConnections`: WebSocket connections and
+    /// plain HTTP connections (PROTOCOL.md: "An HTTP connection counts against
+    /// `MaxConnections` while open").
     pub fn active_connections(&self) -> usize {
         self.gate.active()
+    }
+
+    /// A place under `MaxConnections` (and `MaxConnectionsPerIp`) for a connection from
+    /// `peer`; `None` when none is free. An HTTP connection holds it while open and hands it
+    /// to its WebSocket if it upgrades.
+    pub(crate) fn take_place(&self, peer: IpAddr) -> Option<Permit> {
+        self.gate.try_admit(peer).ok()
     }
 
     /// Takes a place for a TCP connection from `peer` that has not finished its handshake
@@ -254,15 +263,25 @@ impl ServerState {
     /// Decides a handshake: the path (query ignored) must name a hub (else 404), a present
     /// `Origin` must be allowed by the hub (else 403), and a connection place must be free
     /// (else 503).
-    pub(crate) fn admit(&self, request: &Request, peer: IpAddr) -> Result<Admission, Refusal> {
-        let refusal = self.decide(request, peer);
+    pub(crate) fn admit(
+        &self,
+        request: &Request,
+        peer: IpAddr,
+        place: &mut Option<Permit>,
+    ) -> Result<Admission, Refusal> {
+        let refusal = self.decide(request, peer, place);
         if let Err(Refusal(StatusCode::SERVICE_UNAVAILABLE, _)) = &refusal {
             self.counters.refused(Refused::Unavailable);
         }
         refusal
     }
 
-    fn decide(&self, request: &Request, peer: IpAddr) -> Result<Admission, Refusal> {
+    fn decide(
+        &self,
+        request: &Request,
+        peer: IpAddr,
+        place: &mut Option<Permit>,
+    ) -> Result<Admission, Refusal> {
         if self.is_shutting_down() {
             return Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -280,7 +299,12 @@ impl ServerState {
             self.counters.refused(Refused::Origin);
             return Err(Refusal(StatusCode::FORBIDDEN, "origin not allowed"));
         }
-        match self.gate.try_admit(peer) {
+        // The connection's own place, or one freed since it was accepted.
+        let permit = match place.take() {
+            Some(permit) => Ok(permit),
+            None => self.gate.try_admit(peer),
+        };
+        match permit {
             Ok(permit) => Ok(Admission {
                 hub: Arc::clone(&entry.hub),
                 permit,
@@ -373,29 +397,32 @@ mod tests {
         let ip: IpAddr = [127, 0, 0, 1].into();
         let status = |r: Result<Admission, Refusal>| r.map(|_| ()).unwrap_err().0;
         assert_eq!(
-            status(s.admit(&request("/a/", None), ip)),
+            status(s.admit(&request("/a/", None), ip, &mut None)),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            status(s.admit(&request("/c", None), ip)),
+            status(s.admit(&request("/c", None), ip, &mut None)),
             StatusCode::NOT_FOUND
         );
         let b_bad = request("/b", Some("https://evil.example"));
-        assert_eq!(status(s.admit(&b_bad, ip)), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(s.admit(&b_bad, ip, &mut None)),
+            StatusCode::FORBIDDEN
+        );
         let a = s
-            .admit(&request("/a?x=1", Some("https://anything")), ip)
+            .admit(&request("/a?x=1", Some("https://anything")), ip, &mut None)
             .unwrap();
         assert_eq!(a.hub.path(), "/a");
         let b = s
-            .admit(&request("/b", Some("https://ok.example")), ip)
+            .admit(&request("/b", Some("https://ok.example")), ip, &mut None)
             .unwrap();
         assert_eq!(
-            status(s.admit(&request("/b", None), ip)),
+            status(s.admit(&request("/b", None), ip, &mut None)),
             StatusCode::SERVICE_UNAVAILABLE
         );
         drop(b);
         assert!(
-            s.admit(&request("/b", None), ip).is_ok(),
+            s.admit(&request("/b", None), ip, &mut None).is_ok(),
             "no Origin: non-browser client"
         );
         drop(a);
@@ -410,7 +437,7 @@ mod tests {
         assert!(s.begin_handshake(ip).is_ok());
         s.shutdown();
         assert_eq!(
-            status(s.admit(&request("/a", None), ip)),
+            status(s.admit(&request("/a", None), ip, &mut None)),
             StatusCode::SERVICE_UNAVAILABLE
         );
     }

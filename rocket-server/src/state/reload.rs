@@ -234,7 +234,7 @@ mod tests {
             .body(())
             .unwrap();
         let ip: IpAddr = [127, 0, 0, 1].into();
-        state.admit(&request, ip).is_ok()
+        state.admit(&request, ip, &mut None).is_ok()
     }
 
     #[test]
