@@ -89,28 +89,26 @@ pub(crate) fn connected(token: &Token) -> Payload {
 /// A delivery: `{"event":E,"<route_key>":R,"data":D}`, `data` omitted when absent.
 /// `route_key` is `channel` for broadcasts and `from` for direct messages.
 pub(crate) fn event(event: &str, route_key: &str, route: &str, data: Option<&RawValue>) -> Payload {
-    let data_len = data.map_or(0, |d| d.get().len() + 8);
-    let mut out = String::with_capacity(event.len() + route.len() + data_len + 32);
-    out.push_str("{\"event\":");
-    push_json_string(&mut out, event);
-    out.push_str(",\"");
-    out.push_str(route_key);
-    out.push_str("\":");
-    push_json_string(&mut out, route);
-    if let Some(data) = data {
-        out.push_str(",\"data\":");
-        out.push_str(data.get());
-    }
-    out.push('}');
-    Payload::text(out)
+    event_with(event, Some((route_key, route)), data)
 }
 
 /// A direct message from the publish API: `{"event":E,"data":D}`, with no `from`.
 pub(crate) fn event_unrouted(event: &str, data: Option<&RawValue>) -> Payload {
+    event_with(event, None, data)
+}
+
+fn event_with(event: &str, route: Option<(&str, &str)>, data: Option<&RawValue>) -> Payload {
     let data_len = data.map_or(0, |d| d.get().len() + 8);
-    let mut out = String::with_capacity(event.len() + data_len + 16);
+    let route_len = route.map_or(0, |(k, r)| k.len() + r.len() + 6);
+    let mut out = String::with_capacity(event.len() + route_len + data_len + 16);
     out.push_str("{\"event\":");
     push_json_string(&mut out, event);
+    if let Some((route_key, route)) = route {
+        out.push_str(",\"");
+        out.push_str(route_key);
+        out.push_str("\":");
+        push_json_string(&mut out, route);
+    }
     if let Some(data) = data {
         out.push_str(",\"data\":");
         out.push_str(data.get());

@@ -39,6 +39,10 @@ pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most headers in one request: `431` beyond it.
 const MAX_HEADERS: usize = 64;
 
+/// Answers of the endpoints are never cached.
+const NO_STORE: &str = "no-store";
+const JSON: &str = "application/json";
+
 /// How many bytes a connection reads at a time while in HTTP.
 const READ_CHUNK: usize = 1024;
 
@@ -262,9 +266,10 @@ pub(crate) fn route(
                 response: response(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    &body,
+                    body.as_bytes(),
                     !keep_alive,
                     head_only,
+                    NO_STORE,
                     &[],
                 ),
                 keep_alive,
@@ -448,18 +453,29 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 }
 
 fn plain(status: StatusCode, text: &str, close: bool, extra: &[(&str, &str)]) -> Vec<u8> {
+    let body = format!("{text}\n");
+    let content_type = "text/plain; charset=utf-8";
     response(
         status,
-        "text/plain; charset=utf-8",
-        &format!("{text}\n"),
+        content_type,
+        body.as_bytes(),
         close,
         false,
+        NO_STORE,
         extra,
     )
 }
 
 fn json(status: StatusCode, body: &str, close: bool, head_only: bool) -> Vec<u8> {
-    response(status, "application/json", body, close, head_only, &[])
+    response(
+        status,
+        JSON,
+        body.as_bytes(),
+        close,
+        head_only,
+        NO_STORE,
+        &[],
+    )
 }
 
 /// A JSON response with extra headers.
@@ -469,7 +485,7 @@ pub(crate) fn json_with(
     close: bool,
     extra: &[(&str, &str)],
 ) -> Vec<u8> {
-    response(status, "application/json", body, close, false, extra)
+    response(status, JSON, body.as_bytes(), close, false, NO_STORE, extra)
 }
 
 /// The status code of a response built here.
@@ -481,18 +497,22 @@ pub(crate) fn status_code(response: &[u8]) -> u16 {
         .unwrap_or(0)
 }
 
-fn response(
+/// A whole response: the status line, `Content-Type`, `Content-Length`, `Cache-Control:
+/// {cache}`, the `extra` headers, `Connection: close` when `close`, then the body (none for
+/// `HEAD`: `head_only`).
+pub(crate) fn response(
     status: StatusCode,
     content_type: &str,
-    body: &str,
+    body: &[u8],
     close: bool,
     head_only: bool,
+    cache: &str,
     extra: &[(&str, &str)],
 ) -> Vec<u8> {
     use std::fmt::Write;
     let reason = status.canonical_reason().unwrap_or("");
     let mut out = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: {cache}\r\n",
         status.as_u16(),
         body.len()
     );
@@ -504,10 +524,11 @@ fn response(
         out.push_str("Connection: close\r\n");
     }
     out.push_str("\r\n");
+    let mut out = out.into_bytes();
     if !head_only {
-        out.push_str(body);
+        out.extend_from_slice(body);
     }
-    out.into_bytes()
+    out
 }
 
 /// Writes `bytes` and flushes.

@@ -87,7 +87,7 @@ impl StaticFiles {
             return text(StatusCode::PERMANENT_REDIRECT, "moved", close, &extra);
         }
         match self.files.iter().find(|f| f.path == path) {
-            Some(f) => response(
+            Some(f) => respond(
                 StatusCode::OK,
                 f.content_type,
                 &f.body,
@@ -103,10 +103,12 @@ impl StaticFiles {
 fn text(status: StatusCode, text: &str, close: bool, extra: &[(&str, &str)]) -> Vec<u8> {
     let body = format!("{text}\n");
     let content_type = "text/plain; charset=utf-8";
-    response(status, content_type, body.as_bytes(), close, false, extra)
+    respond(status, content_type, body.as_bytes(), close, false, extra)
 }
 
-fn response(
+/// The HTTP front's response, revalidated on every load (the files change with the
+/// binary and carry no validator) and never content-sniffed.
+fn respond(
     status: StatusCode,
     content_type: &str,
     body: &[u8],
@@ -114,27 +116,17 @@ fn response(
     head_only: bool,
     extra: &[(&str, &str)],
 ) -> Vec<u8> {
-    use std::fmt::Write;
-    let reason = status.canonical_reason().unwrap_or("");
-    // Revalidated on every load: the files change with the binary, and carry no validator.
-    let mut out = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n",
-        status.as_u16(),
-        body.len()
-    );
-    for (name, value) in extra {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{name}: {value}\r\n");
-    }
-    if close {
-        out.push_str("Connection: close\r\n");
-    }
-    out.push_str("\r\n");
-    let mut out = out.into_bytes();
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    out
+    let mut headers = vec![("X-Content-Type-Options", "nosniff")];
+    headers.extend_from_slice(extra);
+    crate::http::response(
+        status,
+        content_type,
+        body,
+        close,
+        head_only,
+        "no-cache",
+        &headers,
+    )
 }
 
 #[cfg(test)]
