@@ -99,6 +99,7 @@
 mod client;
 pub mod config;
 mod engine;
+mod history;
 mod message;
 mod operation;
 mod permissions;
@@ -108,7 +109,7 @@ mod reply;
 mod request;
 
 pub use client::{ClientId, Token};
-pub use config::{ConfigError, EngineConfig, EngineLimits, UserConfig, is_phc};
+pub use config::{ConfigError, EngineConfig, EngineLimits, HistoryConfig, UserConfig, is_phc};
 pub use engine::{ConnectError, Engine, EngineStats, HashSeed, PublishStep};
 pub use message::{CloseCode, Message, Output, Payload};
 pub use operation::{Completion, OpId, Operation, Verification};

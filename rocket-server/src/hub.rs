@@ -216,6 +216,7 @@ impl Hub {
     /// runtime's `now`, and starts over; an input that moved the timeout earlier wakes it
     /// sooner. Returns once [`stop_timer`](Self::stop_timer) was called.
     pub(crate) async fn run_timer(&self, runtime: &dyn Runtime) {
+        self.tell_time(runtime.now());
         while !self.woken.is_closed() {
             let now = runtime.now();
             let at = match self.tick(now) {
@@ -240,6 +241,17 @@ impl Hub {
             if !open {
                 return;
             }
+        }
+    }
+
+    /// Gives the Rocket engine the time once, when the timer starts: a broadcast on a
+    /// History hub is stamped relative to the last time the engine was given (see
+    /// [`Engine::handle_timeout`]). Custom protocols hear of the time only when due.
+    fn tell_time(&self, now: Instant) {
+        let mut state = lock(&self.state);
+        if let HubProtocol::Rocket(engine) = &mut state.protocol {
+            engine.handle_timeout(now);
+            let _ = self.dispatch(state, None);
         }
     }
 
