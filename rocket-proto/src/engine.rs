@@ -91,7 +91,8 @@ impl Pending {
 ///
 /// Methods come in three kinds, as in quinn-proto:
 /// - getters (`&self`): [`client_count`](Self::client_count),
-///   [`channel_count`](Self::channel_count), [`subscriber_count`](Self::subscriber_count);
+///   [`channel_count`](Self::channel_count), [`subscriber_count`](Self::subscriber_count),
+///   [`history_count`](Self::history_count), [`stats`](Self::stats);
 /// - inputs (`handle_*`): [`handle_connect`](Self::handle_connect),
 ///   [`handle_message`](Self::handle_message), [`handle_disconnect`](Self::handle_disconnect),
 ///   [`handle_remote_broadcast`](Self::handle_remote_broadcast),

@@ -292,6 +292,15 @@ impl Hub {
         }
     }
 
+    /// Channels whose history is kept (see [`Engine::history_count`]); `None` for a
+    /// custom protocol.
+    pub fn history_count(&self) -> Option<usize> {
+        match &lock(&self.state).protocol {
+            HubProtocol::Rocket(engine) => Some(engine.history_count()),
+            HubProtocol::Custom(_) => None,
+        }
+    }
+
     /// Subscribers of `channel` (0 when it does not exist); `None` for a custom protocol.
     pub fn subscriber_count(&self, channel: &str) -> Option<usize> {
         match &lock(&self.state).protocol {
