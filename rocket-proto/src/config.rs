@@ -1,5 +1,5 @@
-//! What one [`Engine`](crate::Engine) is configured with: its users and the protocol's
-//! limits. Deployment settings (address, TLS, logs, transport limits, hub paths) are the
+//! What one [`Engine`](crate::Engine) is configured with: its users, the protocol's
+//! limits, and the hub's history, presence and join/leave settings. Deployment settings (address, TLS, logs, transport limits, hub paths) are the
 //! server's, not the engine's: `rocket-server` reads the whole config file and hands each
 //! engine its [`EngineConfig`].
 //!
@@ -22,7 +22,8 @@ use serde::Deserialize;
 
 use crate::Permissions;
 
-/// The settings of one engine (one hub): its users and limits. [`EngineConfig::from_json`]
+/// The settings of one engine (one hub): its users, limits, history, presence and
+/// join/leave. [`EngineConfig::from_json`]
 /// parses and validates; after changing fields by hand, call [`EngineConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
