@@ -740,6 +740,56 @@ mod tests {
     }
 
     #[test]
+    fn a_history_hubs_timer_gives_the_engine_the_time_stamps_broadcasts_and_expires_them() {
+        let config = crate::Config::from_json(
+            r#"{"Hubs":[{"Path":"/h","Users":{"u":{"Secret":"","Permission":3}},
+                         "History":{"Size":10,"TtlMs":1000}}]}"#,
+        )
+        .unwrap();
+        let engine = Engine::new(&config.engine_config(&config.hubs[0]), Default::default());
+        let hub = Hub::rocket("/h", engine);
+        let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
+        let runtime = clock.clone();
+        let mut timer = pin!(hub.run_timer(&runtime));
+        assert_eq!(
+            poll(&mut timer),
+            Poll::Pending,
+            "told the time; nothing due"
+        );
+        let outbox = Arc::new(Outbox::new(16, 1 << 20));
+        let id = hub
+            .connect(Token::from_bytes([1; 16]), Arc::clone(&outbox))
+            .unwrap();
+        for request in [
+            r#"{"authenticate":{"user":"u","secret":""}}"#,
+            r#"{"subscribe":{"channel":"c"}}"#,
+            r#"{"broadcast":{"event":"e","channel":"c"}}"#,
+            r#"{"unsubscribe":{"channel":"c"}}"#,
+        ] {
+            hub.handle_message(id, Message::Text(request));
+        }
+        assert!(received(&outbox)[3].contains(r#""offset":1"#));
+        assert_eq!(
+            hub.history_count(),
+            Some(1),
+            "kept after the last subscriber"
+        );
+        // The broadcast is stamped 10 ms after the time the engine was given …
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        clock.advance(10);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        // … and expires TtlMs after that stamp.
+        clock.advance(999);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert_eq!(hub.history_count(), Some(1));
+        clock.advance(1);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert_eq!(hub.history_count(), Some(0));
+        hub.stop_timer();
+        assert_eq!(poll(&mut timer), Poll::Ready(()));
+    }
+
+    #[test]
     fn one_timer_task_per_hub() {
         let (hub, clock, ..) = setup();
         let runtime: Arc<dyn Runtime> = Arc::new(clock);
