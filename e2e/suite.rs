@@ -1682,6 +1682,236 @@ pub fn close_code(c: CloseCode) -> u16 {
     c.into()
 }
 
+// ---------------------------------------------------------------------------------------
+// History, recovery and presence
+
+/// `/echo` as in [`config`], `/live` with `History` (20,000 events, 60 s), `Presence` and
+/// `JoinLeave`, and `/short` with a history of 1 s; send queues long enough for a test
+/// client to fall 10,000 messages behind without being cut off.
+pub fn history_config() -> Config {
+    let users = r#"{
+        "backend": {"Secret": "secret", "Permission": 7},
+        "frontend": {"Secret": "", "Permission": 3},
+        "reader": {"Secret": "r", "Permission": 1}}"#;
+    Config::from_json(&format!(
+        r#"{{"Host":"127.0.0.1","Port":0,
+            "Hubs":[{{"Path":"/echo","Users":{users}}},
+                    {{"Path":"/live","Users":{users},"History":{{"Size":20000,"TtlMs":60000}},
+                      "Presence":true,"JoinLeave":true}},
+                    {{"Path":"/short","Users":{users},"History":{{"Size":10,"TtlMs":1000}}}}],
+            "Limits":{{"SendQueueMessages":20000,"SendQueueBytes":16777216}}}}"#
+    ))
+    .expect("test config is valid")
+}
+
+impl Client {
+    /// Connects to `path` and authenticates as `user`.
+    pub async fn login_at(addr: SocketAddr, path: &str, user: &str, secret: &str) -> Client {
+        let mut c = Self::connect(addr, path).await;
+        c.send(json!({"authenticate": {"user": user, "secret": secret}}))
+            .await;
+        assert_eq!(c.recv().await, json!({"authenticated": user}));
+        c
+    }
+
+    /// The next data message as JSON, or `None` once the connection closed (for any
+    /// reason: a close frame, an error, the end of the stream).
+    pub async fn next_json(&mut self) -> Option<Value> {
+        loop {
+            let m = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .expect("timed out waiting for a message");
+            match m {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+pub async fn reconnect_and_recover_under_a_flat_out_publisher<F: Frontend>() {
+    const TOTAL: u64 = 10_000;
+    let s = F::start(ServerState::new(history_config()), None);
+    let addr = s.addr;
+    let mut sub = Client::login_at(addr, "/live", "frontend", "").await;
+    sub.send(json!({"subscribe": {"channel": "feed"}})).await;
+    let first = sub.recv().await;
+    assert_eq!(first["offset"], 0);
+    let epoch = first["epoch"].as_str().expect("an epoch").to_owned();
+    // A steady subscriber keeps the channel alive while `sub` is away (a channel without
+    // subscribers refuses broadcasts) and sees every message once, in order.
+    let mut keeper = Client::login_at(addr, "/live", "reader", "r").await;
+    keeper.send(json!({"subscribe": {"channel": "feed"}})).await;
+    assert_eq!(keeper.recv().await["subscribed"], "feed");
+    let keeper = tokio::spawn(async move {
+        for n in 0..TOTAL {
+            let mut m = keeper.recv().await;
+            while m.get("join").is_some() || m.get("leave").is_some() {
+                m = keeper.recv().await;
+            }
+            assert_eq!(
+                (&m["offset"], &m["data"]),
+                (&json!(n + 1), &json!(n)),
+                "{m}"
+            );
+        }
+    });
+    // The publisher pipelines batches of broadcasts as fast as the server answers them.
+    let publisher = tokio::spawn(async move {
+        let mut p = Client::login_at(addr, "/live", "backend", "secret").await;
+        for batch in 0..TOTAL / 100 {
+            for i in 0..100 {
+                let n = batch * 100 + i;
+                p.send(json!({"broadcast": {"event": "n", "channel": "feed", "data": n}}))
+                    .await;
+            }
+            for _ in 0..100 {
+                assert_eq!(p.recv().await, json!({"broadcasted": "feed"}));
+            }
+        }
+    });
+    let mut seen: Vec<u64> = Vec::new();
+    let take = |m: &Value, seen: &mut Vec<u64>| {
+        assert_eq!(m["epoch"], epoch.as_str(), "{m}");
+        let offset = m["offset"].as_u64().expect("an offset");
+        assert_eq!(m["data"].as_u64(), Some(offset - 1), "{m}");
+        seen.push(offset);
+    };
+    let mut reconnects = 0;
+    while seen.len() < TOTAL as usize {
+        // Drop the connection every 1,500 messages; a close by the server (a slow consumer)
+        // is a loss like any other.
+        let mut next = sub.next_json().await;
+        // `sub`'s reconnections come and go on this JoinLeave hub.
+        while next
+            .as_ref()
+            .is_some_and(|m| m.get("join").is_some() || m.get("leave").is_some())
+        {
+            next = sub.next_json().await;
+        }
+        let live = match next {
+            Some(m) if seen.len() % 1500 != 1499 => {
+                take(&m, &mut seen);
+                true
+            }
+            Some(m) => {
+                take(&m, &mut seen);
+                false
+            }
+            None => false,
+        };
+        if live {
+            continue;
+        }
+        reconnects += 1;
+        drop(sub);
+        sub = Client::login_at(addr, "/live", "frontend", "").await;
+        let last = seen.last().copied().unwrap_or(0);
+        sub.send(json!({"subscribe": {"channel": "feed",
+                                      "since": {"offset": last, "epoch": epoch}}}))
+            .await;
+        let reply = sub.recv().await;
+        assert_eq!(reply["recovered"], true, "{reply}");
+        for m in reply["events"].as_array().expect("events") {
+            take(m, &mut seen);
+        }
+    }
+    publisher.await.unwrap();
+    keeper.await.unwrap();
+    assert!(reconnects >= 5, "{reconnects} reconnections");
+    assert_eq!(
+        seen,
+        (1..=TOTAL).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+}
+
+pub async fn presence_and_join_leave_with_several_clients<F: Frontend>() {
+    let s = F::start(ServerState::new(history_config()), None);
+    let subscribe = async |c: &mut Client| {
+        c.send(json!({"subscribe": {"channel": "room"}})).await;
+        assert_eq!(c.recv().await["subscribed"], "room");
+    };
+    let event = |kind: &str, c: &Client, user: &str| json!({ kind: {"channel": "room", "client": c.token, "user": user} });
+    let mut a = Client::login_at(s.addr, "/live", "backend", "secret").await;
+    let mut b = Client::login_at(s.addr, "/live", "frontend", "").await;
+    let mut c = Client::login_at(s.addr, "/live", "reader", "r").await;
+    subscribe(&mut a).await;
+    subscribe(&mut b).await;
+    assert_eq!(a.recv().await, event("join", &b, "frontend"));
+    subscribe(&mut c).await;
+    assert_eq!(a.recv().await, event("join", &c, "reader"));
+    assert_eq!(b.recv().await, event("join", &c, "reader"));
+    c.send(json!({"presence": {"channel": "room"}})).await;
+    assert_eq!(
+        c.recv().await,
+        json!({"presence": {"channel": "room", "clients": {
+            a.token.clone(): {"user": "backend"},
+            b.token.clone(): {"user": "frontend"},
+            c.token.clone(): {"user": "reader"}}}})
+    );
+    // Unsubscribe, logout, a lost connection: each is a leave for those who stay.
+    b.send(json!({"unsubscribe": {"channel": "room"}})).await;
+    assert_eq!(b.recv().await, json!({"unsubscribed": "room"}));
+    assert_eq!(a.recv().await, event("leave", &b, "frontend"));
+    assert_eq!(c.recv().await, event("leave", &b, "frontend"));
+    c.send(json!({"logout": true})).await;
+    assert_eq!(c.recv().await, json!({"loggedOut": true}));
+    assert_eq!(a.recv().await, event("leave", &c, "reader"));
+    let mut d = Client::login_at(s.addr, "/live", "frontend", "").await;
+    subscribe(&mut d).await;
+    assert_eq!(a.recv().await, event("join", &d, "frontend"));
+    let d_token = d.token.clone();
+    drop(d);
+    assert_eq!(
+        a.recv().await,
+        json!({"leave": {"channel": "room", "client": d_token, "user": "frontend"}})
+    );
+    a.send(json!({"presence": {"channel": "room"}})).await;
+    assert_eq!(
+        a.recv().await,
+        json!({"presence": {"channel": "room", "clients": {a.token.clone(): {"user": "backend"}}}})
+    );
+    // No self-join, nothing else: b and c are quiet, and a plain hub knows no presence.
+    b.quiet().await;
+    c.quiet().await;
+    let mut plain = Client::login(s.addr, "frontend", "").await;
+    plain.send(json!({"presence": {"channel": "room"}})).await;
+    assert_eq!(plain.recv().await, json!({"err": "INVALID_PAYLOAD"}));
+}
+
+pub async fn history_expires_after_its_ttl<F: Frontend>() {
+    let s = F::start(ServerState::new(history_config()), None);
+    let mut c = Client::login_at(s.addr, "/short", "backend", "secret").await;
+    c.send(json!({"subscribe": {"channel": "c"}})).await;
+    let epoch = c.recv().await["epoch"].as_str().unwrap().to_owned();
+    c.send(json!({"broadcast": {"event": "e", "channel": "c", "data": 1}}))
+        .await;
+    let delivered = c.recv().await;
+    assert_eq!(delivered["offset"], 1);
+    assert_eq!(c.recv().await, json!({"broadcasted": "c"}));
+    c.send(json!({"unsubscribe": {"channel": "c"}})).await;
+    assert_eq!(c.recv().await, json!({"unsubscribed": "c"}));
+    // Kept beyond the last subscriber …
+    c.send(json!({"history": {"channel": "c"}})).await;
+    assert_eq!(
+        c.recv().await,
+        json!({"history": {"channel": "c", "offset": 1, "epoch": epoch, "events": [delivered]}})
+    );
+    // … for TtlMs (1 s) after the broadcast, then gone.
+    let hub = s.service.hub("/short").expect("hub");
+    assert_eq!(hub.history_count(), Some(1));
+    let kept = std::time::Instant::now();
+    eventually("the history expired", || hub.history_count() == Some(0)).await;
+    assert!(kept.elapsed() < Duration::from_secs(5));
+    c.send(json!({"history": {"channel": "c"}})).await;
+    assert_eq!(
+        c.recv().await,
+        json!({"history": {"channel": "c", "offset": 0, "epoch": "", "events": []}})
+    );
+}
+
 /// Instantiates every test of the suite for a [`Frontend`].
 #[macro_export]
 macro_rules! e2e_tests {
@@ -1717,6 +1947,9 @@ macro_rules! e2e_tests {
             metrics_can_require_a_bearer_token,
             publish_api_delivers_and_answers_every_error,
             publish_api_keeps_per_channel_order_beside_websocket_traffic,
+            reconnect_and_recover_under_a_flat_out_publisher,
+            presence_and_join_leave_with_several_clients,
+            history_expires_after_its_ttl,
         );
         $crate::e2e_tests!(@faults $frontend;
             slow_consumer_under_10k_messages_is_cut_off,

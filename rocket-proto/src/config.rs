@@ -1,5 +1,5 @@
-//! What one [`Engine`](crate::Engine) is configured with: its users and the protocol's
-//! limits. Deployment settings (address, TLS, logs, transport limits, hub paths) are the
+//! What one [`Engine`](crate::Engine) is configured with: its users, the protocol's
+//! limits, and the hub's history, presence and join/leave settings. Deployment settings (address, TLS, logs, transport limits, hub paths) are the
 //! server's, not the engine's: `rocket-server` reads the whole config file and hands each
 //! engine its [`EngineConfig`].
 //!
@@ -22,7 +22,8 @@ use serde::Deserialize;
 
 use crate::Permissions;
 
-/// The settings of one engine (one hub): its users and limits. [`EngineConfig::from_json`]
+/// The settings of one engine (one hub): its users, limits, history, presence and
+/// join/leave. [`EngineConfig::from_json`]
 /// parses and validates; after changing fields by hand, call [`EngineConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +35,49 @@ pub struct EngineConfig {
     /// The protocol's limits (`Limits`).
     #[serde(rename = "Limits", default)]
     pub limits: EngineLimits,
+    /// Channel history with offsets and recovery (`History`); `None` (the default): none.
+    #[serde(rename = "History", default)]
+    pub history: Option<HistoryConfig>,
+    /// Answer `presence` requests (`Presence`, default `false`).
+    #[serde(rename = "Presence", default)]
+    pub presence: bool,
+    /// Tell subscribers who joins and leaves their channels (`JoinLeave`, default `false`).
+    #[serde(rename = "JoinLeave", default)]
+    pub join_leave: bool,
+}
+
+/// A hub's channel history (`"History": {"Size": 100, "TtlMs": 600000}`): each channel keeps
+/// its last `Size` broadcasts, for `TtlMs` after the last one. A channel's history therefore
+/// costs at most `Size` messages (each at most `MaxMessageBytes` plus its offset and epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HistoryConfig {
+    /// Broadcasts kept per channel (`Size`, at least 1).
+    #[serde(rename = "Size")]
+    pub size: usize,
+    /// How long a channel's history is kept after its last broadcast, in milliseconds
+    /// (`TtlMs`, at least 1).
+    #[serde(rename = "TtlMs")]
+    pub ttl_ms: u64,
+}
+
+impl HistoryConfig {
+    /// A history of `size` broadcasts kept for `ttl_ms` (check with [`Self::validate`]).
+    pub fn new(size: usize, ttl_ms: u64) -> Self {
+        Self { size, ttl_ms }
+    }
+
+    /// Both values are at least 1; the error names the key (`History.Size`, `History.TtlMs`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.size == 0 {
+            return Err(ConfigError::invalid("History.Size", "must be at least 1"));
+        }
+        if self.ttl_ms == 0 {
+            return Err(ConfigError::invalid("History.TtlMs", "must be at least 1"));
+        }
+        Ok(())
+    }
 }
 
 impl EngineConfig {
@@ -42,9 +86,27 @@ impl EngineConfig {
         users: BTreeMap<String, UserConfig>,
         limits: EngineLimits,
     ) -> Result<Self, ConfigError> {
-        let mut config = Self { users, limits };
+        let mut config = Self {
+            users,
+            limits,
+            ..Self::default()
+        };
         config.validate()?;
         Ok(config)
+    }
+
+    /// This config with `History` set (`None`: no history); validated.
+    pub fn with_history(mut self, history: Option<HistoryConfig>) -> Result<Self, ConfigError> {
+        self.history = history;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// This config with `Presence` and `JoinLeave` set.
+    pub fn with_presence(mut self, presence: bool, join_leave: bool) -> Self {
+        self.presence = presence;
+        self.join_leave = join_leave;
+        self
     }
 
     /// Parses and validates `{"Users": {...}, "Limits": {...}}`.
@@ -56,8 +118,12 @@ impl EngineConfig {
 
     /// Checks what the JSON shape cannot express: user names of 1 to 255 bytes, each user's
     /// `Name` equal to its key (filled in from the key when empty), and argon2 PHC secrets
-    /// well-formed in shape. Errors name the key, e.g. `Users.alice.Name`.
+    /// well-formed in shape, and `History`'s values at least 1. Errors name the key, e.g.
+    /// `Users.alice.Name`.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
+        if let Some(history) = &self.history {
+            history.validate()?;
+        }
         for (key, user) in &mut self.users {
             let at = |field: &str| format!("Users.{key}.{field}");
             if key.is_empty() || key.len() > crate::MAX_NAME_BYTES {
@@ -394,6 +460,28 @@ mod tests {
             !e.contains("oops"),
             "the secret itself is never echoed: {e}"
         );
+    }
+
+    #[test]
+    fn history_presence_and_join_leave_are_off_by_default_and_checked() {
+        let c = EngineConfig::from_json("{}").unwrap();
+        assert_eq!((c.history, c.presence, c.join_leave), (None, false, false));
+        let c = EngineConfig::from_json(
+            r#"{"History":{"Size":3,"TtlMs":50},"Presence":true,"JoinLeave":true}"#,
+        )
+        .unwrap();
+        assert_eq!(c.history, Some(HistoryConfig::new(3, 50)));
+        assert!(c.presence && c.join_leave);
+        let e = err(r#"{"History":{"Size":0,"TtlMs":50}}"#);
+        assert_eq!(e, "invalid config: History.Size: must be at least 1");
+        let e = err(r#"{"History":{"Size":1,"TtlMs":0}}"#);
+        assert_eq!(e, "invalid config: History.TtlMs: must be at least 1");
+        assert!(err(r#"{"History":{"Size":1}}"#).contains("TtlMs"));
+        assert!(err(r#"{"History":{"Size":1,"TtlMs":1,"X":1}}"#).contains("unknown field"));
+        let e = EngineConfig::default()
+            .with_history(Some(HistoryConfig::new(1, 0)))
+            .unwrap_err();
+        assert!(e.to_string().contains("History.TtlMs"), "{e}");
     }
 
     #[test]

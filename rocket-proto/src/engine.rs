@@ -8,9 +8,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::EngineConfig;
+use crate::history::Histories;
 use crate::publish::{Publish, Target};
 use crate::reply::{self, ErrorCode};
-use crate::request::Request;
+use crate::request::{Request, Since};
 use crate::{
     ClientId, CloseCode, Completion, Message, OpId, Operation, Output, Payload, Permissions,
     Protocol, Token, Verification,
@@ -141,7 +142,8 @@ impl Pending {
 ///
 /// Methods come in three kinds, as in quinn-proto:
 /// - getters (`&self`): [`client_count`](Self::client_count),
-///   [`channel_count`](Self::channel_count), [`subscriber_count`](Self::subscriber_count);
+///   [`channel_count`](Self::channel_count), [`subscriber_count`](Self::subscriber_count),
+///   [`history_count`](Self::history_count), [`stats`](Self::stats);
 /// - inputs (`handle_*`): [`handle_connect`](Self::handle_connect),
 ///   [`handle_message`](Self::handle_message), [`handle_disconnect`](Self::handle_disconnect),
 ///   [`handle_remote_broadcast`](Self::handle_remote_broadcast),
@@ -164,6 +166,12 @@ pub struct Engine {
     next_op: u64,
     max_subscriptions: usize,
     max_failed_auth: u32,
+    /// Channel histories, on a History hub.
+    history: Option<Histories>,
+    /// `Presence`: answer `presence` requests.
+    presence: bool,
+    /// `JoinLeave`: tell subscribers who joins and leaves.
+    join_leave: bool,
     hasher: ahash::RandomState,
     outputs: VecDeque<Output>,
     stats: Counters,
@@ -250,6 +258,12 @@ impl Engine {
             next_op: 1,
             max_subscriptions: config.limits.max_subscriptions_per_client,
             max_failed_auth: config.limits.max_failed_auth,
+            history: config
+                .history
+                .as_ref()
+                .map(|h| Histories::new(h, hasher.clone())),
+            presence: config.presence,
+            join_leave: config.join_leave,
             hasher,
             outputs: VecDeque::new(),
             stats: Counters::default(),
@@ -294,10 +308,19 @@ impl Engine {
         self.channels.get(channel).map_or(0, Vec::len)
     }
 
-    /// Whether the engine holds no client, channel, pending operation or pending output:
-    /// what is left after every client has disconnected and the outputs were drained.
+    /// Channels whose history is kept: on a History hub, every channel with subscribers
+    /// and every channel whose history outlives its last subscriber (until it expires).
+    /// Always 0 on a hub without history.
+    pub fn history_count(&self) -> usize {
+        self.history.as_ref().map_or(0, Histories::len)
+    }
+
+    /// Whether the engine holds no client, channel, kept history, pending operation or
+    /// pending output: what is left after every client has disconnected, the outputs were
+    /// drained and (on a History hub) the histories expired.
     pub fn is_idle(&self) -> bool {
-        self.clients.is_empty()
+        self.history_count() == 0
+            && self.clients.is_empty()
             && self.tokens.is_empty()
             && self.channels.is_empty()
             && self.pending.is_empty()
@@ -348,7 +371,49 @@ impl Engine {
         };
         match request {
             Request::Authenticate { user, secret } => self.authenticate(client, &user, &secret),
-            Request::Subscribe { channel } => self.subscribe(client, &channel),
+            Request::Subscribe { channel, since } => {
+                // `since` is read on a History hub only (elsewhere an ignored field).
+                let since = match (&self.history, since) {
+                    (Some(_), Some(raw)) => match Since::parse(raw) {
+                        Some(since) => Some(since),
+                        None => return self.error(client, ErrorCode::InvalidPayload),
+                    },
+                    _ => None,
+                };
+                self.subscribe(client, &channel, since)
+            }
+            Request::History { channel, limit } => {
+                if self.history.is_none() {
+                    return self.error(client, ErrorCode::InvalidPayload);
+                }
+                if !self.may(client, Permissions::READ) {
+                    return self.error(client, ErrorCode::AccessDenied);
+                }
+                // Checked just above.
+                let history = self.history.as_ref().expect("a History hub");
+                let (offset, epoch) = history.peek(&channel);
+                let events = history.last(&channel, limit.unwrap_or(0));
+                let payload = reply::history(&channel, offset, epoch, events);
+                self.send(client, payload);
+            }
+            Request::Presence { channel } => {
+                if !self.presence {
+                    return self.error(client, ErrorCode::InvalidPayload);
+                }
+                if !self.may(client, Permissions::READ) {
+                    return self.error(client, ErrorCode::AccessDenied);
+                }
+                let members = self.channels.get(&*channel).map_or(&[][..], Vec::as_slice);
+                let clients = members.iter().map(|id| {
+                    // Members are live clients with a session (subscribing needs one, and
+                    // ending it leaves every channel).
+                    let c = &self.clients[id];
+                    let user = c.session.as_ref().expect("members have a session");
+                    (&c.token, &*user.user)
+                });
+                let payload = reply::presence(&channel, clients);
+                self.send(client, payload);
+            }
             Request::Unsubscribe { channel } => {
                 self.unsubscribe(client, &channel);
                 self.send(client, reply::keyed("unsubscribed", &channel));
@@ -361,14 +426,10 @@ impl Engine {
                 if !self.may(client, Permissions::WRITE) {
                     return self.error(client, ErrorCode::AccessDenied);
                 }
-                let Some(members) = self.channels.get(&*channel) else {
-                    return self.error(client, ErrorCode::InvalidChannel);
-                };
-                let payload = reply::event(&event, "channel", &channel, data);
-                self.stats.broadcasts += 1;
-                self.stats.deliveries += members.len() as u64;
-                Self::fan_out(&mut self.outputs, members, &payload);
-                self.send(client, reply::keyed("broadcasted", &channel));
+                match self.broadcast(&event, &channel, data) {
+                    Ok(()) => self.send(client, reply::keyed("broadcasted", &channel)),
+                    Err(error) => self.error(client, error),
+                }
             }
             Request::Direct {
                 event,
@@ -615,13 +676,7 @@ impl Engine {
         let data = publish.data.as_deref();
         match &publish.target {
             Target::Channel(channel) => {
-                let Some(members) = self.channels.get(channel.as_str()) else {
-                    return Err(ErrorCode::InvalidChannel);
-                };
-                let payload = reply::event(&publish.event, "channel", channel, data);
-                self.stats.broadcasts += 1;
-                self.stats.deliveries += members.len() as u64;
-                Self::fan_out(&mut self.outputs, members, &payload);
+                self.broadcast(&publish.event, channel, data)?;
                 Ok(reply::keyed("broadcasted", channel))
             }
             Target::Client(token) => {
@@ -677,17 +732,25 @@ impl Engine {
         }
     }
 
-    /// Time passed: `now` is the driver's clock. The engine has no timers yet, so this does
-    /// nothing; history and presence TTLs will expire here.
+    /// Time passed: `now` is the driver's clock. On a History hub this stamps the channels
+    /// broadcast to since the last call (their history is kept until `now + TtlMs`) and
+    /// expires histories that are due. Calling it when nothing is due is harmless: it only
+    /// tells the engine the time (a driver should do so once when it starts; until the
+    /// engine has been given the time, no history expires). A `now` earlier than one already
+    /// given counts as the later one.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
+        if let Some(history) = &mut self.history {
+            let channels = &self.channels;
+            history.handle_timeout(now, |name| channels.contains_key(name));
+        }
     }
 
-    /// When the engine next needs [`handle_timeout`](Self::handle_timeout). Always `None`
-    /// for now, as the engine has no timers yet; history and presence TTLs will return
-    /// their earliest expiry here.
+    /// When the engine next needs [`handle_timeout`](Self::handle_timeout): the earliest
+    /// history expiry, or shortly after the last time given when a broadcast since then
+    /// must be stamped (at most every 10 ms while broadcasts keep coming). `None` on a hub
+    /// without history, and while nothing is kept.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.history.as_ref().and_then(Histories::poll_timeout)
     }
 
     fn conclude_authentication(
@@ -722,25 +785,74 @@ impl Engine {
         }
     }
 
-    fn subscribe(&mut self, id: ClientId, channel: &str) {
+    /// Delivers a broadcast to `channel`'s subscribers (with its offset and epoch on a
+    /// History hub, where it is also kept): `INVALID_CHANNEL` without subscribers. The
+    /// caller checked the permission.
+    fn broadcast(
+        &mut self,
+        event: &str,
+        channel: &str,
+        data: Option<&serde_json::value::RawValue>,
+    ) -> Result<(), ErrorCode> {
+        let Some((name, members)) = self.channels.get_key_value(channel) else {
+            return Err(ErrorCode::InvalidChannel);
+        };
+        let payload = match &mut self.history {
+            Some(history) => history.append(name, |offset, epoch| {
+                reply::event_at(event, channel, data, offset, epoch)
+            }),
+            None => reply::event(event, "channel", channel, data),
+        };
+        self.stats.broadcasts += 1;
+        self.stats.deliveries += members.len() as u64;
+        Self::fan_out(&mut self.outputs, members, &payload);
+        Ok(())
+    }
+
+    fn subscribe(&mut self, id: ClientId, channel: &str, since: Option<Since<'_>>) {
         if !self.may(id, Permissions::READ) {
             return self.error(id, ErrorCode::AccessDenied);
         }
         // `may` just looked the client up; handle_message checked it is live.
         let client = self.clients.get_mut(&id).expect("live client");
-        if !client.subscriptions.contains_key(channel) {
-            if self.max_subscriptions != 0 && client.subscriptions.len() >= self.max_subscriptions {
-                return self.error(id, ErrorCode::LimitExceeded);
+        let name = match client.subscriptions.get_key_value(channel) {
+            Some((name, _)) => Arc::clone(name),
+            None => {
+                if self.max_subscriptions != 0
+                    && client.subscriptions.len() >= self.max_subscriptions
+                {
+                    return self.error(id, ErrorCode::LimitExceeded);
+                }
+                let name = match self.channels.get_key_value(channel) {
+                    Some((name, _)) => Arc::clone(name),
+                    None => Arc::from(channel),
+                };
+                let members = self.channels.entry(Arc::clone(&name)).or_default();
+                if self.join_leave && !members.is_empty() {
+                    // `may` found a session.
+                    let user = &client.session.as_ref().expect("a session").user;
+                    let join = reply::join_leave("join", channel, &client.token, user);
+                    self.stats.deliveries += members.len() as u64;
+                    Self::fan_out(&mut self.outputs, members, &join);
+                }
+                client
+                    .subscriptions
+                    .insert(Arc::clone(&name), members.len());
+                members.push(id);
+                name
             }
-            let name = match self.channels.get_key_value(channel) {
-                Some((name, _)) => Arc::clone(name),
-                None => Arc::from(channel),
-            };
-            let members = self.channels.entry(Arc::clone(&name)).or_default();
-            client.subscriptions.insert(name, members.len());
-            members.push(id);
-        }
-        self.send(id, reply::keyed("subscribed", channel));
+        };
+        let payload = match &mut self.history {
+            None => reply::keyed("subscribed", channel),
+            Some(history) => {
+                let (offset, epoch) = history.position(&name);
+                let recovery = since
+                    .as_ref()
+                    .map(|s| history.recover(channel, s.offset, &s.epoch));
+                reply::subscribed_at(channel, offset, &epoch, recovery)
+            }
+        };
+        self.send(id, payload);
     }
 
     /// Removes `id` from `channel` if subscribed; removes the channel when it empties.
@@ -751,10 +863,15 @@ impl Engine {
         let Some((name, index)) = client.subscriptions.remove_entry(channel) else {
             return;
         };
-        self.leave(&name, id, index);
+        let token = client.token;
+        // Subscribed clients have a session (ending it leaves every channel first).
+        let user = Arc::clone(&client.session.as_ref().expect("a session").user);
+        self.leave(&name, id, index, &token, &user);
     }
 
-    fn leave(&mut self, name: &Arc<str>, id: ClientId, index: usize) {
+    /// Takes `id` (token `token`, user `user`) out of `name`'s member list at `index`; tells
+    /// the remaining members on a JoinLeave hub; removes the channel when it empties.
+    fn leave(&mut self, name: &Arc<str>, id: ClientId, index: usize, token: &Token, user: &str) {
         // A client's subscriptions and the channels' member lists change together.
         let members = self
             .channels
@@ -773,8 +890,16 @@ impl Engine {
                 .subscriptions
                 .get_mut(name)
                 .expect("member is subscribed") = index;
-        } else if members.is_empty() {
+        }
+        if members.is_empty() {
             self.channels.remove(name);
+            if let Some(history) = &mut self.history {
+                history.channel_emptied(name);
+            }
+        } else if self.join_leave {
+            let leave = reply::join_leave("leave", name, token, user);
+            self.stats.deliveries += members.len() as u64;
+            Self::fan_out(&mut self.outputs, members, &leave);
         }
     }
 
@@ -783,22 +908,30 @@ impl Engine {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
-        client.session = None;
         if let Some(op) = client.verifying.take() {
             self.pending.remove(&op);
         }
+        // Leaves are announced as the session's user, so the session goes after them.
         self.drop_subscriptions(id);
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.session = None;
+        }
     }
 
-    /// Leaves every channel `id` is subscribed to; its session stays.
+    /// Leaves every channel `id` is subscribed to (announced as its session's user); its
+    /// session stays.
     fn drop_subscriptions(&mut self, id: ClientId) {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
+        let token = client.token;
+        // Subscribing needs a session: a client with subscriptions has one.
+        let user = client.session.as_ref().map(|s| Arc::clone(&s.user));
         let empty = Map::with_hasher(self.hasher.clone());
         let subscriptions = std::mem::replace(&mut client.subscriptions, empty);
+        let user = user.as_deref().unwrap_or_default();
         for (name, index) in &subscriptions {
-            self.leave(name, id, *index);
+            self.leave(name, id, *index, &token, user);
         }
     }
 

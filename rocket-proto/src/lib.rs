@@ -45,7 +45,8 @@
 //!     }
 //! }
 //! let wake_at = engine.poll_timeout(); // (re)arm the one timer; None: no timer
-//! // ... when it fires, with the driver's clock (the engine never reads one):
+//! // ... once at start, and whenever it fires, with the driver's clock (the engine never
+//! // reads one):
 //! engine.handle_timeout(std::time::Instant::now()); // then drain and poll_timeout again
 //! engine.handle_disconnect(alice); // on socket close
 //! ```
@@ -58,7 +59,7 @@
 //! - **At most once.** A broadcast answered with `broadcasted` yields exactly one
 //!   [`Output::Send`] for each client subscribed at that moment, the sender included if
 //!   subscribed; a `direct` answered with `directSent` yields one to its target. The engine
-//!   never retries or stores messages: a frontend that cannot deliver (a full queue, a dead
+//!   never retries, and stores messages only as a History hub's bounded history: a frontend that cannot deliver (a full queue, a dead
 //!   socket) must close that client, never skip a message silently.
 //! - **Replies.** Every request gets exactly one reply (`{"err":…}` or its success reply),
 //!   except `disconnect`, which yields [`Output::Close`] with code 1000. Errors are checked
@@ -84,8 +85,44 @@
 //!   client is anonymous, its subscriptions dropped). A verification still running cannot
 //!   grant a secret the reload replaced.
 //! - **Hygiene.** A channel exists only while it has a subscriber; a disconnected client
-//!   leaves nothing behind ([`Engine::is_idle`] after everyone left).
+//!   leaves nothing behind ([`Engine::is_idle`] after everyone left and, on a History hub,
+//!   the kept histories expired).
 //! - **No panics on input.** Any byte sequence, from any client, in any state, is handled.
+//!
+//! ## History, recovery and presence (per hub, off by default)
+//! An [`EngineConfig`] with [`history`](EngineConfig::history), [`presence`](EngineConfig::presence)
+//! or [`join_leave`](EngineConfig::join_leave) turns on the version-2 additions of
+//! `docs/PROTOCOL.md`; without them a client sees exactly version 1 (`history` and `presence`
+//! are unknown actions, `since` is an ignored field).
+//! - **Offsets.** Each channel has an epoch (16 hex digits from the hub's [`HashSeed`]-keyed
+//!   hasher and a counter: unpredictable, yet fixed for a seed in tests) and numbers its
+//!   broadcasts 1, 2, 3, … Every delivery carries `"offset"` and `"epoch"`; it is encoded once,
+//!   and the same bytes go to every subscriber and into the history.
+//! - **Recovery is exact.** `subscribe` with `since` answers with the deliveries after `since`
+//!   (each byte for byte as delivered) in the same reply that makes the client a subscriber,
+//!   and the engine handles one input at a time, so the replay and the live deliveries that
+//!   follow have no gap and no duplicate. `recovered:false` when the epoch differs, the offset
+//!   lies ahead of the channel, or a missed delivery is no longer kept.
+//! - **Memory is bounded.** A channel keeps at most `Size` deliveries. Its history (offset,
+//!   epoch, events) lives while the channel has subscribers, and after the last one leaves
+//!   until `TtlMs` after the last broadcast; then it expires and the channel starts over with a
+//!   new epoch. Events that expire while the channel still has subscribers are dropped, but its
+//!   offset and epoch stay (a client that missed nothing still recovers).
+//! - **Time.** The engine reads no clock. A broadcast marks its channel unstamped;
+//!   [`Engine::handle_timeout`]`(now)` stamps unstamped channels (expiry `now + TtlMs`) and
+//!   expires what is due; [`Engine::poll_timeout`] asks for the stamp 10 ms after the last
+//!   time it was given. So a history is kept at least `TtlMs` after its last broadcast and at
+//!   most 10 ms plus the driver's timer latency longer. A driver gives the engine the time once
+//!   when it starts (`rocket-server`'s hub timer does) and whenever `poll_timeout` is due;
+//!   until it was given the time, nothing expires.
+//! - **Presence and join/leave.** `presence` lists a channel's subscribers with their users.
+//!   `join`/`leave` go to the other subscribers whenever a client enters or leaves a channel:
+//!   subscribe, unsubscribe, logout, (re-)authenticate, `disconnect`, and
+//!   [`Engine::handle_disconnect`] (so every close the frontend makes: lost connection, slow
+//!   consumer, idle timeout). Nobody gets a join for itself; a subscriber hears of changes
+//!   after its own subscribe reply.
+//! - **Single node.** [`Engine::handle_remote_broadcast`] does not number or keep remote
+//!   deliveries: cluster-wide history and presence are not built yet.
 //!
 //! ## Other protocols and clusters
 //! Frontends drive the [`Protocol`] trait, which [`Engine`] implements, so they can serve
@@ -95,7 +132,8 @@
 //! be added to the non-exhaustive [`Output`] without changing the rest.
 //!
 //! ## Configuration
-//! An [`EngineConfig`] holds what the engine uses: users and [`EngineLimits`]. The config
+//! An [`EngineConfig`] holds what the engine uses: users, [`EngineLimits`], and the hub's
+//! [`HistoryConfig`], presence and join/leave switches. The config
 //! file as a whole (address, TLS, hub paths, transport limits) is `rocket-server`'s.
 
 #![forbid(unsafe_code)]
@@ -104,6 +142,7 @@
 mod client;
 pub mod config;
 mod engine;
+mod history;
 mod message;
 mod operation;
 mod permissions;
@@ -113,7 +152,7 @@ mod reply;
 mod request;
 
 pub use client::{ClientId, Token};
-pub use config::{ConfigError, EngineConfig, EngineLimits, UserConfig, is_phc};
+pub use config::{ConfigError, EngineConfig, EngineLimits, HistoryConfig, UserConfig, is_phc};
 pub use engine::{ConnectError, Engine, EngineStats, HashSeed, PublishStep, Reloaded};
 pub use message::{CloseCode, Message, Output, Payload};
 pub use operation::{Completion, OpId, Operation, Verification};

@@ -21,8 +21,10 @@ use crate::{ClientId, Completion, ConnectError, Message, OpId, Output, Token};
 /// when that timer fires it calls [`handle_timeout`](Self::handle_timeout) with the
 /// driver's `now`, then drains the outputs as after any other input. Only
 /// `handle_timeout` carries the time so far: a protocol that needs the instant of another
-/// input (a TTL counted from a broadcast, say) must, for now, take it from the last `now`
-/// it was given or from a clock of its own.
+/// input (a TTL counted from a broadcast, say) must take it from the last `now` it was
+/// given, as the [`Engine`](crate::Engine)'s history does: it asks, through `poll_timeout`,
+/// for the time shortly after such an input, and `rocket-server` gives the engine the time
+/// once when its hub timer starts.
 ///
 /// ```
 /// use rocket_proto::{ClientId, ConnectError, Message, Output, Payload, Protocol, Token};
@@ -66,8 +68,9 @@ pub trait Protocol: Send + 'static {
     }
 
     /// Time passed: `now` is the driver's clock, at or after the instant
-    /// [`poll_timeout`](Self::poll_timeout) returned. Expire what is due; the outputs this
-    /// produces are drained as after any other input. The default does nothing.
+    /// [`poll_timeout`](Self::poll_timeout) returned (a driver may also call it earlier to
+    /// tell the protocol the time; nothing is then due). Expire what is due; the outputs
+    /// this produces are drained as after any other input. The default does nothing.
     fn handle_timeout(&mut self, now: Instant) {
         let _ = now;
     }

@@ -22,6 +22,8 @@ pub(crate) enum Request<'a> {
     },
     Subscribe {
         channel: Cow<'a, str>,
+        /// `since`, read only on a History hub (elsewhere it is an ignored field).
+        since: Option<&'a RawValue>,
     },
     Unsubscribe {
         channel: Cow<'a, str>,
@@ -36,8 +38,33 @@ pub(crate) enum Request<'a> {
         client: Cow<'a, str>,
         data: Option<&'a RawValue>,
     },
+    /// Only a History hub knows this action.
+    History {
+        channel: Cow<'a, str>,
+        /// `None` or 0: everything kept.
+        limit: Option<u64>,
+    },
+    /// Only a Presence hub knows this action.
+    Presence {
+        channel: Cow<'a, str>,
+    },
     Logout,
     Disconnect,
+}
+
+/// The position a client recovers from: `{"offset":15,"epoch":"E"}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Since<'a> {
+    pub(crate) offset: u64,
+    #[serde(borrow)]
+    pub(crate) epoch: Cow<'a, str>,
+}
+
+impl<'a> Since<'a> {
+    /// Parses `since`; a mistyped or incomplete value is `None` (`INVALID_PAYLOAD`).
+    pub(crate) fn parse(raw: &'a RawValue) -> Option<Self> {
+        serde_json::from_str(raw.get()).ok()
+    }
 }
 
 #[cfg(test)]
@@ -63,7 +90,10 @@ impl<'a> Request<'a> {
         let ok = |name: &str| !name.is_empty() && name.len() <= MAX_NAME_BYTES;
         match self {
             Request::Authenticate { user, .. } => ok(user),
-            Request::Subscribe { channel } | Request::Unsubscribe { channel } => ok(channel),
+            Request::Subscribe { channel, .. }
+            | Request::Unsubscribe { channel }
+            | Request::History { channel, .. }
+            | Request::Presence { channel } => ok(channel),
             Request::Broadcast { event, channel, .. } => ok(event) && ok(channel),
             Request::Direct { event, .. } => ok(event),
             Request::Logout | Request::Disconnect => true,
@@ -111,6 +141,8 @@ enum Action {
     Direct,
     Logout,
     Disconnect,
+    History,
+    Presence,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +157,22 @@ struct Authenticate<'a> {
 struct ChannelBody<'a> {
     #[serde(borrow)]
     channel: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct SubscribeBody<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct HistoryBody<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+    #[serde(default)]
+    limit: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -199,7 +247,21 @@ impl<'de: 'a, 'a> Deserialize<'de> for Request<'a> {
                             secret: b.secret,
                         }
                     }
-                    Action::Subscribe => Request::Subscribe {
+                    Action::Subscribe => {
+                        let b: SubscribeBody<'a> = map.next_value()?;
+                        Request::Subscribe {
+                            channel: b.channel,
+                            since: b.since,
+                        }
+                    }
+                    Action::History => {
+                        let b: HistoryBody<'a> = map.next_value()?;
+                        Request::History {
+                            channel: b.channel,
+                            limit: b.limit,
+                        }
+                    }
+                    Action::Presence => Request::Presence {
                         channel: map.next_value::<ChannelBody<'a>>()?.channel,
                     },
                     Action::Unsubscribe => Request::Unsubscribe {
@@ -260,7 +322,8 @@ mod tests {
         assert_eq!(
             ok(r#"{"subscribe":{"channel":"c","x":1}}"#),
             Request::Subscribe {
-                channel: "c".into()
+                channel: "c".into(),
+                since: None
             }
         );
         assert_eq!(
@@ -294,12 +357,38 @@ mod tests {
         assert_eq!(
             ok(r#"{"subscribe":{"channel":"\u00e9\n"}}"#),
             Request::Subscribe {
-                channel: "é\n".into()
+                channel: "é\n".into(),
+                since: None
             }
         );
         assert_eq!(
             ok(r#"{"subsc\u0072ibe":{"channel":"c"}}"#),
             Request::Subscribe {
+                channel: "c".into(),
+                since: None
+            }
+        );
+        match ok(r#"{"subscribe":{"channel":"c","since":{"offset":3,"epoch":"e"}}}"#) {
+            Request::Subscribe { since: Some(s), .. } => {
+                let s = Since::parse(s).unwrap();
+                assert_eq!((s.offset, &*s.epoch), (3, "e"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match ok(r#"{"subscribe":{"channel":"c","since":5}}"#) {
+            Request::Subscribe { since: Some(s), .. } => assert!(Since::parse(s).is_none()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ok(r#"{"history":{"channel":"c","limit":2}}"#),
+            Request::History {
+                channel: "c".into(),
+                limit: Some(2)
+            }
+        );
+        assert_eq!(
+            ok(r#"{"presence":{"channel":"c"}}"#),
+            Request::Presence {
                 channel: "c".into()
             }
         );
@@ -337,6 +426,10 @@ mod tests {
             r#"{"logout":1}"#,
             r#"{"logout":null}"#,
             r#"{"disconnect":"yes"}"#,
+            r#"{"history":{"channel":"c","limit":-1}}"#,
+            r#"{"history":{"channel":"c","limit":"2"}}"#,
+            r#"{"history":{}}"#,
+            r#"{"presence":{"channel":""}}"#,
             "{\"subscribe\":{\"channel\":\"a\u{0}\"}}",
         ];
         for text in bad {

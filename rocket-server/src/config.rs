@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use rocket_proto::config::parse_json;
-use rocket_proto::{ConfigError, EngineConfig, EngineLimits, UserConfig};
+use rocket_proto::{ConfigError, EngineConfig, EngineLimits, HistoryConfig, UserConfig};
 use serde::Deserialize;
 
 /// Default TCP port, as in the original Rocket.
@@ -79,6 +79,16 @@ pub struct HubConfig {
     /// the scheme's default port left out (validation stores entries that way).
     #[serde(rename = "AllowedOrigins", default)]
     pub allowed_origins: Option<Vec<String>>,
+    /// Channel history with offsets and recovery (`History`: `{"Size": N, "TtlMs": T}`, both
+    /// at least 1); `None` (the default): no history, no offsets.
+    #[serde(rename = "History", default)]
+    pub history: Option<HistoryConfig>,
+    /// Answer `presence` requests (`Presence`, default `false`).
+    #[serde(rename = "Presence", default)]
+    pub presence: bool,
+    /// Send `join`/`leave` to a channel's subscribers (`JoinLeave`, default `false`).
+    #[serde(rename = "JoinLeave", default)]
+    pub join_leave: bool,
 }
 
 /// Resource limits, the engine's and the transport's. In JSON:
@@ -170,10 +180,13 @@ impl Config {
         Self::from_json(DEMO_CONFIG).expect("the built-in demo config is valid")
     }
 
-    /// The engine settings of `hub`: its users and the engine's limits.
+    /// The engine settings of `hub`: its users, the engine's limits, and the hub's
+    /// `History`, `Presence` and `JoinLeave`.
     pub fn engine_config(&self, hub: &HubConfig) -> EngineConfig {
         EngineConfig::new(hub.users.clone(), self.limits.engine())
-            .expect("a validated config's users are valid")
+            .and_then(|c| c.with_history(hub.history))
+            .expect("a validated config's hubs are valid")
+            .with_presence(hub.presence, hub.join_leave)
     }
 
     /// Checks every rule the JSON shape cannot express. Called by [`Config::from_json`];
@@ -217,6 +230,7 @@ impl Config {
             // The engine checks its users (names, PHC shape) and fills in missing names;
             // the server parses PHC hashes fully, so a hash it cannot verify never loads.
             let engine = EngineConfig::new(std::mem::take(&mut hub.users), EngineLimits::default())
+                .and_then(|c| c.with_history(hub.history))
                 .map_err(|e| e.within(&format!("Hubs[{i}]")))?;
             hub.users = engine.users;
             for (key, user) in &hub.users {
@@ -530,6 +544,31 @@ mod tests {
             !e.contains("oops"),
             "the secret itself is never echoed: {e}"
         );
+    }
+
+    #[test]
+    fn history_presence_and_join_leave_are_per_hub_off_by_default_and_checked() {
+        let hub = |extra: &str| format!(r#"{{"Hubs":[{{"Path":"/a"}},{{"Path":"/h"{extra}}}]}}"#);
+        let c = Config::from_json(&hub("")).unwrap();
+        let e = c.engine_config(&c.hubs[1]);
+        assert_eq!((e.history, e.presence, e.join_leave), (None, false, false));
+        let c = Config::from_json(&hub(
+            r#","History":{"Size":5,"TtlMs":100},"Presence":true,"JoinLeave":true"#,
+        ))
+        .unwrap();
+        let e = c.engine_config(&c.hubs[1]);
+        assert_eq!(e.history, Some(HistoryConfig::new(5, 100)));
+        assert!(e.presence && e.join_leave);
+        assert_eq!(c.engine_config(&c.hubs[0]).history, None, "per hub");
+        assert_eq!(
+            err(&hub(r#","History":{"Size":0,"TtlMs":100}"#)),
+            "invalid config: Hubs[1].History.Size: must be at least 1"
+        );
+        assert_eq!(
+            err(&hub(r#","History":{"Size":1,"TtlMs":0}"#)),
+            "invalid config: Hubs[1].History.TtlMs: must be at least 1"
+        );
+        assert!(err(&hub(r#","Presence":1"#)).contains("Presence"));
     }
 
     #[test]

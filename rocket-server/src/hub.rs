@@ -216,6 +216,7 @@ impl Hub {
     /// runtime's `now`, and starts over; an input that moved the timeout earlier wakes it
     /// sooner. Returns once [`stop_timer`](Self::stop_timer) was called.
     pub(crate) async fn run_timer(&self, runtime: &dyn Runtime) {
+        self.tell_time(runtime.now());
         while !self.woken.is_closed() {
             let now = runtime.now();
             let at = match self.tick(now) {
@@ -240,6 +241,17 @@ impl Hub {
             if !open {
                 return;
             }
+        }
+    }
+
+    /// Gives the Rocket engine the time once, when the timer starts: a broadcast on a
+    /// History hub is stamped relative to the last time the engine was given (see
+    /// [`Engine::handle_timeout`]). Custom protocols hear of the time only when due.
+    fn tell_time(&self, now: Instant) {
+        let mut state = lock(&self.state);
+        if let HubProtocol::Rocket(engine) = &mut state.protocol {
+            engine.handle_timeout(now);
+            let _ = self.dispatch(state, None);
         }
     }
 
@@ -276,6 +288,15 @@ impl Hub {
     pub fn channel_count(&self) -> Option<usize> {
         match &lock(&self.state).protocol {
             HubProtocol::Rocket(engine) => Some(engine.channel_count()),
+            HubProtocol::Custom(_) => None,
+        }
+    }
+
+    /// Channels whose history is kept (see [`Engine::history_count`]); `None` for a
+    /// custom protocol.
+    pub fn history_count(&self) -> Option<usize> {
+        match &lock(&self.state).protocol {
+            HubProtocol::Rocket(engine) => Some(engine.history_count()),
             HubProtocol::Custom(_) => None,
         }
     }
@@ -729,6 +750,56 @@ mod tests {
         let engine = Engine::new(&config.engine_config(&config.hubs[0]), Default::default());
         let hub = Hub::custom("/e", engine);
         assert_eq!(hub.channel_count(), Some(0));
+    }
+
+    #[test]
+    fn a_history_hubs_timer_gives_the_engine_the_time_stamps_broadcasts_and_expires_them() {
+        let config = crate::Config::from_json(
+            r#"{"Hubs":[{"Path":"/h","Users":{"u":{"Secret":"","Permission":3}},
+                         "History":{"Size":10,"TtlMs":1000}}]}"#,
+        )
+        .unwrap();
+        let engine = Engine::new(&config.engine_config(&config.hubs[0]), Default::default());
+        let hub = Hub::rocket("/h", engine);
+        let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
+        let runtime = clock.clone();
+        let mut timer = pin!(hub.run_timer(&runtime));
+        assert_eq!(
+            poll(&mut timer),
+            Poll::Pending,
+            "told the time; nothing due"
+        );
+        let outbox = Arc::new(Outbox::new(16, 1 << 20));
+        let id = hub
+            .connect(Token::from_bytes([1; 16]), Arc::clone(&outbox))
+            .unwrap();
+        for request in [
+            r#"{"authenticate":{"user":"u","secret":""}}"#,
+            r#"{"subscribe":{"channel":"c"}}"#,
+            r#"{"broadcast":{"event":"e","channel":"c"}}"#,
+            r#"{"unsubscribe":{"channel":"c"}}"#,
+        ] {
+            hub.handle_message(id, Message::Text(request));
+        }
+        assert!(received(&outbox)[3].contains(r#""offset":1"#));
+        assert_eq!(
+            hub.history_count(),
+            Some(1),
+            "kept after the last subscriber"
+        );
+        // The broadcast is stamped 10 ms after the time the engine was given …
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        clock.advance(10);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        // … and expires TtlMs after that stamp.
+        clock.advance(999);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert_eq!(hub.history_count(), Some(1));
+        clock.advance(1);
+        assert_eq!(poll(&mut timer), Poll::Pending);
+        assert_eq!(hub.history_count(), Some(0));
+        hub.stop_timer();
+        assert_eq!(poll(&mut timer), Poll::Ready(()));
     }
 
     #[test]

@@ -245,6 +245,12 @@ impl Sim {
         self.drive();
     }
 
+    /// The driver's clock reads `now`: feeds it to the engine and drives it.
+    pub fn time(&mut self, now: std::time::Instant) {
+        self.engine.handle_timeout(now);
+        self.drive();
+    }
+
     /// A broadcast accepted by another node.
     pub fn remote_broadcast(&mut self, channel: &str, payload: Payload) {
         self.engine.handle_remote_broadcast(channel, payload);
