@@ -139,6 +139,8 @@ function onDirect(d) {
 async function join(name) {
   myName = name;
   rocket = new Rocket(url, { user, secret, minDelayMs: 250, maxDelayMs: 4000 });
+  // For the console (and the browser tests): the page's client.
+  /** @type {any} */ (window).rocketDemo = rocket;
   rocket.on("connected", ({ token, reconnected }) => {
     setStatus("connected", "connected");
     $("token").textContent = token;
@@ -158,8 +160,9 @@ async function join(name) {
   rocket.on("reconnecting", ({ attempt, delayMs }) => {
     setStatus("reconnecting", `reconnecting (try ${attempt}, in ${delayMs} ms)…`);
   });
-  rocket.on("recovery", ({ recovered }) => {
+  rocket.on("recovery", ({ recovered, missed }) => {
     if (!recovered) log("system", "", "some messages may have been missed while away");
+    else if (missed > 0) log("system", "", `recovered ${missed} message${missed === 1 ? "" : "s"} sent while away`);
   });
   rocket.onDirect(onDirect);
   setStatus("connecting", "connecting…");

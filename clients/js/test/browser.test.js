@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
-import { startServer, artifacts } from "./server.js";
+import { startServer, artifacts, config } from "./server.js";
 
 const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const screenshots = join(artifacts, "screenshots");
@@ -58,8 +58,8 @@ after(async () => {
   await server?.stop();
 });
 
-/** Opens the demo page as `name` and joins the chat. */
-async function open(name) {
+/** Opens the demo page of `srv` as `name` and joins the chat. */
+async function open(name, srv = server) {
   const context = await browser.newContext({ viewport: { width: 960, height: 600 } });
   const page = await context.newPage();
   const problems = [];
@@ -69,7 +69,7 @@ async function open(name) {
     if (m.type() === "error" && !m.text().includes("ERR_CONNECTION_REFUSED")) problems.push(`console: ${m.text()}`);
   });
   page.problems = problems;
-  await page.goto(`${server.http()}/demo/?name=${encodeURIComponent(name)}`);
+  await page.goto(`${srv.http()}/demo/?name=${encodeURIComponent(name)}`);
   await page.click("#join");
   await page.locator('#status[data-state="connected"]').waitFor();
   return page;
@@ -155,4 +155,56 @@ test("a page that leaves disappears from the other's list", async () => {
   await carol.locator('#roster li[data-name="dave"]').waitFor({ state: "detached" });
   await seen(carol, "system", "dave left");
   await shot(carol, "4-carol-after-dave-left");
+});
+
+test("on a History hub, a page recovers what was sent while it was away", async () => {
+  const base = config();
+  const historyConfig = { ...base, Hubs: [{ ...base.Hubs[0], History: { Size: 100, TtlMs: 60000 } }] };
+  const hist = await startServer({ demo: true, config: historyConfig });
+  const erin = await open("erin", hist);
+  const frank = await open("frank", hist); // a subscriber that stays, so the channel exists
+  try {
+    await erin.locator('#roster li[data-name="frank"]').waitFor();
+    // A delivery first, so that erin's client knows an offset to recover from.
+    await send(frank, "before the drop");
+    await seen(erin, "message", "before the drop");
+    // Erin's connection drops (the socket closes under the client)...
+    await erin.evaluate(() => window.rocketDemo._ws.close(4000, "test: connection lost"));
+    await erin.locator('#status[data-state="reconnecting"]').waitFor();
+    // ...and while she is away a backend publishes five messages over the publish API.
+    for (let i = 1; i <= 5; i++) {
+      const response = await fetch(`${hist.http()}/api/broadcast`, {
+        method: "POST",
+        headers: {
+          Authorization: `Basic ${Buffer.from("backend:secret").toString("base64")}`,
+          "Content-Type": "application/json",
+        },
+        body: JSON.stringify({
+          hub: "/echo",
+          channel: "chat",
+          event: "message",
+          data: { id: "backend", name: "backend", text: `missed ${i}` },
+        }),
+      });
+      assert.equal(response.status, 200, await response.text());
+    }
+    await erin.locator('#status[data-state="connected"]').waitFor({ timeout: 15000 });
+    // She got them through recovery, once each and in order, and no gap was reported.
+    await seen(erin, "system", "recovered 5 messages sent while away");
+    const texts = await erin.locator("#log li.message").allTextContents();
+    const missed = texts.filter((t) => t.includes("missed "));
+    assert.deepEqual(
+      missed.map((t) => t.slice(t.indexOf("missed "))),
+      ["missed 1", "missed 2", "missed 3", "missed 4", "missed 5"],
+    );
+    assert.equal(await erin.locator("#log li.system", { hasText: "may have been missed" }).count(), 0);
+    await shot(erin, "5-erin-recovered");
+    assert.deepEqual([...erin.problems, ...frank.problems], []);
+  } catch (e) {
+    await shot(erin, "failure-erin").catch(() => {});
+    e.message += `\nserver log:\n${hist.log.slice(-3000)}`;
+    throw e;
+  } finally {
+    await hist.stop();
+  }
 });
