@@ -500,7 +500,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::outbox::Next;
     use std::collections::VecDeque;
@@ -613,7 +613,8 @@ mod tests {
         timer.as_mut().poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    fn received(outbox: &Outbox) -> Vec<String> {
+    /// The texts `outbox` holds now (none while it waits), for tests.
+    pub(crate) fn received(outbox: &Outbox) -> Vec<String> {
         match outbox.poll_next(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Next::Batch(batch)) => batch
                 .into_iter()

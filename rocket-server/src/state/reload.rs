@@ -202,30 +202,19 @@ fn transport_limits(l: &Limits) -> [(&'static str, u64); 9] {
 mod tests {
     use std::net::IpAddr;
     use std::sync::Arc;
-    use std::task::{Context, Poll, Waker};
 
     use rocket_proto::{Message, Token};
     use tungstenite::handshake::server::Request;
 
     use super::*;
-    use crate::outbox::{Next, Outbox};
+    use crate::hub::tests::received;
+    use crate::outbox::Outbox;
 
     const START: &str = r#"{"Port":0,"Hubs":[
         {"Path":"/a","Users":{"alice":{"Secret":"a","Permission":3},
                               "bob":{"Secret":"b","Permission":3}}},
         {"Path":"/b","AllowedOrigins":["https://one.example"]},
         {"Path":"/old"}]}"#;
-
-    fn received(outbox: &Outbox) -> Vec<String> {
-        match outbox.poll_next(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Next::Batch(batch)) => batch
-                .into_iter()
-                .map(|m| m.into_text().unwrap().as_str().to_owned())
-                .collect(),
-            Poll::Pending => Vec::new(),
-            Poll::Ready(other) => panic!("{other:?}"),
-        }
-    }
 
     fn origin_allowed(state: &ServerState, origin: &str) -> bool {
         let request = Request::builder()
