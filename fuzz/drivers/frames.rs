@@ -34,7 +34,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rocket_proto::{ClientId, CloseCode, Completion, ConnectError, Engine, EngineConfig, Message};
-use rocket_proto::{HashSeed, OpId, Operation, Output, Payload, Permissions, Token};
+use rocket_proto::{HashSeed, OpId, Operation, Output, Payload, Permissions, Token, Topic};
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -694,7 +694,7 @@ impl World {
                     json(&channel)
                 ));
                 self.engine
-                    .handle_remote_broadcast(channel, payload.clone());
+                    .handle_remote(&Topic::Channel(channel.into()), payload.clone());
                 let outputs = self.drain();
                 let mut expected = self.subscribers(channel);
                 for output in &outputs {

@@ -34,6 +34,11 @@ pub struct Args {
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
 
+    /// Join a cluster through the Redis at URL (e.g. redis://127.0.0.1:6379/0): nodes
+    /// sharing one Redis act as one server; overrides `Cluster.Redis`.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
     /// PEM certificate chain: serve wss://; overrides `TLSCertFile` (needs a key too).
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,

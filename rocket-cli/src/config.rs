@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rocket_server::Config;
+use rocket_server::{ClusterConfig, Config};
 
 use crate::args::Args;
 use crate::error::Error;
@@ -84,7 +84,7 @@ fn read_file(path: &Path) -> Result<Config, Error> {
     })
 }
 
-/// Lays `--host`, `--port`, `--tls-cert`, `--tls-key` and `--log` over the config and
+/// Lays `--host`, `--port`, `--redis`, `--tls-cert`, `--tls-key` and `--log` over the config and
 /// validates the result again (e.g. a certificate needs a key).
 fn apply_flags(mut config: Config, args: &Args) -> Result<Config, Error> {
     if let Some(host) = &args.host {
@@ -101,6 +101,12 @@ fn apply_flags(mut config: Config, args: &Args) -> Result<Config, Error> {
     }
     if let Some(log) = &args.log {
         config.log = log.to_string_lossy().into_owned();
+    }
+    if let Some(url) = &args.redis {
+        match &mut config.cluster {
+            Some(cluster) => cluster.redis.clone_from(url),
+            None => config.cluster = Some(ClusterConfig::new(url.as_str()).map_err(Error::Flags)?),
+        }
     }
     config.validate().map_err(Error::Flags)?;
     Ok(config)

@@ -135,6 +135,15 @@ async fn until_signal(
         "listening on {scheme}://{} ({summary})",
         running.local_addr()
     );
+    if let (Some(node), Some(cluster)) =
+        (running.state().node_id(), &running.state().config().cluster)
+    {
+        // Not the URL: it may hold Redis's password.
+        info!(
+            "cluster node {node}: joins the nodes sharing its Redis under prefix {:?}",
+            cluster.prefix
+        );
+    }
     if summary.demo {
         let http = if summary.tls { "https" } else { "http" };
         info!("demo page: {http}://{}/demo/", running.local_addr());

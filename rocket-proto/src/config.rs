@@ -44,6 +44,11 @@ pub struct EngineConfig {
     /// Tell subscribers who joins and leaves their channels (`JoinLeave`, default `false`).
     #[serde(rename = "JoinLeave", default)]
     pub join_leave: bool,
+    /// The hub runs on every node of a cluster (not read from the hub's JSON: the server
+    /// sets it when its config has a `Cluster`): the engine then tells its driver what
+    /// this node holds and what to send to other nodes (see [`Topic`](crate::Topic)).
+    #[serde(skip)]
+    pub cluster: bool,
 }
 
 /// A hub's channel history (`"History": {"Size": 100, "TtlMs": 600000}`): each channel keeps
@@ -123,6 +128,19 @@ impl EngineConfig {
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         if let Some(history) = &self.history {
             history.validate()?;
+        }
+        if self.cluster {
+            let node_local = [
+                ("History", self.history.is_some()),
+                ("Presence", self.presence),
+                ("JoinLeave", self.join_leave),
+            ];
+            if let Some((key, _)) = node_local.iter().find(|(_, on)| *on) {
+                return Err(ConfigError::invalid(
+                    *key,
+                    "is kept per node and cannot be used in a cluster yet: remove it or the Cluster setting",
+                ));
+            }
         }
         for (key, user) in &mut self.users {
             let at = |field: &str| format!("Users.{key}.{field}");

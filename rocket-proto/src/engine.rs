@@ -14,7 +14,7 @@ use crate::reply::{self, ErrorCode};
 use crate::request::{Request, Since};
 use crate::{
     ClientId, CloseCode, Completion, Message, OpId, Operation, Output, Payload, Permissions,
-    Protocol, Token, Verification,
+    Protocol, Publication, Token, Topic, Verification,
 };
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -112,8 +112,9 @@ struct Client {
     /// Subscribed channels, each with this client's index in the channel's member list.
     subscriptions: Map<Arc<str>, usize>,
     failed_auth: u32,
-    /// The PHC verification outstanding for this client, if any.
-    verifying: Option<OpId>,
+    /// The operation outstanding for this client, if any (its driver holds its frames
+    /// meanwhile, so there is at most one).
+    operation: Option<OpId>,
 }
 
 /// An operation the engine started and whose completion it awaits.
@@ -125,17 +126,31 @@ enum Pending {
         user: Arc<str>,
         phc: Arc<str>,
     },
+    /// Cluster: `client`'s broadcast or direct message went to the other nodes, whose
+    /// answer decides the reply.
+    Publish {
+        client: ClientId,
+        publication: Publication,
+    },
 }
 
 impl Pending {
     /// Whether `completion` is the kind of result this operation produces.
     fn accepts(&self, completion: &Completion) -> bool {
-        match (self, completion) {
-            (Pending::VerifySecret { .. }, Completion::SecretVerified(_)) => true,
-            #[cfg(test)]
-            _ => false,
-        }
+        matches!(
+            (self, completion),
+            (Pending::VerifySecret { .. }, Completion::SecretVerified(_))
+                | (Pending::Publish { .. }, Completion::Published(_))
+        )
     }
+}
+
+/// Where a broadcast or direct message went.
+enum Routed {
+    /// Delivered here (and, in a cluster, published to the other nodes).
+    Done,
+    /// Cluster: this node does not hold the target; the other nodes' answer decides.
+    Remote(Publication),
 }
 
 /// The Rocket protocol for one hub: users, channels and clients, with no IO.
@@ -146,7 +161,7 @@ impl Pending {
 ///   [`history_count`](Self::history_count), [`stats`](Self::stats);
 /// - inputs (`handle_*`): [`handle_connect`](Self::handle_connect),
 ///   [`handle_message`](Self::handle_message), [`handle_disconnect`](Self::handle_disconnect),
-///   [`handle_remote_broadcast`](Self::handle_remote_broadcast),
+///   [`handle_remote`](Self::handle_remote),
 ///   [`handle_completion`](Self::handle_completion), [`handle_timeout`](Self::handle_timeout),
 ///   [`handle_reload`](Self::handle_reload);
 /// - when the engine next needs the time: [`poll_timeout`](Self::poll_timeout);
@@ -172,6 +187,8 @@ pub struct Engine {
     presence: bool,
     /// `JoinLeave`: tell subscribers who joins and leaves.
     join_leave: bool,
+    /// The hub runs on every node of a cluster.
+    cluster: bool,
     hasher: ahash::RandomState,
     outputs: VecDeque<Output>,
     stats: Counters,
@@ -200,12 +217,12 @@ pub struct EngineStats {
     pub subscriptions: usize,
     /// Messages received from clients (every [`Engine::handle_message`] of a live client).
     pub messages_received: u64,
-    /// Broadcasts accepted (from clients and the publish API; not remote ones).
+    /// Broadcasts accepted (from clients and the publish API; not those of other nodes).
     pub broadcasts: u64,
     /// Direct messages accepted (from clients and the publish API).
     pub directs: u64,
-    /// Event messages queued to clients: broadcast and remote-broadcast deliveries and
-    /// direct messages (not replies).
+    /// Event messages queued to clients: broadcast deliveries and direct messages, from
+    /// this node or other nodes of a cluster (not replies).
     pub deliveries: u64,
     /// Failed authentications (WebSocket and publish API).
     pub auth_failures: u64,
@@ -229,6 +246,10 @@ pub enum PublishStep {
     /// The user's secret is a PHC hash: verify it off the engine, then call
     /// [`Engine::handle_publish_verified`] with the result.
     Verify(Verification),
+    /// Cluster: no local holder of the target. Send the publication to the other nodes
+    /// (in order, as [`Operation::Publish`]), then call
+    /// [`Engine::handle_publish_published`] with whether one held it.
+    Publish(Publication),
 }
 
 impl std::fmt::Debug for Engine {
@@ -264,6 +285,7 @@ impl Engine {
                 .map(|h| Histories::new(h, hasher.clone())),
             presence: config.presence,
             join_leave: config.join_leave,
+            cluster: config.cluster,
             hasher,
             outputs: VecDeque::new(),
             stats: Counters::default(),
@@ -343,9 +365,12 @@ impl Engine {
                 session: None,
                 subscriptions: Map::with_hasher(self.hasher.clone()),
                 failed_auth: 0,
-                verifying: None,
+                operation: None,
             },
         );
+        if self.cluster {
+            self.outputs.push_back(Output::Watch(Topic::Client(token)));
+        }
         self.send(client, reply::connected(&token));
         Ok(())
     }
@@ -427,7 +452,8 @@ impl Engine {
                     return self.error(client, ErrorCode::AccessDenied);
                 }
                 match self.broadcast(&event, &channel, data) {
-                    Ok(()) => self.send(client, reply::keyed("broadcasted", &channel)),
+                    Ok(Routed::Done) => self.send(client, reply::keyed("broadcasted", &channel)),
+                    Ok(Routed::Remote(publication)) => self.start_publish(client, publication),
                     Err(error) => self.error(client, error),
                 }
             }
@@ -439,16 +465,18 @@ impl Engine {
                 if !self.may(client, Permissions::WRITE) {
                     return self.error(client, ErrorCode::AccessDenied);
                 }
-                let Some(&to) = Token::parse(&target).and_then(|t| self.tokens.get(&t)) else {
+                let Some(to) = Token::parse(&target) else {
                     return self.error(client, ErrorCode::InvalidClient);
                 };
                 let from = self.clients[&client].token.to_hex();
                 // Hex digits are ASCII.
                 let from = std::str::from_utf8(&from).expect("hex is ASCII");
-                self.stats.directs += 1;
-                self.stats.deliveries += 1;
-                self.send(to, reply::event(&event, "from", from, data));
-                self.send(client, reply::keyed("directSent", &target));
+                let payload = reply::event(&event, "from", from, data);
+                match self.direct(to, payload) {
+                    Ok(Routed::Done) => self.send(client, reply::keyed("directSent", &target)),
+                    Ok(Routed::Remote(publication)) => self.start_publish(client, publication),
+                    Err(error) => self.error(client, error),
+                }
             }
             Request::Logout => {
                 self.end_session(client);
@@ -458,13 +486,25 @@ impl Engine {
         }
     }
 
-    /// A broadcast accepted by another node of a cluster: delivers `payload` (a complete
-    /// event, as built by the accepting node) to this node's subscribers of `channel`.
-    /// Does nothing when the channel has no subscribers here.
-    pub fn handle_remote_broadcast(&mut self, channel: &str, payload: Payload) {
-        if let Some(members) = self.channels.get(channel) {
-            self.stats.deliveries += members.len() as u64;
-            Self::fan_out(&mut self.outputs, members, &payload);
+    /// A message another node of a cluster published to `topic` (a complete event, as
+    /// the accepting node built it for its recipients): delivered to this node's
+    /// subscribers of the channel, or to the client with the token. Does nothing when this
+    /// node no longer holds the topic. Feed a topic's messages in the order the backplane
+    /// delivered them.
+    pub fn handle_remote(&mut self, topic: &Topic, payload: Payload) {
+        match topic {
+            Topic::Channel(channel) => {
+                if let Some(members) = self.channels.get(&**channel) {
+                    self.stats.deliveries += members.len() as u64;
+                    Self::fan_out(&mut self.outputs, members, &payload);
+                }
+            }
+            Topic::Client(token) => {
+                if let Some(&to) = self.tokens.get(token) {
+                    self.stats.deliveries += 1;
+                    self.send(to, payload);
+                }
+            }
         }
     }
 
@@ -606,7 +646,7 @@ impl Engine {
                 let op = OpId(self.next_op);
                 self.next_op += 1;
                 // The client exists: handle_message checked it.
-                self.clients.get_mut(&id).expect("live client").verifying = Some(op);
+                self.clients.get_mut(&id).expect("live client").operation = Some(op);
                 self.pending.insert(op, pending);
                 self.outputs.push_back(Output::Start {
                     client: id,
@@ -628,9 +668,7 @@ impl Engine {
     /// [`handle_publish_verified`](Self::handle_publish_verified).
     pub fn handle_publish(&mut self, publish: &Publish, user: &str, secret: &str) -> PublishStep {
         match self.check_secret(user, secret) {
-            Verdict::Granted(session) => {
-                PublishStep::Done(self.publish(publish, session.permission))
-            }
+            Verdict::Granted(session) => self.publish(publish, session.permission),
             Verdict::Denied(error) => {
                 self.stats.auth_failures += 1;
                 PublishStep::Done(Err(error))
@@ -645,13 +683,14 @@ impl Engine {
     /// Concludes [`handle_publish`](Self::handle_publish) after the PHC verification it
     /// asked for: `verified` is its result for the hash `phc`. The user must still have
     /// that hash (a reload may have changed it meanwhile), or the credentials are invalid.
+    /// [`PublishStep::Verify`] never comes from it, and [`PublishStep::Publish`] may.
     pub fn handle_publish_verified(
         &mut self,
         publish: &Publish,
         user: &str,
         phc: &str,
         verified: bool,
-    ) -> Result<Payload, ErrorCode> {
+    ) -> PublishStep {
         let permission = match self.users.get(user) {
             Some(User {
                 secret: Secret::Phc(current),
@@ -659,34 +698,105 @@ impl Engine {
             }) if verified && **current == *phc => *permission,
             _ => {
                 self.stats.auth_failures += 1;
-                return Err(ErrorCode::InvalidCredentials);
+                return PublishStep::Done(Err(ErrorCode::InvalidCredentials));
             }
         };
         self.publish(publish, permission)
     }
 
-    fn publish(
+    /// Concludes a publish of the publish API after the [`PublishStep::Publish`] it asked
+    /// for: `reached` tells whether another node held the target (as
+    /// [`Completion::Published`]). Returns the reply or `INVALID_CHANNEL` /
+    /// `INVALID_CLIENT`; a broadcast is delivered to this node's subscribers of the
+    /// channel now, if it has some by now.
+    pub fn handle_publish_published(
         &mut self,
-        publish: &Publish,
-        permission: Permissions,
+        publication: &Publication,
+        reached: bool,
     ) -> Result<Payload, ErrorCode> {
+        self.conclude_publish(publication, reached)
+    }
+
+    fn publish(&mut self, publish: &Publish, permission: Permissions) -> PublishStep {
         if !permission.contains(Permissions::WRITE) {
-            return Err(ErrorCode::AccessDenied);
+            return PublishStep::Done(Err(ErrorCode::AccessDenied));
         }
         let data = publish.data.as_deref();
-        match &publish.target {
-            Target::Channel(channel) => {
-                self.broadcast(&publish.event, channel, data)?;
+        let (routed, reply) = match &publish.target {
+            Target::Channel(channel) => (
+                self.broadcast(&publish.event, channel, data),
+                reply::keyed("broadcasted", channel),
+            ),
+            Target::Client(token) => {
+                let Some(to) = Token::parse(token) else {
+                    return PublishStep::Done(Err(ErrorCode::InvalidClient));
+                };
+                let payload = reply::event_unrouted(&publish.event, data);
+                (self.direct(to, payload), reply::keyed("directSent", token))
+            }
+        };
+        match routed {
+            Ok(Routed::Done) => PublishStep::Done(Ok(reply)),
+            Ok(Routed::Remote(publication)) => PublishStep::Publish(publication),
+            Err(error) => PublishStep::Done(Err(error)),
+        }
+    }
+
+    /// Cluster: `client`'s message goes to the other nodes; its reply waits for their
+    /// answer ([`Completion::Published`]).
+    fn start_publish(&mut self, client: ClientId, publication: Publication) {
+        let op = OpId(self.next_op);
+        self.next_op += 1;
+        // Called for a client whose request is being handled.
+        self.clients
+            .get_mut(&client)
+            .expect("live client")
+            .operation = Some(op);
+        self.pending.insert(
+            op,
+            Pending::Publish {
+                client,
+                publication: publication.clone(),
+            },
+        );
+        self.outputs.push_back(Output::Start {
+            client,
+            op,
+            operation: Operation::Publish(publication),
+        });
+    }
+
+    /// The reply to a publication that went to the other nodes, `reached` telling whether
+    /// one held its topic; delivers a broadcast to local subscribers that appeared since.
+    fn conclude_publish(
+        &mut self,
+        publication: &Publication,
+        reached: bool,
+    ) -> Result<Payload, ErrorCode> {
+        match &publication.topic {
+            Topic::Channel(channel) => {
+                let members = self.channels.get(&**channel);
+                if !reached && members.is_none() {
+                    return Err(ErrorCode::InvalidChannel);
+                }
+                self.stats.broadcasts += 1;
+                if let Some(members) = members {
+                    self.stats.deliveries += members.len() as u64;
+                    Self::fan_out(&mut self.outputs, members, &publication.payload);
+                }
                 Ok(reply::keyed("broadcasted", channel))
             }
-            Target::Client(token) => {
-                let Some(&to) = Token::parse(token).and_then(|t| self.tokens.get(&t)) else {
+            Topic::Client(token) => {
+                if !reached {
                     return Err(ErrorCode::InvalidClient);
-                };
+                }
                 self.stats.directs += 1;
-                self.stats.deliveries += 1;
-                self.send(to, reply::event_unrouted(&publish.event, data));
-                Ok(reply::keyed("directSent", token))
+                let hex = token.to_hex();
+                // Hex digits are ASCII.
+                Ok(reply::keyed(
+                    "directSent",
+                    std::str::from_utf8(&hex).expect("hex is ASCII"),
+                ))
             }
         }
     }
@@ -716,8 +826,8 @@ impl Engine {
             (Pending::VerifySecret { client, user, phc }, Completion::SecretVerified(ok)) => {
                 // Pending operations are forgotten with their client's session.
                 let c = self.clients.get_mut(&client).expect("live client");
-                debug_assert_eq!(c.verifying, Some(op));
-                c.verifying = None;
+                debug_assert_eq!(c.operation, Some(op));
+                c.operation = None;
                 let verdict = match self.users.get_key_value(&*user) {
                     Some((name, u)) if ok && u.secret == Secret::Phc(phc) => Ok(Session {
                         user: Arc::clone(name),
@@ -727,7 +837,22 @@ impl Engine {
                 };
                 self.conclude_authentication(client, &user, verdict);
             }
-            #[cfg(test)]
+            (
+                Pending::Publish {
+                    client,
+                    publication,
+                },
+                Completion::Published(reached),
+            ) => {
+                // Pending operations are forgotten with their client.
+                let c = self.clients.get_mut(&client).expect("live client");
+                debug_assert_eq!(c.operation, Some(op));
+                c.operation = None;
+                match self.conclude_publish(&publication, reached) {
+                    Ok(reply) => self.send(client, reply),
+                    Err(error) => self.error(client, error),
+                }
+            }
             _ => unreachable!("accepts() checked the kind"),
         }
     }
@@ -786,15 +911,22 @@ impl Engine {
     }
 
     /// Delivers a broadcast to `channel`'s subscribers (with its offset and epoch on a
-    /// History hub, where it is also kept): `INVALID_CHANNEL` without subscribers. The
-    /// caller checked the permission.
+    /// History hub, where it is also kept), and in a cluster publishes it to the other
+    /// nodes. Without local subscribers: `INVALID_CHANNEL`, or in a cluster the
+    /// publication whose answer decides. The caller checked the permission.
     fn broadcast(
         &mut self,
         event: &str,
         channel: &str,
         data: Option<&serde_json::value::RawValue>,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<Routed, ErrorCode> {
         let Some((name, members)) = self.channels.get_key_value(channel) else {
+            if self.cluster {
+                return Ok(Routed::Remote(Publication {
+                    topic: Topic::Channel(Arc::from(channel)),
+                    payload: reply::event(event, "channel", channel, data),
+                }));
+            }
             return Err(ErrorCode::InvalidChannel);
         };
         let payload = match &mut self.history {
@@ -806,7 +938,31 @@ impl Engine {
         self.stats.broadcasts += 1;
         self.stats.deliveries += members.len() as u64;
         Self::fan_out(&mut self.outputs, members, &payload);
-        Ok(())
+        if self.cluster {
+            let topic = Topic::Channel(Arc::clone(name));
+            self.outputs
+                .push_back(Output::Publish(Publication { topic, payload }));
+        }
+        Ok(Routed::Done)
+    }
+
+    /// Delivers a direct message to the client with token `to`: `INVALID_CLIENT` when no
+    /// client here has it, or in a cluster the publication whose answer decides. The
+    /// caller checked the permission.
+    fn direct(&mut self, to: Token, payload: Payload) -> Result<Routed, ErrorCode> {
+        match self.tokens.get(&to) {
+            Some(&client) => {
+                self.stats.directs += 1;
+                self.stats.deliveries += 1;
+                self.send(client, payload);
+                Ok(Routed::Done)
+            }
+            None if self.cluster => Ok(Routed::Remote(Publication {
+                topic: Topic::Client(to),
+                payload,
+            })),
+            None => Err(ErrorCode::InvalidClient),
+        }
     }
 
     fn subscribe(&mut self, id: ClientId, channel: &str, since: Option<Since<'_>>) {
@@ -828,6 +984,10 @@ impl Engine {
                     None => Arc::from(channel),
                 };
                 let members = self.channels.entry(Arc::clone(&name)).or_default();
+                if self.cluster && members.is_empty() {
+                    let topic = Topic::Channel(Arc::clone(&name));
+                    self.outputs.push_back(Output::Watch(topic));
+                }
                 if self.join_leave && !members.is_empty() {
                     // `may` found a session.
                     let user = &client.session.as_ref().expect("a session").user;
@@ -896,6 +1056,10 @@ impl Engine {
             if let Some(history) = &mut self.history {
                 history.channel_emptied(name);
             }
+            if self.cluster {
+                let topic = Topic::Channel(Arc::clone(name));
+                self.outputs.push_back(Output::Unwatch(topic));
+            }
         } else if self.join_leave {
             let leave = reply::join_leave("leave", name, token, user);
             self.stats.deliveries += members.len() as u64;
@@ -908,7 +1072,12 @@ impl Engine {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
-        if let Some(op) = client.verifying.take() {
+        // A verification ends with the session; a publication already went out and is
+        // answered (it ends only with the client).
+        if let Some(op) = client.operation
+            && matches!(self.pending.get(&op), Some(Pending::VerifySecret { .. }))
+        {
+            client.operation = None;
             self.pending.remove(&op);
         }
         // Leaves are announced as the session's user, so the session goes after them.
@@ -939,6 +1108,13 @@ impl Engine {
         self.end_session(id);
         if let Some(client) = self.clients.remove(&id) {
             self.tokens.remove(&client.token);
+            if let Some(op) = client.operation {
+                self.pending.remove(&op);
+            }
+            if self.cluster {
+                let topic = Topic::Client(client.token);
+                self.outputs.push_back(Output::Unwatch(topic));
+            }
         }
     }
 

@@ -140,6 +140,7 @@
 #![deny(missing_docs)]
 
 mod client;
+mod cluster;
 pub mod config;
 mod engine;
 mod history;
@@ -152,6 +153,7 @@ mod reply;
 mod request;
 
 pub use client::{ClientId, Token};
+pub use cluster::{Publication, Topic};
 pub use config::{ConfigError, EngineConfig, EngineLimits, HistoryConfig, UserConfig, is_phc};
 pub use engine::{ConnectError, Engine, EngineStats, HashSeed, PublishStep, Reloaded};
 pub use message::{CloseCode, Message, Output, Payload};

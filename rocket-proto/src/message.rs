@@ -134,6 +134,18 @@ pub enum Output {
         /// What to do.
         operation: crate::Operation,
     },
+    /// Cluster only: this node now holds `topic` (a channel got its first local subscriber,
+    /// or a client connected). Receive what other nodes publish to it, in order, and feed
+    /// each message with [`Engine::handle_remote`](crate::Engine::handle_remote).
+    Watch(crate::Topic),
+    /// Cluster only: this node no longer holds `topic` (a channel's last local subscriber
+    /// left, or a client left).
+    Unwatch(crate::Topic),
+    /// Cluster only: send the publication to the other nodes that hold its topic, after
+    /// every publication this engine asked for before (an [`Output::Publish`] or an
+    /// [`Operation::Publish`](crate::Operation::Publish)), which keeps each publisher's
+    /// order across nodes. Nothing to report back: the engine has answered the publisher.
+    Publish(crate::Publication),
     /// For the log only: `client` failed to authenticate as `user`. Nothing to send; the
     /// error reply is a separate [`Output::Send`].
     AuthFailed {

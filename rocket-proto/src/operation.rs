@@ -25,6 +25,11 @@ pub enum Operation {
     /// Check a secret against an argon2 PHC hash (deliberately slow: run it where blocking
     /// is allowed). Completes with [`Completion::SecretVerified`].
     VerifySecret(Verification),
+    /// Cluster only: send the publication to the other nodes that hold its topic, in order
+    /// after every publication asked for before, and find out whether any node held it (a
+    /// channel or client this node does not hold). Completes with
+    /// [`Completion::Published`].
+    Publish(crate::Publication),
 }
 
 /// The result of an [`Operation`], fed back with
@@ -34,6 +39,9 @@ pub enum Operation {
 pub enum Completion {
     /// The result of [`Operation::VerifySecret`]: whether the secret matched the hash.
     SecretVerified(bool),
+    /// The result of [`Operation::Publish`]: whether another node held the topic when the
+    /// publication reached the backplane (`false` too when the backplane is unreachable).
+    Published(bool),
     /// A completion that no operation expects; it exists only in rocket-proto's own unit
     /// tests, to check that a completion of the wrong kind is ignored.
     #[cfg(test)]

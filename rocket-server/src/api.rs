@@ -69,17 +69,25 @@ pub(crate) async fn publish(
         hub.counters().api_auth_failed();
         return Answer::error(ErrorCode::InvalidUser);
     };
-    let step = hub
+    let mut step = hub
         .with_engine(|engine| engine.handle_publish(&publish, &user, &secret))
         .expect("a Rocket hub");
+    if let PublishStep::Verify(verification) = step {
+        let phc = std::sync::Arc::clone(&verification.phc);
+        let ok = state.verify(runtime, peer, verification).await;
+        step = hub
+            .with_engine(|engine| engine.handle_publish_verified(&publish, &user, &phc, ok))
+            .expect("a Rocket hub");
+    }
     let result = match step {
         PublishStep::Done(result) => result,
-        PublishStep::Verify(verification) => {
-            let phc = std::sync::Arc::clone(&verification.phc);
-            let ok = state.verify(runtime, peer, verification).await;
-            hub.with_engine(|engine| engine.handle_publish_verified(&publish, &user, &phc, ok))
+        // A cluster node without a local holder of the target asks the other nodes.
+        PublishStep::Publish(publication) => {
+            let reached = hub.publish_and_ask(&publication).await;
+            hub.with_engine(|engine| engine.handle_publish_published(&publication, reached))
                 .expect("a Rocket hub")
         }
+        // Verified already: the engine asks for one verification at most.
         _ => Err(ErrorCode::InvalidCredentials),
     };
     match result {

@@ -56,6 +56,58 @@ pub struct Config {
     /// Bearer token that `GET /metrics` requires (`MetricsToken`); empty: no token.
     #[serde(rename = "MetricsToken", default)]
     pub metrics_token: String,
+    /// Several nodes sharing one Redis act as one server (`Cluster`); `None`: a single
+    /// node, with no Redis code on any path.
+    #[serde(rename = "Cluster", default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The cluster backplane (`"Cluster": {"Redis": "redis://127.0.0.1:6379/0", "Prefix":
+/// "rocket"}`): every node of a cluster names the same Redis and prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// The Redis server's URL (`Redis`), e.g. `redis://127.0.0.1:6379/0` (`redis://:password@host:port/db`
+    /// with a password; `unix:///path` for a socket).
+    #[serde(rename = "Redis")]
+    pub redis: String,
+    /// What every Redis channel name of this cluster starts with (`Prefix`, default
+    /// `rocket`): clusters sharing one Redis need different prefixes.
+    #[serde(rename = "Prefix", default = "default_prefix")]
+    pub prefix: String,
+}
+
+impl ClusterConfig {
+    /// A cluster on the Redis at `url`, with the default prefix; validated.
+    pub fn new(url: impl Into<String>) -> Result<Self, ConfigError> {
+        let config = Self {
+            redis: url.into(),
+            prefix: default_prefix(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = redis::Client::open(self.redis.as_str()) {
+            return Err(ConfigError::invalid(
+                "Cluster.Redis",
+                format!(
+                    "{:?} is not a Redis URL like \"redis://127.0.0.1:6379/0\": {e}",
+                    self.redis
+                ),
+            ));
+        }
+        if self.prefix.is_empty() {
+            return Err(ConfigError::invalid("Cluster.Prefix", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+fn default_prefix() -> String {
+    "rocket".to_owned()
 }
 
 /// One hub: a request path with its own users, channels and clients.
@@ -183,10 +235,12 @@ impl Config {
     /// The engine settings of `hub`: its users, the engine's limits, and the hub's
     /// `History`, `Presence` and `JoinLeave`.
     pub fn engine_config(&self, hub: &HubConfig) -> EngineConfig {
-        EngineConfig::new(hub.users.clone(), self.limits.engine())
+        let mut config = EngineConfig::new(hub.users.clone(), self.limits.engine())
             .and_then(|c| c.with_history(hub.history))
             .expect("a validated config's hubs are valid")
-            .with_presence(hub.presence, hub.join_leave)
+            .with_presence(hub.presence, hub.join_leave);
+        config.cluster = self.cluster.is_some();
+        config
     }
 
     /// Checks every rule the JSON shape cannot express. Called by [`Config::from_json`];
@@ -207,6 +261,9 @@ impl Config {
         }
         if self.hubs.is_empty() {
             return Err(ConfigError::invalid("Hubs", "at least one hub is required"));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         let mut paths = HashSet::new();
         for (i, hub) in self.hubs.iter_mut().enumerate() {
@@ -229,8 +286,14 @@ impl Config {
             }
             // The engine checks its users (names, PHC shape) and fills in missing names;
             // the server parses PHC hashes fully, so a hash it cannot verify never loads.
-            let engine = EngineConfig::new(std::mem::take(&mut hub.users), EngineLimits::default())
-                .and_then(|c| c.with_history(hub.history))
+            let mut engine =
+                EngineConfig::new(std::mem::take(&mut hub.users), EngineLimits::default())
+                    .and_then(|c| c.with_history(hub.history))
+                    .map_err(|e| e.within(&format!("Hubs[{i}]")))?
+                    .with_presence(hub.presence, hub.join_leave);
+            engine.cluster = self.cluster.is_some();
+            engine
+                .validate()
                 .map_err(|e| e.within(&format!("Hubs[{i}]")))?;
             hub.users = engine.users;
             for (key, user) in &hub.users {

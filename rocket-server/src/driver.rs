@@ -378,6 +378,12 @@ where
                 let ok = state.verify(runtime, peer, v).await;
                 (op, Completion::SecretVerified(ok))
             })),
+            Operation::Publish(publication) => {
+                let reached = self.admission.hub.publish_and_ask(&publication);
+                Some(Box::pin(async move {
+                    (op, Completion::Published(reached.await))
+                }))
+            }
             other => {
                 tracing::error!(client = %self.id, %op, ?other, "unsupported operation");
                 None

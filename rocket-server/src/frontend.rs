@@ -137,6 +137,11 @@ impl Server {
                 runtime.spawn(timer);
             }
         }
+        if let Some(cluster) = self.state.cluster()
+            && let Some(task) = cluster.task(Arc::clone(&runtime))
+        {
+            runtime.spawn(task);
+        }
         ServerHandle {
             local_addr,
             state: self.state,

@@ -7,7 +7,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /health` (or `HEAD`) | `200 {"status":"ok"}` |
-//! | `GET /ready` | `200 {"status":"ready"}`; `503 {"status":"shutting down"}` during shutdown |
+//! | `GET /ready` | `200 {"status":"ready"}`; `503 {"status":"degraded",…}` while a cluster's Redis is unreachable; `503 {"status":"shutting down"}` during shutdown |
 //! | `GET /metrics` | the Prometheus text format 0.0.4 ([`crate::metrics`]); `401` without the `MetricsToken` bearer token when one is set |
 //! | `POST /api/broadcast`, `POST /api/direct` | the publish API ([`crate::api`]): `413` over `MaxMessageBytes`, `411` without a `Content-Length` |
 //! | a hub path without `Upgrade: websocket` | `426 Upgrade Required`, `Upgrade: websocket` |
@@ -241,6 +241,11 @@ pub(crate) fn route(
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     r#"{"status":"shutting down"}"#,
+                )
+            } else if state.cluster_up() == Some(false) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"status":"degraded","reasons":["cluster backplane (Redis) unreachable"]}"#,
                 )
             } else {
                 (StatusCode::OK, r#"{"status":"ready"}"#)

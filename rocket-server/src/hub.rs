@@ -24,12 +24,13 @@ use std::time::Instant;
 
 use rocket_proto::{
     ClientId, Completion, ConnectError, Engine, EngineConfig, EngineStats, Message, OpId,
-    Operation, Output, Payload, Protocol, Reloaded, Token,
+    Operation, Output, Payload, Protocol, Publication, Reloaded, Token, Topic,
 };
 use tungstenite::Message as WsMessage;
 use tungstenite::protocol::frame::Utf8Bytes;
 
 use crate::Runtime;
+use crate::cluster::Backplane;
 use crate::metrics::HubCounters;
 use crate::outbox::Outbox;
 use crate::runtime::Task;
@@ -46,6 +47,8 @@ pub struct Hub {
     /// The timer task was handed out (there is one per hub).
     timer_started: AtomicBool,
     counters: HubCounters,
+    /// The link to the other nodes, in a cluster.
+    cluster: Option<Arc<Backplane>>,
 }
 
 /// The protocol a hub serves.
@@ -141,6 +144,16 @@ impl Hub {
             woken,
             timer_started: AtomicBool::new(false),
             counters: HubCounters::default(),
+            cluster: None,
+        }
+    }
+
+    /// A Rocket hub on one node of a cluster: its engine's cluster outputs go to
+    /// `backplane`.
+    pub(crate) fn clustered(path: String, engine: Engine, backplane: Arc<Backplane>) -> Self {
+        Self {
+            cluster: Some(backplane),
+            ..Self::new(path, HubProtocol::Rocket(engine))
         }
     }
 
@@ -335,19 +348,39 @@ impl Hub {
         &self.counters
     }
 
-    /// A broadcast that another node of a cluster accepted: delivers `payload` (the complete
-    /// event) to this hub's subscribers of `channel`, dispatched like any input's outputs.
-    /// Returns `false`, doing nothing, on a custom protocol.
-    pub fn handle_remote_broadcast(&self, channel: &str, payload: Payload) -> bool {
+    /// A message that another node of a cluster published to `topic` (the complete event):
+    /// delivered to this hub's subscribers of the channel or to the client with the token
+    /// ([`Engine::handle_remote`]), dispatched like any input's outputs. Returns `false`,
+    /// doing nothing, on a custom protocol.
+    pub fn handle_remote(&self, topic: &Topic, payload: Payload) -> bool {
         let mut rocket = false;
         let started = self.run_with(None, |p| {
             if let HubProtocol::Rocket(engine) = p {
-                engine.handle_remote_broadcast(channel, payload);
+                engine.handle_remote(topic, payload);
                 rocket = true;
             }
         });
-        debug_assert!(started.is_none(), "a broadcast starts no operation");
+        debug_assert!(started.is_none(), "a remote message starts no operation");
         rocket
+    }
+
+    /// Sends `publication` to the other nodes of the cluster, after every publication the
+    /// hub sent before, and resolves to whether another node held its topic (`false`
+    /// without a cluster, or while Redis is unreachable).
+    pub(crate) fn publish_and_ask(
+        &self,
+        publication: &Publication,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let asked = self
+            .cluster
+            .as_ref()
+            .map(|b| b.publish_and_ask(&self.path, publication));
+        async move {
+            match asked {
+                Some(answer) => answer.await,
+                None => false,
+            }
+        }
     }
 
     /// Gives the Rocket engine a reloaded configuration ([`Engine::handle_reload`]) and
@@ -402,14 +435,22 @@ impl Hub {
         let Peers { outboxes, outputs } = &mut *peers;
         state.protocol.get().drain_outputs(outputs);
         drop(state);
-        dispatch(&self.path, caller, outboxes, outputs)
+        dispatch(
+            &self.path,
+            self.cluster.as_deref(),
+            caller,
+            outboxes,
+            outputs,
+        )
     }
 }
 
 /// Carries out `outputs`; returns the operation started on behalf of `caller`, whose
-/// driver runs it.
+/// driver runs it. Cluster outputs go to `cluster` in order (they are dropped on a hub
+/// outside a cluster, whose engine produces none).
 fn dispatch(
     hub: &str,
+    cluster: Option<&Backplane>,
     caller: Option<ClientId>,
     peers: &HashMap<ClientId, Arc<Outbox>>,
     outputs: &mut Vec<Output>,
@@ -462,6 +503,21 @@ fn dispatch(
             } => {
                 // Debug formatting escapes control characters in the client-chosen name.
                 tracing::warn!(%client, hub, ?user, error = error.name(), "authentication failed");
+            }
+            Output::Watch(topic) => {
+                if let Some(cluster) = cluster {
+                    cluster.watch(hub, &topic);
+                }
+            }
+            Output::Unwatch(topic) => {
+                if let Some(cluster) = cluster {
+                    cluster.unwatch(hub, &topic);
+                }
+            }
+            Output::Publish(publication) => {
+                if let Some(cluster) = cluster {
+                    cluster.publish(hub, &publication);
+                }
             }
             other => tracing::error!(?other, "unsupported protocol output ignored"),
         }
@@ -726,11 +782,11 @@ pub(crate) mod tests {
         assert_eq!(hub.subscriber_count("sport"), Some(1));
         assert_eq!(hub.subscriber_count("nothing"), Some(0));
         let event = r#"{"event":"e","channel":"news","data":1}"#;
-        assert!(hub.handle_remote_broadcast("news", Payload::text(event)));
+        assert!(hub.handle_remote(&Topic::Channel("news".into()), Payload::text(event)));
         assert_eq!(received(&a), [event]);
         assert_eq!(received(&b), [event]);
         assert!(received(&c).is_empty(), "other channels get nothing");
-        assert!(hub.handle_remote_broadcast("nobody-here", Payload::text(event)));
+        assert!(hub.handle_remote(&Topic::Channel("nobody-here".into()), Payload::text(event)));
         assert!(received(&a).is_empty());
         assert!(format!("{hub:?}").contains("rocket"));
     }
@@ -740,7 +796,7 @@ pub(crate) mod tests {
         let (hub, _, _, outbox, _) = setup();
         assert_eq!(hub.channel_count(), None);
         assert_eq!(hub.subscriber_count("news"), None);
-        assert!(!hub.handle_remote_broadcast("news", Payload::text("{}")));
+        assert!(!hub.handle_remote(&Topic::Channel("news".into()), Payload::text("{}")));
         assert!(received(&outbox).is_empty());
         assert!(format!("{hub:?}").contains("custom"));
     }

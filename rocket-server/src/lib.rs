@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod cluster;
 pub mod config;
 mod driver;
 mod frontend;
@@ -71,7 +72,7 @@ mod static_files;
 mod tls;
 mod verifier;
 
-pub use config::{Config, HubConfig, Limits};
+pub use config::{ClusterConfig, Config, HubConfig, Limits};
 pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};
 pub use hub::Hub;
 pub use metered::Metered;

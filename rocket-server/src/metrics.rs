@@ -199,6 +199,18 @@ pub(crate) fn render(state: &ServerState) -> String {
             counter!("rocket_handshakes_refused_total", "status" => why.label())
                 .absolute(counters.refused[why as usize].load(Ordering::Relaxed));
         }
+        if let Some(cluster) = state.cluster() {
+            let c = &cluster.counters;
+            describe_cluster();
+            gauge!("rocket_cluster_up").set(if cluster.is_up() { 1.0 } else { 0.0 });
+            for (name, value) in [
+                ("rocket_cluster_published_total", &c.published),
+                ("rocket_cluster_received_total", &c.received),
+                ("rocket_cluster_reconnects_total", &c.reconnects),
+            ] {
+                counter!(name).absolute(value.load(Ordering::Relaxed));
+            }
+        }
         let http = counters.http.lock().unwrap_or_else(|e| e.into_inner());
         for ((path, status), n) in http.iter() {
             counter!("rocket_http_requests_total", "path" => path.clone(), "status" => status.to_string())
@@ -268,5 +280,29 @@ fn describe() {
         "rocket_http_requests_total",
         Unit::Count,
         "Plain HTTP requests answered, by path and status."
+    );
+}
+
+/// The cluster families, declared on a node with a `Cluster` setting only.
+fn describe_cluster() {
+    describe_gauge!(
+        "rocket_cluster_up",
+        Unit::Count,
+        "1 while the connection to the cluster's Redis is up, else 0."
+    );
+    describe_counter!(
+        "rocket_cluster_published_total",
+        Unit::Count,
+        "Messages this node published to the other nodes through Redis."
+    );
+    describe_counter!(
+        "rocket_cluster_received_total",
+        Unit::Count,
+        "Messages received from other nodes through Redis."
+    );
+    describe_counter!(
+        "rocket_cluster_reconnects_total",
+        Unit::Count,
+        "Connections to Redis re-established after one was lost."
     );
 }

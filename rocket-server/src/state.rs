@@ -10,6 +10,7 @@ use tungstenite::handshake::server::Request;
 use tungstenite::http::{StatusCode, header};
 use tungstenite::protocol::WebSocketConfig;
 
+use crate::cluster::Backplane;
 use crate::config::{Config, Limits};
 use crate::gate::{Full, Gate, Permit};
 use crate::hub::Hub;
@@ -33,6 +34,8 @@ pub struct ServerState {
     verifier: Verifier,
     static_files: Option<StaticFiles>,
     counters: ServerCounters,
+    /// The link to the other nodes, with a `Cluster` setting.
+    cluster: Option<Arc<Backplane>>,
 }
 
 #[derive(Debug)]
@@ -59,17 +62,28 @@ pub(crate) struct Admission {
 impl ServerState {
     /// A state running the Rocket protocol on every hub of `config`.
     pub fn new(config: Config) -> Self {
-        let hubs = config
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| Backplane::new(c).expect("a validated config's Redis URL parses"));
+        let hubs: Vec<HubEntry> = config
             .hubs
             .iter()
-            .map(|h| HubEntry {
-                hub: Arc::new(Hub::rocket(
-                    h.path.clone(),
-                    Engine::new(&config.engine_config(h), random_seed()),
-                )),
-                allowed_origins: AllowedOrigins::new(h.allowed_origins.as_deref()),
+            .map(|h| {
+                let engine = Engine::new(&config.engine_config(h), random_seed());
+                let hub = match &cluster {
+                    Some(b) => Hub::clustered(h.path.clone(), engine, Arc::clone(b)),
+                    None => Hub::rocket(h.path.clone(), engine),
+                };
+                HubEntry {
+                    hub: Arc::new(hub),
+                    allowed_origins: AllowedOrigins::new(h.allowed_origins.as_deref()),
+                }
             })
             .collect();
+        if let Some(b) = &cluster {
+            b.route_to(hubs.iter().map(|e| &e.hub));
+        }
         let (total, per_ip) = (
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
@@ -85,7 +99,25 @@ impl ServerState {
             verifier: Verifier::new(MAX_CONCURRENT_VERIFICATIONS, MAX_WAITING_PER_ADDRESS),
             static_files: None,
             counters: ServerCounters::default(),
+            cluster,
         }
+    }
+
+    /// The cluster backplane, with a `Cluster` setting.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Backplane>> {
+        self.cluster.as_ref()
+    }
+
+    /// With a `Cluster` setting, whether this node's connection to Redis is up (`/ready`
+    /// answers 503 while it is not); `None` without one.
+    pub fn cluster_up(&self) -> Option<bool> {
+        self.cluster.as_ref().map(|b| b.is_up())
+    }
+
+    /// With a `Cluster` setting, this node's id (16 hex digits, random at startup), as it
+    /// appears in the log; `None` without one.
+    pub fn node_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|b| b.node())
     }
 
     /// Serves `protocol` on `path` instead of (or besides) the configured hubs: the way to
@@ -243,6 +275,9 @@ impl ServerState {
         for e in &self.hubs {
             e.hub.close_all(1001, "server shutting down");
             e.hub.stop_timer();
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.stop();
         }
     }
 

@@ -95,6 +95,10 @@ pub struct Sim {
     pub verifications: Vec<(ClientId, String, String)>,
     /// Every operation the engine started, in order: (client, op).
     pub started: Vec<(ClientId, OpId)>,
+    /// Cluster outputs (`Watch`, `Unwatch`, `Publish`), in order.
+    pub cluster: Vec<Output>,
+    /// Publications started as operations, in order: (client, op, publication).
+    pub publications: Vec<(ClientId, OpId, rocket_proto::Publication)>,
 }
 
 impl Sim {
@@ -121,6 +125,8 @@ impl Sim {
             auth_failures: Vec::new(),
             verifications: Vec::new(),
             started: Vec::new(),
+            cluster: Vec::new(),
+            publications: Vec::new(),
         }
     }
 
@@ -253,7 +259,12 @@ impl Sim {
 
     /// A broadcast accepted by another node.
     pub fn remote_broadcast(&mut self, channel: &str, payload: Payload) {
-        self.engine.handle_remote_broadcast(channel, payload);
+        self.remote(&rocket_proto::Topic::Channel(channel.into()), payload);
+    }
+
+    /// A message another node published to `topic`.
+    pub fn remote(&mut self, topic: &rocket_proto::Topic, payload: Payload) {
+        self.engine.handle_remote(topic, payload);
         self.drive();
     }
 
@@ -316,8 +327,13 @@ impl Sim {
                             self.verifications
                                 .push((client, v.phc.to_string(), v.secret));
                         }
+                        Operation::Publish(p) => self.publications.push((client, op, p)),
                         other => panic!("unexpected operation {other:?}"),
                     }
+                    continue;
+                }
+                cluster @ (Output::Watch(_) | Output::Unwatch(_) | Output::Publish(_)) => {
+                    self.cluster.push(cluster);
                     continue;
                 }
                 other => panic!("unexpected output {other:?}"),

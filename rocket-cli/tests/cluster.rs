@@ -1,0 +1,665 @@
+//! The cluster, end to end: three `rocket-cli` nodes (one per runtime: tokio, async-std,
+//! smol) and one real `redis-server`, each started by the test on free loopback ports
+//! (`docs/PROTOCOL.md`, "Cluster"). Every action of the protocol across nodes, each
+//! publisher's order seen on every node, Redis killed mid-stream and restarted, and a node
+//! killed without warning.
+//!
+//! Needs `redis-server` (Debian package `redis-server`; `scripts/test` installs it): a test
+//! fails, saying so, when it is missing.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use support::{Server, Ws, connect, http_get, next_json, scratch_file, send};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The protocol's bound for a subscribe, unsubscribe, connect or departure to be visible
+/// on every node.
+const PROPAGATION: Duration = Duration::from_secs(2);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` on a loopback port, without persistence; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = free_port();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Self {
+            child: None,
+            port,
+            dir,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers PING.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let spawned = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "redis-server is not installed: the cluster tests need it. Install it with \
+                 `sudo apt-get install -y redis-server` (scripts/test does so)"
+            ),
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.pong() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pong(&self) -> bool {
+        let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut buf = [0u8; 7];
+        tcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        tcp.write_all(b"PING\r\n").is_ok()
+            && tcp.read_exact(&mut buf).is_ok()
+            && &buf == b"+PONG\r\n"
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients).
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+const CONFIG: &str = r#"{
+    "Host": "127.0.0.1",
+    "Hubs": [{
+        "Path": "/echo",
+        "Users": {
+            "backend": {"Secret": "secret", "Permission": 7},
+            "frontend": {"Secret": "", "Permission": 3}
+        }
+    }],
+    "Limits": {"SendQueueMessages": 100000, "SendQueueBytes": 104857600}
+}"#;
+
+/// A node: `rocket-cli` on `runtime`, joined to `redis`.
+struct Node {
+    server: Server,
+    address: String,
+}
+
+impl Node {
+    fn start(redis: &Redis, runtime: &str) -> Self {
+        let config = scratch_file("cluster.json", CONFIG);
+        let config = config.to_string_lossy().into_owned();
+        let url = redis.url();
+        let mut server = Server::start(&[
+            "--port",
+            "0",
+            "--redis",
+            &url,
+            "--runtime",
+            runtime,
+            "--log-level",
+            "info",
+            &config,
+        ]);
+        let address = server.address();
+        let node = Self { server, address };
+        node.wait_ready(true);
+        node
+    }
+
+    fn ready(&self) -> bool {
+        http_get(&self.address, "GET", "/ready").starts_with("HTTP/1.1 200")
+    }
+
+    /// Waits (at most 5 s) until `/ready` says `up`.
+    fn wait_ready(&self, up: bool) -> Duration {
+        let start = Instant::now();
+        while self.ready() != up {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "/ready of {} did not become {up}",
+                self.address
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        start.elapsed()
+    }
+
+    /// The value of a metric series without labels.
+    fn metric(&self, name: &str) -> f64 {
+        let text = http_get(&self.address, "GET", "/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    async fn client(&self) -> Client {
+        let mut ws = connect(&self.address, "/echo").await;
+        let greeting = next_json(&mut ws).await;
+        let token = greeting["connected"].as_str().unwrap().to_owned();
+        send(
+            &mut ws,
+            json!({"authenticate": {"user": "backend", "secret": "secret"}}),
+        )
+        .await;
+        assert_eq!(
+            next_json(&mut ws).await,
+            json!({"authenticated": "backend"})
+        );
+        Client { ws, token }
+    }
+}
+
+struct Client {
+    ws: Ws,
+    token: String,
+}
+
+impl Client {
+    async fn request(&mut self, request: Value) -> Value {
+        send(&mut self.ws, request).await;
+        next_json(&mut self.ws).await
+    }
+
+    async fn subscribe(&mut self, channel: &str) {
+        let reply = self
+            .request(json!({"subscribe": {"channel": channel}}))
+            .await;
+        assert_eq!(reply, json!({"subscribed": channel}));
+    }
+
+    async fn broadcast(&mut self, channel: &str, data: Value) -> Value {
+        self.request(json!({"broadcast": {"event": "e", "channel": channel, "data": data}}))
+            .await
+    }
+
+    async fn direct(&mut self, token: &str, data: Value) -> Value {
+        self.request(json!({"direct": {"event": "d", "client": token, "data": data}}))
+            .await
+    }
+
+    async fn next(&mut self) -> Value {
+        next_json(&mut self.ws).await
+    }
+
+    /// Asserts that nothing arrives within `quiet`.
+    async fn nothing(&mut self, quiet: Duration) {
+        if let Ok(message) = tokio::time::timeout(quiet, self.ws.next()).await {
+            panic!("expected nothing, got {message:?}");
+        }
+    }
+}
+
+/// Lets subscriptions and departures reach every node: the protocol's bound.
+async fn propagate() {
+    tokio::time::sleep(PROPAGATION).await;
+}
+
+fn event(channel: &str, data: Value) -> Value {
+    json!({"event": "e", "channel": channel, "data": data})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_action_works_across_three_nodes_on_three_runtimes() {
+    let redis = Redis::start();
+    let nodes = [
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "async-std"),
+        Node::start(&redis, "smol"),
+    ];
+    let mut a = nodes[0].client().await;
+    let mut b = nodes[1].client().await;
+    let mut c = nodes[2].client().await;
+    assert_ne!(a.token, b.token);
+    b.subscribe("news").await;
+    c.subscribe("news").await;
+    propagate().await;
+
+    // A broadcast from a node without subscribers reaches those of the other nodes.
+    assert_eq!(
+        a.broadcast("news", json!(1)).await,
+        json!({"broadcasted": "news"})
+    );
+    assert_eq!(b.next().await, event("news", json!(1)));
+    assert_eq!(c.next().await, event("news", json!(1)));
+    // One from a node with a subscriber: the sender's own copy once, the others' once.
+    send(
+        &mut c.ws,
+        json!({"broadcast": {"event": "e", "channel": "news", "data": 2}}),
+    )
+    .await;
+    let mut got = vec![c.next().await, c.next().await];
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        got,
+        [json!({"broadcasted": "news"}), event("news", json!(2))]
+    );
+    assert_eq!(b.next().await, event("news", json!(2)));
+
+    // Direct messages reach a client on any node; the reply names the token.
+    let reply = a.direct(&b.token.clone(), json!("hi b")).await;
+    assert_eq!(reply, json!({"directSent": b.token}));
+    assert_eq!(
+        b.next().await,
+        json!({"event": "d", "from": a.token, "data": "hi b"})
+    );
+    let reply = c.direct(&a.token.clone(), json!("hi a")).await;
+    assert_eq!(reply, json!({"directSent": a.token}));
+    assert_eq!(
+        a.next().await,
+        json!({"event": "d", "from": c.token, "data": "hi a"})
+    );
+
+    // Targets no node holds.
+    assert_eq!(
+        a.broadcast("nobody", json!(0)).await,
+        json!({"err": "INVALID_CHANNEL"})
+    );
+    let stranger = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        a.direct(stranger, json!(0)).await,
+        json!({"err": "INVALID_CLIENT"})
+    );
+
+    // The publish API of a node without subscribers reaches the other nodes' ones.
+    let body = r#"{"hub":"/echo","channel":"news","event":"e","data":"api"}"#;
+    let response = post(&nodes[0].address, "/api/broadcast", body);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(b.next().await, event("news", json!("api")));
+    assert_eq!(c.next().await, event("news", json!("api")));
+    let body = format!(r#"{{"hub":"/echo","client":"{}","event":"d"}}"#, c.token);
+    let response = post(&nodes[1].address, "/api/direct", &body);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(c.next().await, json!({"event": "d"}));
+    let body = format!(r#"{{"hub":"/echo","client":"{stranger}","event":"d"}}"#);
+    let response = post(&nodes[1].address, "/api/direct", &body);
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    assert!(response.contains("INVALID_CLIENT"), "{response}");
+
+    // Unsubscribe: c hears no more of the channel (its next message is something else).
+    let reply = c.request(json!({"unsubscribe": {"channel": "news"}})).await;
+    assert_eq!(reply, json!({"unsubscribed": "news"}));
+    propagate().await;
+    assert_eq!(
+        a.broadcast("news", json!(3)).await,
+        json!({"broadcasted": "news"})
+    );
+    assert_eq!(b.next().await, event("news", json!(3)));
+    a.direct(&c.token.clone(), json!("after")).await;
+    assert_eq!(
+        c.next().await,
+        json!({"event": "d", "from": a.token, "data": "after"})
+    );
+
+    // Logout: the channel's last subscriber anywhere is gone.
+    assert_eq!(
+        b.request(json!({"logout": true})).await,
+        json!({"loggedOut": true})
+    );
+    propagate().await;
+    assert_eq!(
+        a.broadcast("news", json!(4)).await,
+        json!({"err": "INVALID_CHANNEL"})
+    );
+
+    // Disconnect: the token is no one's any more, on every node.
+    send(&mut c.ws, json!({"disconnect": true})).await;
+    while let Some(Ok(message)) = c.ws.next().await {
+        if matches!(message, Message::Close(_)) {
+            break;
+        }
+    }
+    propagate().await;
+    assert_eq!(
+        a.direct(&c.token.clone(), json!(0)).await,
+        json!({"err": "INVALID_CLIENT"})
+    );
+    let reply = b
+        .request(json!({"authenticate": {"user": "backend", "secret": "secret"}}))
+        .await;
+    assert_eq!(reply, json!({"authenticated": "backend"}));
+    assert_eq!(
+        b.direct(&c.token.clone(), json!(0)).await,
+        json!({"err": "INVALID_CLIENT"})
+    );
+
+    // What the nodes counted.
+    assert!(nodes[0].metric("rocket_cluster_published_total") >= 5.0);
+    assert!(nodes[1].metric("rocket_cluster_received_total") >= 4.0);
+    assert_eq!(nodes[2].metric("rocket_cluster_up"), 1.0);
+    assert_eq!(nodes[2].metric("rocket_cluster_reconnects_total"), 0.0);
+}
+
+/// `POST path` with a JSON body as `backend`; the whole response.
+fn post(address: &str, path: &str, body: &str) -> String {
+    let mut tcp = TcpStream::connect(address).unwrap();
+    // "backend:secret" in base64.
+    write!(
+        tcp,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Basic YmFja2VuZDpzZWNyZXQ=\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// Reads `n` events of `channel` and checks each publisher's numbers come in order,
+/// 0, 1, 2, … with no gap and no repeat.
+async fn read_in_order(client: &mut Client, publishers: &[&str], per_publisher: u64) {
+    let mut next: HashMap<String, u64> = publishers.iter().map(|p| (p.to_string(), 0)).collect();
+    for _ in 0..per_publisher * publishers.len() as u64 {
+        let message = client.next().await;
+        let data = &message["data"];
+        let (from, n) = (data["p"].as_str().unwrap(), data["n"].as_u64().unwrap());
+        let expected = next.get_mut(from).expect("a known publisher");
+        assert_eq!(n, *expected, "publisher {from}: out of order");
+        *expected += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_publishers_order_holds_on_every_node() {
+    const N: u64 = 1000;
+    let redis = Redis::start();
+    let nodes = [
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "async-std"),
+        Node::start(&redis, "tokio"),
+    ];
+    let mut subscribers = Vec::new();
+    for node in &nodes {
+        for _ in 0..2 {
+            let mut s = node.client().await;
+            s.subscribe("ordered").await;
+            subscribers.push(s);
+        }
+    }
+    propagate().await;
+    // Two publishers on different nodes, each sending its numbers without waiting for
+    // replies (pipelined), at the same time.
+    let mut publishers = Vec::new();
+    for (i, node) in nodes[..2].iter().enumerate() {
+        let mut p = node.client().await;
+        publishers.push(tokio::spawn(async move {
+            let name = format!("p{i}");
+            for n in 0..N {
+                let request = json!({"broadcast": {"event": "e", "channel": "ordered",
+                                                   "data": {"p": name, "n": n}}});
+                p.ws.feed(Message::text(request.to_string())).await.unwrap();
+            }
+            p.ws.flush().await.unwrap();
+            for _ in 0..N {
+                assert_eq!(p.next().await, json!({"broadcasted": "ordered"}));
+            }
+        }));
+    }
+    let readers: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut s| tokio::spawn(async move { read_in_order(&mut s, &["p0", "p1"], N).await }))
+        .collect();
+    for task in publishers.into_iter().chain(readers) {
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("done in time")
+            .unwrap();
+    }
+}
+
+/// Publishes `{"p": name, "n": 0, 1, …}` to `channel` every 5 ms until stopped; returns
+/// the numbers answered `broadcasted`.
+fn ticker(
+    mut client: Client,
+    name: &'static str,
+    channel: &'static str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for n in 0.. {
+            if *stop.borrow() {
+                break;
+            }
+            let reply = client.broadcast(channel, json!({"p": name, "n": n})).await;
+            if reply == json!({"broadcasted": channel}) {
+                accepted.push(n);
+            }
+            // A subscriber on this node may see its copy before or after the reply.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        accepted
+    })
+}
+
+/// Reads until the event whose data is "end"; returns each event's data with the instant
+/// it arrived.
+fn recorder(mut client: Client) -> tokio::task::JoinHandle<(Client, Vec<(Instant, Value)>)> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            let message = client.next().await;
+            if message["data"] == json!("end") {
+                return (client, seen);
+            }
+            seen.push((Instant::now(), message["data"].clone()));
+        }
+    })
+}
+
+/// The numbers of publisher `p` in recorded events, in arrival order.
+fn numbers(seen: &[(Instant, Value)]) -> Vec<u64> {
+    seen.iter().filter_map(|(_, d)| d["n"].as_u64()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_stream_and_restarted() {
+    let mut redis = Redis::start();
+    let nodes = [
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "async-std"),
+    ];
+    // A subscriber beside the publisher (local delivery) and one on the other node.
+    let mut local = nodes[0].client().await;
+    let mut remote = nodes[1].client().await;
+    local.subscribe("live").await;
+    remote.subscribe("live").await;
+    propagate().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ticks = ticker(nodes[0].client().await, "p", "live", stopped);
+    let (local, remote) = (recorder(local), recorder(remote));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Redis dies: within 1 s each node says it is not ready, and its gauge drops.
+    redis.kill();
+    let killed = Instant::now();
+    for node in &nodes {
+        let down_after = tokio::task::block_in_place(|| node.wait_ready(false));
+        assert!(killed.elapsed() < Duration::from_secs(1), "{down_after:?}");
+    }
+    assert_eq!(nodes[0].metric("rocket_cluster_up"), 0.0);
+    assert!(http_get(&nodes[0].address, "GET", "/ready").contains("degraded"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Redis is back: the nodes reconnect and subscribe again by themselves.
+    tokio::task::block_in_place(|| redis.restart());
+    let back = Instant::now();
+    tokio::time::sleep(PROPAGATION + Duration::from_millis(500)).await;
+    for node in &nodes {
+        assert!(
+            node.ready(),
+            "{} not ready after Redis came back",
+            node.address
+        );
+    }
+    assert_eq!(nodes[0].metric("rocket_cluster_up"), 1.0);
+    assert!(nodes[0].metric("rocket_cluster_reconnects_total") >= 1.0);
+    // Both directions: the other node's publishes reach this node's subscribers again.
+    let mut other = nodes[1].client().await;
+    assert_eq!(
+        other.broadcast("live", json!("from n2")).await,
+        json!({"broadcasted": "live"})
+    );
+
+    stop.send(true).unwrap();
+    let accepted = ticks.await.unwrap();
+    other.broadcast("live", json!("end")).await;
+    let (mut local, local_seen) = local.await.unwrap();
+    let (mut remote, remote_seen) = remote.await.unwrap();
+
+    // Local delivery never stopped: every accepted broadcast, in order, through the outage.
+    assert_eq!(
+        numbers(&local_seen),
+        accepted,
+        "local delivery lost or reordered"
+    );
+    assert!(
+        accepted.len() > 200,
+        "the publisher ran throughout: {}",
+        accepted.len()
+    );
+    assert!(local_seen.iter().any(|(_, d)| d == "from n2"));
+    // Across nodes: in order (a gap only for the outage), and back within 2 s of Redis.
+    let remote_numbers = numbers(&remote_seen);
+    assert!(remote_numbers.windows(2).all(|w| w[0] < w[1]), "reordered");
+    let (resumed, _) = remote_seen
+        .iter()
+        .find(|(at, _)| *at > back)
+        .expect("cross-node delivery resumed");
+    let after = resumed.duration_since(back);
+    assert!(
+        after < PROPAGATION,
+        "cross-node delivery resumed {after:?} after Redis"
+    );
+    let during: Vec<_> = remote_seen
+        .iter()
+        .filter(|(at, _)| *at > killed + Duration::from_millis(100) && *at < back)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "delivered across nodes without Redis? {during:?}"
+    );
+    // No client was disconnected for it.
+    let reply = json!({"loggedOut": true});
+    assert_eq!(remote.request(json!({"logout": true})).await, reply);
+    assert_eq!(local.request(json!({"logout": true})).await, reply);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_leaves_and_the_others_carry_on() {
+    let redis = Redis::start();
+    let mut nodes = vec![
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "smol"),
+        Node::start(&redis, "async-std"),
+    ];
+    let mut a = nodes[0].client().await;
+    let mut b = nodes[1].client().await;
+    let mut doomed = nodes[2].client().await;
+    b.subscribe("room").await;
+    doomed.subscribe("only-there").await;
+    propagate().await;
+    assert_eq!(
+        a.direct(&doomed.token.clone(), json!(0)).await,
+        json!({"directSent": doomed.token})
+    );
+    assert_eq!(
+        a.broadcast("only-there", json!(0)).await,
+        json!({"broadcasted": "only-there"})
+    );
+
+    // SIGKILL: no goodbye. Its clients' tokens and channels vanish within 5 s.
+    let mut node = nodes.pop().unwrap();
+    node.server.child.kill().unwrap();
+    node.server.child.wait().unwrap();
+    let killed = Instant::now();
+    loop {
+        let reply = a.direct(&doomed.token.clone(), json!(1)).await;
+        if reply == json!({"err": "INVALID_CLIENT"}) {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(5), "{reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        a.broadcast("only-there", json!(1)).await,
+        json!({"err": "INVALID_CHANNEL"})
+    );
+    // The others carry on.
+    assert_eq!(
+        a.broadcast("room", json!(2)).await,
+        json!({"broadcasted": "room"})
+    );
+    assert_eq!(b.next().await, event("room", json!(2)));
+    assert!(nodes.iter().all(Node::ready));
+    b.nothing(Duration::from_millis(200)).await;
+}
+
+#[test]
+fn a_node_starts_without_redis_and_joins_when_it_comes() {
+    let port = free_port();
+    let config = scratch_file("cluster-late.json", CONFIG);
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let mut server = Server::start(&["--port", "0", "--redis", &url, &config.to_string_lossy()]);
+    let address = server.address();
+    server.wait_for("cannot reach Redis");
+    let node = Node { server, address };
+    assert!(!node.ready(), "not ready without its backplane");
+    assert!(http_get(&node.address, "GET", "/health").starts_with("HTTP/1.1 200"));
+    let mut redis = Redis {
+        child: None,
+        port,
+        dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("redis-{port}")),
+    };
+    std::fs::create_dir_all(&redis.dir).unwrap();
+    redis.restart();
+    let took = node.wait_ready(true);
+    assert!(took < PROPAGATION, "{took:?}");
+}

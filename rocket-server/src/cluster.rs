@@ -1,0 +1,703 @@
+//! The cluster backplane: several nodes sharing one Redis act as one server
+//! (`docs/PROTOCOL.md`, "Cluster"). A server without a `Cluster` setting has no backplane
+//! and runs none of this.
+//!
+//! ## Topics
+//! `{Prefix}:{hub}:c:{channel}` carries a channel's broadcasts and `{Prefix}:{hub}:t:{token}`
+//! the direct messages of one client. A node is subscribed to a channel's topic while it
+//! has local subscribers of the channel and to the topic of each of its clients (the
+//! engine's [`Output::Watch`](rocket_proto::Output::Watch) and `Unwatch`). `%` and `:` in a
+//! hub path are percent-encoded, so two hubs' names cannot collide. Names carry no
+//! `{hash tag}`: under Redis Cluster's sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`) every topic
+//! would hash to a slot of its own, spreading channels over the shards.
+//!
+//! ## Messages
+//! A message is the 16-hex-digit id of the node that published it, then the event exactly
+//! as its recipients receive it, encoded once by the node that accepted it. A node drops
+//! its own messages: it delivered them locally already.
+//!
+//! ## One connection, in order
+//! Each node has one RESP3 connection. SUBSCRIBE, UNSUBSCRIBE and PUBLISH go over it in the
+//! order the hubs asked for them (the backplane task sends a run of publications as one
+//! pipeline and awaits it before the next command), and the subscribed messages come back
+//! on it as RESP3 pushes, which are fed to the hubs in the order they arrive. Hence:
+//! - one publisher's messages reach Redis in the order they were accepted, and Redis hands
+//!   a topic's messages to each subscriber in that order: per-publisher order holds
+//!   across nodes. Messages of publishers on *different* nodes are ordered as Redis
+//!   received them, which may differ from the order the publishers sent them in;
+//! - PUBLISH answers how many connections received the message; whether this node's own
+//!   connection was among them is known (it sent its SUBSCRIBEs and UNSUBSCRIBEs on the
+//!   same ordered stream), so the rest is the number of *other* nodes holding the target,
+//!   and `INVALID_CHANNEL` / `INVALID_CLIENT` come only when no node holds it.
+//!
+//! ## Failure
+//! The connection is lost on a disconnection push, an error, or a command or PING (one is
+//! sent after [`HEARTBEAT`] without traffic) unanswered for [`RESPONSE_TIMEOUT`]. The
+//! backplane is then down: `/ready` answers 503, `rocket_cluster_up` is 0, publications
+//! are dropped (those awaiting an answer learn that no node held their target) and local
+//! delivery goes on; no client is disconnected for it. The task reconnects at once, then
+//! with backoff (doubling from 100 ms to at most [`MAX_BACKOFF`]), subscribes again to
+//! every topic the hubs hold, and is up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{Either, select};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
+use rocket_proto::{Payload, Publication, Token, Topic};
+
+use crate::Runtime;
+use crate::config::ClusterConfig;
+use crate::hub::Hub;
+use crate::runtime::Task;
+
+/// A PING goes out after this long without traffic on the connection.
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(250);
+/// A command or PING unanswered for this long means the connection is lost.
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_millis(600);
+/// The first reconnection backoff; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two connection attempts.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Commands taken from the queue at once (a run of publications is one pipeline).
+const MAX_BATCH: usize = 512;
+/// Topics per SUBSCRIBE when a new connection subscribes again to everything.
+const SUBSCRIBE_CHUNK: usize = 1000;
+/// Length of a node id in a message: 16 hex digits.
+const NODE_ID_LEN: usize = 16;
+
+/// The node's link to the other nodes: one per server with a `Cluster` setting.
+pub(crate) struct Backplane {
+    client: redis::Client,
+    /// `{Prefix}:` in bytes.
+    prefix: Vec<u8>,
+    /// This node's id, 16 hex digits (64 random bits).
+    node: [u8; NODE_ID_LEN],
+    commands: async_channel::Sender<Command>,
+    queue: async_channel::Receiver<Command>,
+    /// The hubs by their encoded path, for routing what other nodes publish.
+    hubs: OnceLock<HashMap<Vec<u8>, Weak<Hub>>>,
+    up: AtomicBool,
+    started: AtomicBool,
+    /// Counter of the connection the pushes come from, to ignore a lost one's news.
+    generation: AtomicU64,
+    pub(crate) counters: ClusterCounters,
+}
+
+/// What the cluster metrics read.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterCounters {
+    /// Messages published to Redis.
+    pub(crate) published: AtomicU64,
+    /// Messages received from other nodes.
+    pub(crate) received: AtomicU64,
+    /// Connections to Redis re-established after a loss.
+    pub(crate) reconnects: AtomicU64,
+}
+
+impl std::fmt::Debug for Backplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backplane")
+            .field("node", &String::from_utf8_lossy(&self.node))
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the hubs ask of the backplane task, in order.
+enum Command {
+    Watch(Vec<u8>),
+    Unwatch(Vec<u8>),
+    Publish {
+        topic: Vec<u8>,
+        message: Vec<u8>,
+        /// Told whether another node held the topic, for a publication that awaits it.
+        answer: Option<async_channel::Sender<bool>>,
+    },
+    /// The connection of this generation reported its loss.
+    Lost(u64),
+}
+
+impl Backplane {
+    /// A backplane for `config`, not yet connected (see [`task`](Self::task)).
+    pub(crate) fn new(config: &ClusterConfig) -> Result<Arc<Self>, redis::RedisError> {
+        let info = redis::Client::open(config.redis.as_str())?
+            .get_connection_info()
+            .clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let mut id = [0u8; 8];
+        // Without OS randomness no token can be safe either; the server cannot run.
+        getrandom::fill(&mut id).expect("the OS random generator is available");
+        let mut node = [0u8; NODE_ID_LEN];
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in id.iter().enumerate() {
+            node[2 * i] = HEX[usize::from(b >> 4)];
+            node[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        let (commands, queue) = async_channel::unbounded();
+        let mut prefix = config.prefix.as_bytes().to_vec();
+        prefix.push(b':');
+        Ok(Arc::new(Self {
+            client,
+            prefix,
+            node,
+            commands,
+            queue,
+            hubs: OnceLock::new(),
+            up: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            counters: ClusterCounters::default(),
+        }))
+    }
+
+    /// Tells the backplane which hubs receive what other nodes publish (once, at startup).
+    pub(crate) fn route_to<'a>(&self, hubs: impl IntoIterator<Item = &'a Arc<Hub>>) {
+        let routes = hubs
+            .into_iter()
+            .map(|hub| (encode_hub(hub.path()), Arc::downgrade(hub)))
+            .collect();
+        let _ = self.hubs.set(routes);
+    }
+
+    /// Whether the connection to Redis is up.
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// This node's id.
+    pub(crate) fn node(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.node).expect("hex is ASCII")
+    }
+
+    /// The backplane task on `runtime`, the first time it is asked for; it runs until
+    /// [`stop`](Self::stop).
+    pub(crate) fn task(self: &Arc<Self>, runtime: Arc<dyn Runtime>) -> Option<Task> {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let this = Arc::clone(self);
+        Some(Box::pin(async move { this.run(&*runtime).await }))
+    }
+
+    /// Ends the task (at shutdown).
+    pub(crate) fn stop(&self) {
+        self.commands.close();
+    }
+
+    /// Hub `hub` now holds `topic`.
+    pub(crate) fn watch(&self, hub: &str, topic: &Topic) {
+        let _ = self.commands.try_send(Command::Watch(self.key(hub, topic)));
+    }
+
+    /// Hub `hub` no longer holds `topic`.
+    pub(crate) fn unwatch(&self, hub: &str, topic: &Topic) {
+        let _ = self
+            .commands
+            .try_send(Command::Unwatch(self.key(hub, topic)));
+    }
+
+    /// Sends `publication` of hub `hub` to the other nodes, after everything asked before.
+    pub(crate) fn publish(&self, hub: &str, publication: &Publication) {
+        let _ = self
+            .commands
+            .try_send(self.publication(hub, publication, None));
+    }
+
+    /// As [`publish`](Self::publish), and resolves to whether another node held the
+    /// topic (`false` while Redis is unreachable).
+    pub(crate) fn publish_and_ask(
+        &self,
+        hub: &str,
+        publication: &Publication,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let (answer, answered) = async_channel::bounded(1);
+        let sent = self
+            .commands
+            .try_send(self.publication(hub, publication, Some(answer)))
+            .is_ok();
+        async move { sent && answered.recv().await.unwrap_or(false) }
+    }
+
+    fn publication(
+        &self,
+        hub: &str,
+        publication: &Publication,
+        answer: Option<async_channel::Sender<bool>>,
+    ) -> Command {
+        let payload = publication.payload.as_bytes();
+        let mut message = Vec::with_capacity(NODE_ID_LEN + payload.len());
+        message.extend_from_slice(&self.node);
+        message.extend_from_slice(payload);
+        Command::Publish {
+            topic: self.key(hub, &publication.topic),
+            message,
+            answer,
+        }
+    }
+
+    /// The Redis channel of `topic` on hub `hub`.
+    fn key(&self, hub: &str, topic: &Topic) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(&encode_hub(hub));
+        match topic {
+            Topic::Channel(channel) => {
+                key.extend_from_slice(b":c:");
+                key.extend_from_slice(channel.as_bytes());
+            }
+            Topic::Client(token) => {
+                key.extend_from_slice(b":t:");
+                key.extend_from_slice(&token.to_hex());
+            }
+        }
+        key
+    }
+
+    /// Parses a Redis channel this node subscribed to: its hub and topic.
+    fn route(&self, key: &[u8]) -> Option<(Arc<Hub>, Topic)> {
+        let rest = key.strip_prefix(self.prefix.as_slice())?;
+        let colon = rest.iter().position(|&b| b == b':')?;
+        let (hub, rest) = rest.split_at(colon);
+        let hub = self.hubs.get()?.get(hub)?.upgrade()?;
+        let topic = match rest {
+            [b':', b'c', b':', channel @ ..] => {
+                Topic::Channel(Arc::from(std::str::from_utf8(channel).ok()?))
+            }
+            [b':', b't', b':', token @ ..] => {
+                Topic::Client(Token::parse(std::str::from_utf8(token).ok()?)?)
+            }
+            _ => return None,
+        };
+        Some((hub, topic))
+    }
+
+    /// A push from the connection of generation `generation`: a message of another node
+    /// goes to its hub, in the order of arrival; a disconnection wakes the task.
+    fn handle_push(&self, generation: u64, push: PushInfo) {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                let [Value::BulkString(key), Value::BulkString(message)] = &push.data[..] else {
+                    return;
+                };
+                self.handle_message(key, message);
+            }
+            PushKind::Disconnection => {
+                let _ = self.commands.try_send(Command::Lost(generation));
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_message(&self, key: &[u8], message: &[u8]) {
+        let Some((node, event)) = message.split_at_checked(NODE_ID_LEN) else {
+            tracing::warn!("cluster: a message without a node id ignored");
+            return;
+        };
+        if node == self.node {
+            return; // our own: delivered locally already
+        }
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let Some((hub, topic)) = self.route(key) else {
+            tracing::debug!(key = %String::from_utf8_lossy(key), "cluster: message for no hub");
+            return;
+        };
+        // Events are JSON text; anything else did not come from a Rocket node.
+        let Ok(text) = std::str::from_utf8(event) else {
+            tracing::warn!(
+                hub = hub.path(),
+                "cluster: a message that is not UTF-8 ignored"
+            );
+            return;
+        };
+        hub.handle_remote(&topic, Payload::text(text));
+    }
+
+    fn set_up(&self, up: bool) {
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!(node = self.node(), "cluster: connected to Redis");
+            } else {
+                tracing::warn!(
+                    node = self.node(),
+                    "cluster: lost Redis; local delivery goes on, reconnecting"
+                );
+            }
+        }
+    }
+
+    /// The backplane task: keeps the connection, carries out the hubs' commands in order.
+    async fn run(self: Arc<Self>, runtime: &dyn Runtime) {
+        let mut link = Link {
+            backplane: &self,
+            runtime,
+            wanted: HashSet::new(),
+            conn: None,
+            was_lost: false,
+            backoff: MIN_BACKOFF,
+            retry_at: runtime.now(),
+            last_io: runtime.now(),
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            if link.conn.is_none() && runtime.now() >= link.retry_at {
+                link.connect().await;
+            }
+            let now = runtime.now();
+            let until = match link.conn {
+                Some(_) => link.last_io + HEARTBEAT,
+                None => link.retry_at,
+            };
+            let news = self.queue.recv();
+            let sleep = runtime.sleep(until.saturating_duration_since(now));
+            match select(std::pin::pin!(news), sleep).await {
+                Either::Left((Ok(command), _)) => batch.push(command),
+                Either::Left((Err(_), _)) => return, // stopped
+                Either::Right(_) => {}
+            }
+            while batch.len() < MAX_BATCH {
+                match self.queue.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                link.heartbeat().await;
+            } else {
+                link.carry_out(&mut batch).await;
+            }
+        }
+    }
+}
+
+/// The backplane task's state: the connection and the topics the hubs hold.
+struct Link<'a> {
+    backplane: &'a Arc<Backplane>,
+    runtime: &'a dyn Runtime,
+    /// Every topic some hub holds: subscribed on the connection while it is up.
+    wanted: HashSet<Vec<u8>>,
+    conn: Option<MultiplexedConnection>,
+    /// The connection was lost: the next connection counts as a reconnection.
+    was_lost: bool,
+    backoff: Duration,
+    retry_at: Instant,
+    last_io: Instant,
+}
+
+impl Link<'_> {
+    /// `future`, unless it takes longer than [`RESPONSE_TIMEOUT`].
+    async fn timed<T>(
+        &self,
+        future: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        let sleep = self.runtime.sleep(RESPONSE_TIMEOUT);
+        match select(std::pin::pin!(future), sleep).await {
+            Either::Left((Ok(value), _)) => Ok(value),
+            Either::Left((Err(e), _)) => Err(e.to_string()),
+            Either::Right(_) => Err(format!("no answer within {RESPONSE_TIMEOUT:?}")),
+        }
+    }
+
+    async fn connect(&mut self) {
+        let b = self.backplane;
+        let generation = b.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let pushes = Arc::downgrade(b);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(None)
+            .set_push_sender(move |push: PushInfo| {
+                match pushes.upgrade() {
+                    Some(b) => b.handle_push(generation, push),
+                    None => return Err(()),
+                }
+                Ok(())
+            });
+        let connected = self
+            .timed(
+                b.client
+                    .get_multiplexed_async_connection_with_config(&config),
+            )
+            .await;
+        let result = match connected {
+            Ok(conn) => {
+                self.conn = Some(conn);
+                self.resubscribe().await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.backoff = MIN_BACKOFF;
+                self.last_io = self.runtime.now();
+                if std::mem::replace(&mut self.was_lost, false) {
+                    b.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                b.set_up(true);
+            }
+            Err(e) => {
+                self.conn = None;
+                self.retry_at = self.runtime.now() + self.backoff;
+                if self.backoff == MIN_BACKOFF {
+                    tracing::warn!(
+                        "cluster: cannot reach Redis ({e}); retrying every {MAX_BACKOFF:?} at most"
+                    );
+                } else {
+                    tracing::debug!("cluster: connecting to Redis failed ({e})");
+                }
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    /// Subscribes a new connection to every topic the hubs hold.
+    async fn resubscribe(&mut self) -> Result<(), String> {
+        let topics: Vec<&Vec<u8>> = self.wanted.iter().collect();
+        let Some(mut conn) = self.conn.clone() else {
+            return Err("not connected".into());
+        };
+        for chunk in topics.chunks(SUBSCRIBE_CHUNK) {
+            self.timed(conn.subscribe(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// The connection failed: down until the next connection.
+    fn lose(&mut self, why: &str) {
+        if self.conn.take().is_some() {
+            tracing::debug!("cluster: Redis connection lost: {why}");
+            self.was_lost = true;
+            self.retry_at = self.runtime.now();
+            self.backplane.set_up(false);
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        let Some(conn) = &self.conn else { return };
+        if self.runtime.now() < self.last_io + HEARTBEAT {
+            return;
+        }
+        let mut conn = conn.clone();
+        match self
+            .timed(redis::cmd("PING").query_async::<()>(&mut conn))
+            .await
+        {
+            Ok(()) => self.last_io = self.runtime.now(),
+            Err(e) => self.lose(&e),
+        }
+    }
+
+    /// Carries out `batch` in order: runs of watches, unwatches and publications each go
+    /// out as one command or pipeline, awaited before the next.
+    async fn carry_out(&mut self, batch: &mut Vec<Command>) {
+        let mut commands = batch.drain(..).peekable();
+        while let Some(first) = commands.next() {
+            match first {
+                Command::Lost(generation) => {
+                    if generation == self.backplane.generation.load(Ordering::Relaxed) {
+                        self.lose("disconnected");
+                    }
+                }
+                Command::Watch(topic) => {
+                    let mut new = Vec::new();
+                    let mut next = Some(topic);
+                    while let Some(topic) = next.take() {
+                        if self.wanted.insert(topic.clone()) {
+                            new.push(topic);
+                        }
+                        if let Some(Command::Watch(_)) = commands.peek()
+                            && let Some(Command::Watch(t)) = commands.next()
+                        {
+                            next = Some(t);
+                        }
+                    }
+                    self.subscription("SUBSCRIBE", &new).await;
+                }
+                Command::Unwatch(topic) => {
+                    let mut gone = Vec::new();
+                    let mut next = Some(topic);
+                    while let Some(topic) = next.take() {
+                        if self.wanted.remove(&topic) {
+                            gone.push(topic);
+                        }
+                        if let Some(Command::Unwatch(_)) = commands.peek()
+                            && let Some(Command::Unwatch(t)) = commands.next()
+                        {
+                            next = Some(t);
+                        }
+                    }
+                    self.subscription("UNSUBSCRIBE", &gone).await;
+                }
+                publish @ Command::Publish { .. } => {
+                    let mut run = vec![publish];
+                    while let Some(Command::Publish { .. }) = commands.peek() {
+                        run.extend(commands.next());
+                    }
+                    self.publish(run).await;
+                }
+            }
+        }
+    }
+
+    async fn subscription(&mut self, command: &str, topics: &[Vec<u8>]) {
+        let Some(conn) = &self.conn else { return };
+        if topics.is_empty() {
+            return;
+        }
+        let mut conn = conn.clone();
+        let result = if command == "SUBSCRIBE" {
+            self.timed(conn.subscribe(topics)).await
+        } else {
+            self.timed(conn.unsubscribe(topics)).await
+        };
+        match result {
+            Ok(()) => self.last_io = self.runtime.now(),
+            Err(e) => self.lose(&e),
+        }
+    }
+
+    async fn publish(&mut self, run: Vec<Command>) {
+        let mut answers = Vec::with_capacity(run.len());
+        let mut pipe = redis::pipe();
+        for command in run {
+            if let Command::Publish {
+                topic,
+                message,
+                answer,
+            } = command
+            {
+                pipe.cmd("PUBLISH").arg(&topic).arg(message);
+                // This node's connection counts among the receivers while it is subscribed.
+                answers.push((answer, u64::from(self.wanted.contains(&topic))));
+            }
+        }
+        let counts = match &self.conn {
+            Some(conn) => {
+                let mut conn = conn.clone();
+                match self.timed(pipe.query_async::<Vec<u64>>(&mut conn)).await {
+                    Ok(counts) => {
+                        self.last_io = self.runtime.now();
+                        let published = counts.len() as u64;
+                        self.backplane
+                            .counters
+                            .published
+                            .fetch_add(published, Ordering::Relaxed);
+                        Some(counts)
+                    }
+                    Err(e) => {
+                        self.lose(&e);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        for (i, (answer, own)) in answers.into_iter().enumerate() {
+            if let Some(answer) = answer {
+                let others = counts.as_ref().map_or(0, |c| c[i].saturating_sub(own));
+                let _ = answer.try_send(others > 0);
+            }
+        }
+    }
+}
+
+/// A hub path as it appears in topic names: `%` and `:` percent-encoded.
+fn encode_hub(path: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        match b {
+            b'%' => out.extend_from_slice(b"%25"),
+            b':' => out.extend_from_slice(b"%3A"),
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+/// The bytes of a message, for tests: node id, then the event.
+#[cfg(test)]
+fn envelope(node: &[u8], event: &str) -> Vec<u8> {
+    let mut m = node.to_vec();
+    m.extend_from_slice(event.as_bytes());
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backplane(prefix: &str) -> Arc<Backplane> {
+        let config = ClusterConfig {
+            redis: "redis://127.0.0.1:1/0".into(),
+            prefix: prefix.into(),
+        };
+        Backplane::new(&config).unwrap()
+    }
+
+    #[test]
+    fn hub_paths_are_encoded_so_topics_cannot_collide() {
+        let b = backplane("rocket");
+        let a = b.key("/a:c:x", &Topic::Channel("y".into()));
+        let c = b.key("/a", &Topic::Channel("x:c:y".into()));
+        assert_ne!(a, c);
+        assert_eq!(a, b"rocket:/a%3Ac%3Ax:c:y");
+        assert_eq!(c, b"rocket:/a:c:x:c:y");
+        assert_eq!(
+            b.key("/50%", &Topic::Channel("z".into())),
+            b"rocket:/50%25:c:z"
+        );
+        let token = Token::from_bytes([0xab; 16]);
+        assert_eq!(
+            b.key("/echo", &Topic::Client(token)),
+            format!("rocket:/echo:t:{token}").as_bytes()
+        );
+    }
+
+    #[test]
+    fn topics_route_back_to_their_hub() {
+        let b = backplane("p");
+        let config = crate::Config::demo();
+        let engine = || {
+            rocket_proto::Engine::new(&config.engine_config(&config.hubs[0]), Default::default())
+        };
+        let hubs = [
+            Arc::new(Hub::rocket("/a:b", engine())),
+            Arc::new(Hub::rocket("/x", engine())),
+        ];
+        b.route_to(&hubs);
+        let channel = Topic::Channel("room:1".into());
+        let (hub, topic) = b.route(&b.key("/a:b", &channel)).unwrap();
+        assert_eq!((hub.path(), topic), ("/a:b", channel));
+        let client = Topic::Client(Token::from_bytes([1; 16]));
+        let (hub, topic) = b.route(&b.key("/x", &client)).unwrap();
+        assert_eq!((hub.path(), topic), ("/x", client));
+        assert!(b.route(b"other:/x:c:room").is_none(), "another prefix");
+        assert!(b.route(b"p:/nohub:c:room").is_none(), "no such hub");
+        assert!(b.route(b"p:/x:t:not-a-token").is_none());
+        assert!(b.route(b"p:/x:q:what").is_none());
+        assert!(b.route(b"p:/x").is_none());
+    }
+
+    #[test]
+    fn a_node_drops_its_own_messages_and_counts_the_others() {
+        let b = backplane("p");
+        let own = envelope(&b.node, "{}");
+        b.handle_message(b"p:/x:c:c", &own);
+        assert_eq!(b.counters.received.load(Ordering::Relaxed), 0);
+        let other = envelope(b"0123456789abcdef", "{}");
+        b.handle_message(b"p:/x:c:c", &other);
+        assert_eq!(b.counters.received.load(Ordering::Relaxed), 1);
+        b.handle_message(b"p:/x:c:c", b"short");
+        assert_eq!(b.counters.received.load(Ordering::Relaxed), 1);
+        assert_eq!(b.node().len(), 16);
+        assert!(b.node().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(b.node(), backplane("p").node(), "ids are random");
+    }
+}
