@@ -663,3 +663,71 @@ fn a_node_starts_without_redis_and_joins_when_it_comes() {
     let took = node.wait_ready(true);
     assert!(took < PROPAGATION, "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_churn_across_nodes_loses_nothing_for_steady_subscribers() {
+    let redis = Redis::start();
+    let nodes = [
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "smol"),
+        Node::start(&redis, "async-std"),
+    ];
+    let mut steady = nodes[2].client().await;
+    steady.subscribe("churn").await;
+    propagate().await;
+    // Clients on the publisher's node and another come and go on the channel (some
+    // unsubscribe, some log out, some disconnect) while the publisher sends numbers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let ticks = ticker(nodes[0].client().await, "p", "churn", stopped);
+    let steady = recorder(steady);
+    for round in 0..30 {
+        let node = &nodes[round % 2];
+        let mut c = node.client().await;
+        c.subscribe("churn").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match round % 3 {
+            0 => {
+                let reply = c
+                    .request(json!({"unsubscribe": {"channel": "churn"}}))
+                    .await;
+                // It may have received broadcasts first: read until the reply.
+                let mut reply = reply;
+                while reply.get("unsubscribed").is_none() {
+                    reply = c.next().await;
+                }
+            }
+            1 => {
+                send(&mut c.ws, json!({"logout": true})).await;
+                while c.next().await.get("loggedOut").is_none() {}
+            }
+            _ => drop(c),
+        }
+    }
+    stop.send(true).unwrap();
+    let accepted = ticks.await.unwrap();
+    let mut closer = nodes[1].client().await;
+    assert_eq!(
+        closer.broadcast("churn", json!("end")).await,
+        json!({"broadcasted": "churn"})
+    );
+    let (mut steady, seen) = steady.await.unwrap();
+    assert_eq!(
+        numbers(&seen),
+        accepted,
+        "a steady subscriber lost or reordered"
+    );
+    assert!(accepted.len() > 50, "{}", accepted.len());
+    // Everyone else is gone: after the propagation bound only the steady one holds it.
+    steady
+        .request(json!({"unsubscribe": {"channel": "churn"}}))
+        .await;
+    propagate().await;
+    for node in &nodes[..2] {
+        let mut c = node.client().await;
+        assert_eq!(
+            c.broadcast("churn", json!(0)).await,
+            json!({"err": "INVALID_CHANNEL"}),
+            "a node still believes in a subscriber"
+        );
+    }
+}
