@@ -305,7 +305,7 @@ impl World {
                     if let Some(id) = m.id {
                         let got = self.sim.take(id);
                         if Some(id) == local {
-                            assert_eq!(got, [event.clone()]);
+                            assert_eq!(got, std::slice::from_ref(&event));
                         } else {
                             assert!(got.is_empty());
                         }
