@@ -411,6 +411,50 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_needs_a_redis_url_and_names_its_keys() {
+        let hubs = r#""Hubs":[{"Path":"/echo"}]"#;
+        let config = Config::from_json(&format!(
+            r#"{{{hubs},"Cluster":{{"Redis":"redis://127.0.0.1:6379/0"}}}}"#
+        ))
+        .unwrap();
+        let cluster = config.cluster.as_ref().unwrap();
+        assert_eq!(cluster.prefix, "rocket", "the default prefix");
+        assert!(config.engine_config(&config.hubs[0]).cluster);
+        assert!(
+            !Config::demo()
+                .engine_config(&Config::demo().hubs[0])
+                .cluster
+        );
+        let e = err(&format!(
+            r#"{{{hubs},"Cluster":{{"Redis":"localhost:6379"}}}}"#
+        ));
+        assert!(
+            e.contains("Cluster.Redis") && e.contains("\"localhost:6379\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            r#"{{{hubs},"Cluster":{{"Redis":"redis://h/0","Prefix":""}}}}"#
+        ));
+        assert!(e.contains("Cluster.Prefix"), "{e}");
+        let e = err(&format!(
+            r#"{{{hubs},"Cluster":{{"Redis":"redis://h/0","Db":1}}}}"#
+        ));
+        assert!(e.contains("Db"), "unknown keys are refused: {e}");
+        let e = err(
+            r#"{"Hubs":[{"Path":"/h","History":{"Size":1,"TtlMs":1}}],"Cluster":{"Redis":"redis://h/0"}}"#,
+        );
+        assert!(
+            e.contains("Hubs[0].History") && e.contains("cannot be used in a cluster"),
+            "{e}"
+        );
+        assert_eq!(
+            ClusterConfig::new("redis://h:1/2").unwrap().redis,
+            "redis://h:1/2"
+        );
+        assert!(ClusterConfig::new("nope").is_err());
+    }
+
+    #[test]
     fn reads_the_original_example_unchanged() {
         let c = Config::from_json(EXAMPLE).unwrap();
         assert_eq!((c.host.as_str(), c.port), ("localhost", 9772));

@@ -180,6 +180,10 @@ fn fixed_at_startup(running: &Config, new: &Config) -> Vec<String> {
         // A secret: never in the log.
         changed.push("MetricsToken changed: needs a restart".to_owned());
     }
+    if running.cluster != new.cluster {
+        // The Redis URL may hold a password: not in the log either.
+        changed.push("Cluster changed: needs a restart".to_owned());
+    }
     changed
 }
 
@@ -244,7 +248,8 @@ mod tests {
         assert!(!origin_allowed(&state, "https://two.example"));
 
         let new = Config::from_json(
-            r#"{"Port":1,"MetricsToken":"t0k3n","Limits":{"MaxMessageBytes":10},"Hubs":[
+            r#"{"Port":1,"MetricsToken":"t0k3n","Limits":{"MaxMessageBytes":10},
+            "Cluster":{"Redis":"redis://:pw@127.0.0.1/0"},"Hubs":[
             {"Path":"/a","Users":{"alice":{"Secret":"a2","Permission":3},
                                   "carol":{"Secret":"c","Permission":1}}},
             {"Path":"/b","AllowedOrigins":["https://two.example"]},
@@ -259,6 +264,7 @@ mod tests {
                 "Port changed (0 -> 1): needs a restart",
                 "Limits.MaxMessageBytes changed (65536 -> 10): needs a restart",
                 "MetricsToken changed: needs a restart",
+                "Cluster changed: needs a restart",
                 "hub \"/new\" is new: adding a hub needs a restart",
                 "hub \"/old\" is not in the new config: it keeps serving (removing a hub needs a restart)",
             ]
