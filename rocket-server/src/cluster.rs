@@ -66,6 +66,9 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BATCH: usize = 512;
 /// Topics per SUBSCRIBE when a new connection subscribes again to everything.
 const SUBSCRIBE_CHUNK: usize = 1000;
+/// Publications waiting for the task beyond which new ones are dropped (and counted): the
+/// queue stays bounded when Redis is slower than the hubs. Subscriptions are never dropped.
+const MAX_QUEUED: usize = 1 << 16;
 /// Length of a node id in a message: 16 hex digits.
 const NODE_ID_LEN: usize = 16;
 
@@ -96,6 +99,8 @@ pub(crate) struct ClusterCounters {
     pub(crate) received: AtomicU64,
     /// Connections to Redis re-established after a loss.
     pub(crate) reconnects: AtomicU64,
+    /// Publications dropped because [`MAX_QUEUED`] were already waiting.
+    pub(crate) dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for Backplane {
@@ -207,10 +212,27 @@ impl Backplane {
     }
 
     /// Sends `publication` of hub `hub` to the other nodes, after everything asked before.
+    /// Dropped, and counted, when Redis has fallen [`MAX_QUEUED`] commands behind.
     pub(crate) fn publish(&self, hub: &str, publication: &Publication) {
+        if self.overloaded() {
+            return;
+        }
         let _ = self
             .commands
             .try_send(self.publication(hub, publication, None));
+    }
+
+    /// Whether the queue is full: counts the publication the caller drops.
+    fn overloaded(&self) -> bool {
+        if self.commands.len() < MAX_QUEUED {
+            return false;
+        }
+        if self.counters.dropped.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
+            tracing::warn!(
+                "cluster: Redis is {MAX_QUEUED} commands behind; publications to other nodes are dropped"
+            );
+        }
+        true
     }
 
     /// As [`publish`](Self::publish), and resolves to whether another node held the
@@ -221,10 +243,11 @@ impl Backplane {
         publication: &Publication,
     ) -> impl Future<Output = bool> + Send + 'static {
         let (answer, answered) = async_channel::bounded(1);
-        let sent = self
-            .commands
-            .try_send(self.publication(hub, publication, Some(answer)))
-            .is_ok();
+        let sent = !self.overloaded()
+            && self
+                .commands
+                .try_send(self.publication(hub, publication, Some(answer)))
+                .is_ok();
         async move { sent && answered.recv().await.unwrap_or(false) }
     }
 
@@ -683,6 +706,27 @@ mod tests {
         assert!(b.route(b"p:/x:t:not-a-token").is_none());
         assert!(b.route(b"p:/x:q:what").is_none());
         assert!(b.route(b"p:/x").is_none());
+    }
+
+    #[test]
+    fn publications_are_dropped_and_counted_when_redis_falls_behind_but_watches_are_not() {
+        let b = backplane("p");
+        let publication = Publication {
+            topic: Topic::Channel("c".into()),
+            payload: Payload::text("{}"),
+        };
+        for _ in 0..MAX_QUEUED + 3 {
+            b.publish("/h", &publication);
+        }
+        assert_eq!(b.queue.len(), MAX_QUEUED);
+        assert_eq!(b.counters.dropped.load(Ordering::Relaxed), 3);
+        let answer = b.publish_and_ask("/h", &publication);
+        assert!(
+            !futures_util::FutureExt::now_or_never(answer).expect("answered at once"),
+            "an overloaded backplane reaches no node"
+        );
+        b.watch("/h", &Topic::Channel("d".into()));
+        assert_eq!(b.queue.len(), MAX_QUEUED + 1, "a watch is never dropped");
     }
 
     #[test]

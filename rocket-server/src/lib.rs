@@ -38,6 +38,13 @@
 //!     AuthFailed => log
 //! ```
 //!
+//! ## Cluster
+//! With a `Cluster` setting ([`ClusterConfig`]) the hubs' engines run in cluster mode: their
+//! `Watch`/`Unwatch`/`Publish` outputs and `Publish` operations go, in order, to one
+//! backplane task per server (`cluster.rs`), which keeps one RESP3 connection to Redis,
+//! and the messages other nodes publish come back as inputs
+//! ([`Hub::handle_remote`]). Without the setting none of it exists.
+//!
 //! ## Reload
 //! [`ServerState::reload`] applies a new [`Config`] to a running server without closing a
 //! connection: each hub's users and engine limits (through

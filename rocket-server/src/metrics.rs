@@ -207,6 +207,7 @@ pub(crate) fn render(state: &ServerState) -> String {
                 ("rocket_cluster_published_total", &c.published),
                 ("rocket_cluster_received_total", &c.received),
                 ("rocket_cluster_reconnects_total", &c.reconnects),
+                ("rocket_cluster_dropped_total", &c.dropped),
             ] {
                 counter!(name).absolute(value.load(Ordering::Relaxed));
             }
@@ -304,5 +305,10 @@ fn describe_cluster() {
         "rocket_cluster_reconnects_total",
         Unit::Count,
         "Connections to Redis re-established after one was lost."
+    );
+    describe_counter!(
+        "rocket_cluster_dropped_total",
+        Unit::Count,
+        "Publications to other nodes dropped because Redis fell 65,536 commands behind."
     );
 }
