@@ -227,7 +227,12 @@ impl Backplane {
         if self.commands.len() < MAX_QUEUED {
             return false;
         }
-        if self.counters.dropped.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
+        if self
+            .counters
+            .dropped
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(10_000)
+        {
             tracing::warn!(
                 "cluster: Redis is {MAX_QUEUED} commands behind; publications to other nodes are dropped"
             );
