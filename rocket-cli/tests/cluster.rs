@@ -133,8 +133,13 @@ struct Node {
 
 impl Node {
     fn start(redis: &Redis, runtime: &str) -> Self {
-        let config = scratch_file("cluster.json", CONFIG);
-        let config = config.to_string_lossy().into_owned();
+        // Written once: tests run in parallel, and a file being rewritten reads as empty.
+        static CONFIG_FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let config = CONFIG_FILE.get_or_init(|| {
+            scratch_file("cluster.json", CONFIG)
+                .to_string_lossy()
+                .into_owned()
+        });
         let url = redis.url();
         let mut server = Server::start(&[
             "--port",
@@ -145,7 +150,7 @@ impl Node {
             runtime,
             "--log-level",
             "info",
-            &config,
+            config,
         ]);
         let address = server.address();
         let node = Self { server, address };
@@ -730,4 +735,56 @@ async fn subscribe_churn_across_nodes_loses_nothing_for_steady_subscribers() {
             "a node still believes in a subscriber"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_is_noticed_within_a_second_and_survived() {
+    // SIGSTOP: the connection stays open but nothing answers, which only the node's own
+    // heartbeat can notice.
+    let redis = Redis::start();
+    let nodes = [
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "async-std"),
+    ];
+    let mut a = nodes[0].client().await;
+    let mut b = nodes[1].client().await;
+    b.subscribe("frozen").await;
+    propagate().await;
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let frozen = Instant::now();
+    for node in &nodes {
+        tokio::task::block_in_place(|| node.wait_ready(false));
+    }
+    let noticed = frozen.elapsed();
+    assert!(
+        noticed < Duration::from_secs(1),
+        "noticed after {noticed:?}"
+    );
+    // Meanwhile the nodes serve their own clients, and other nodes' targets are unknown.
+    let mut local = nodes[1].client().await;
+    assert_eq!(
+        local.broadcast("frozen", json!("local")).await,
+        json!({"broadcasted": "frozen"})
+    );
+    assert_eq!(b.next().await, event("frozen", json!("local")));
+    assert_eq!(
+        a.broadcast("frozen", json!("lost")).await,
+        json!({"err": "INVALID_CHANNEL"})
+    );
+    signal("-CONT");
+    let thawed = Instant::now();
+    for node in &nodes {
+        tokio::task::block_in_place(|| node.wait_ready(true));
+    }
+    assert!(thawed.elapsed() < PROPAGATION, "{:?}", thawed.elapsed());
+    assert_eq!(
+        a.broadcast("frozen", json!("back")).await,
+        json!({"broadcasted": "frozen"})
+    );
+    assert_eq!(b.next().await, event("frozen", json!("back")));
 }
