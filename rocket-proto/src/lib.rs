@@ -41,6 +41,9 @@
 //!                engine.handle_completion(op, Completion::SecretVerified(ok)), then drain */
 //!         }
 //!         Output::AuthFailed { client, user, error } => { /* log it */ }
+//!         Output::Watch(_) | Output::Unwatch(_) | Output::Publish(_) => {
+//!             /* only with EngineConfig::cluster: to the backplane, in order */
+//!         }
 //!         _ => {} // outputs may grow (the enum is non-exhaustive)
 //!     }
 //! }
@@ -121,15 +124,34 @@
 //!   [`Engine::handle_disconnect`] (so every close the frontend makes: lost connection, slow
 //!   consumer, idle timeout). Nobody gets a join for itself; a subscriber hears of changes
 //!   after its own subscribe reply.
-//! - **Single node.** [`Engine::handle_remote_broadcast`] does not number or keep remote
-//!   deliveries: cluster-wide history and presence are not built yet.
+//! - **Single node.** History, presence and join/leave are kept per engine; a config with
+//!   [`cluster`](EngineConfig::cluster) set refuses them until they are cluster-wide.
 //!
-//! ## Other protocols and clusters
+//! ## Clusters
+//! With [`EngineConfig::cluster`] set, the engine runs as one node of several that share a
+//! backplane (`rocket-server` uses Redis pub/sub), still without IO. It names what this node
+//! holds and what goes to the others as [`Topic`]s: a channel with local subscribers, or a
+//! local client's token.
+//! - [`Output::Watch`] / [`Output::Unwatch`]: this node starts or stops holding a topic (a
+//!   channel's first local subscriber arrives or its last one leaves; a client connects or
+//!   leaves). Applied in order, they always describe exactly what the node holds.
+//! - [`Output::Publish`]: a broadcast delivered here to local subscribers goes to the other
+//!   nodes too, the same bytes, once. The engine answers `broadcasted` at once.
+//! - [`Operation::Publish`]: a broadcast to a channel, or a direct message to a token, that
+//!   this node does not hold. The other nodes' answer ([`Completion::Published`]: did one
+//!   hold it?) decides between the reply and `INVALID_CHANNEL` / `INVALID_CLIENT`; a local
+//!   subscriber that appeared meanwhile gets the broadcast then. The publish API's
+//!   counterpart is [`PublishStep::Publish`] and [`Engine::handle_publish_published`].
+//! - [`Engine::handle_remote`]: what another node published to a topic this node holds,
+//!   delivered to its local holders as it is (it was encoded once, by the accepting node).
+//!
+//! A driver keeps one publisher's order across nodes by sending publications in the order
+//! the engine produced them (outputs and operations alike) over one ordered link.
+//!
+//! ## Other protocols
 //! Frontends drive the [`Protocol`] trait, which [`Engine`] implements, so they can serve
 //! any protocol written the same way (the original Rocket let users define their own per
-//! path). For a cluster, [`Engine::handle_remote_broadcast`] is the input for a broadcast
-//! that another node accepted; a matching output for "publish this to the other nodes" can
-//! be added to the non-exhaustive [`Output`] without changing the rest.
+//! path).
 //!
 //! ## Configuration
 //! An [`EngineConfig`] holds what the engine uses: users, [`EngineLimits`], and the hub's
