@@ -31,8 +31,11 @@
 //!   and `INVALID_CHANNEL` / `INVALID_CLIENT` come only when no node holds it.
 //!
 //! ## Failure
-//! The connection is lost on a disconnection push, an error, or a command or PING (one is
-//! sent after [`HEARTBEAT`] without traffic) unanswered for [`RESPONSE_TIMEOUT`]. The
+//! The connection is lost on a disconnection push, an error, or when it goes silent: a
+//! command or PING (one is sent after [`HEARTBEAT`] without traffic) waits
+//! [`RESPONSE_TIMEOUT`] with nothing at all arriving (on a busy node an answer may wait
+//! behind pushed messages; those prove the link alive). Whatever a connection given up
+//! still holds is ignored, so nothing arrives twice or out of order. The
 //! backplane is then down: `/ready` answers 503, `rocket_cluster_up` is 0, publications
 //! are dropped (those awaiting an answer learn that no node held their target) and local
 //! delivery goes on; no client is disconnected for it. The task reconnects at once, then
@@ -85,8 +88,15 @@ pub(crate) struct Backplane {
     hubs: OnceLock<HashMap<Vec<u8>, Weak<Hub>>>,
     up: AtomicBool,
     started: AtomicBool,
-    /// Counter of the connection the pushes come from, to ignore a lost one's news.
+    /// The last connection's number (each attempt takes the next one).
     generation: AtomicU64,
+    /// The number of the connection in use; 0 while there is none. Pushes (messages, news of
+    /// a disconnection) from any other connection are ignored: a connection declared lost
+    /// may still hold messages, which must not arrive beside the new connection's.
+    current: AtomicU64,
+    /// Pushes received on the current connection: proof that it is alive while an answer
+    /// waits behind them.
+    pushes: AtomicU64,
     pub(crate) counters: ClusterCounters,
 }
 
@@ -160,6 +170,8 @@ impl Backplane {
             up: AtomicBool::new(false),
             started: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            current: AtomicU64::new(0),
+            pushes: AtomicU64::new(0),
             counters: ClusterCounters::default(),
         }))
     }
@@ -311,6 +323,10 @@ impl Backplane {
     /// A push from the connection of generation `generation`: a message of another node
     /// goes to its hub, in the order of arrival; a disconnection wakes the task.
     fn handle_push(&self, generation: u64, push: PushInfo) {
+        if generation != self.current.load(Ordering::Acquire) {
+            return; // from a connection already given up
+        }
+        self.pushes.fetch_add(1, Ordering::Relaxed);
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
                 let [Value::BulkString(key), Value::BulkString(message)] = &push.data[..] else {
@@ -421,22 +437,32 @@ struct Link<'a> {
 }
 
 impl Link<'_> {
-    /// `future`, unless it takes longer than [`RESPONSE_TIMEOUT`].
+    /// `future`, unless the connection goes silent: nothing at all (neither this answer
+    /// nor a pushed message) arrives for [`RESPONSE_TIMEOUT`]. On a busy node an answer
+    /// waits behind the messages the node is still handling, which prove the link alive.
     async fn timed<T>(
         &self,
         future: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, String> {
-        let sleep = self.runtime.sleep(RESPONSE_TIMEOUT);
-        match select(std::pin::pin!(future), sleep).await {
-            Either::Left((Ok(value), _)) => Ok(value),
-            Either::Left((Err(e), _)) => Err(e.to_string()),
-            Either::Right(_) => Err(format!("no answer within {RESPONSE_TIMEOUT:?}")),
+        let mut future = std::pin::pin!(future);
+        loop {
+            let seen = self.backplane.pushes.load(Ordering::Relaxed);
+            let sleep = self.runtime.sleep(RESPONSE_TIMEOUT);
+            match select(future.as_mut(), sleep).await {
+                Either::Left((Ok(value), _)) => return Ok(value),
+                Either::Left((Err(e), _)) => return Err(e.to_string()),
+                Either::Right(_) if self.backplane.pushes.load(Ordering::Relaxed) != seen => {}
+                Either::Right(_) => {
+                    return Err(format!("Redis silent for {RESPONSE_TIMEOUT:?}"));
+                }
+            }
         }
     }
 
     async fn connect(&mut self) {
         let b = self.backplane;
         let generation = b.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        b.current.store(generation, Ordering::Release);
         let pushes = Arc::downgrade(b);
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -472,6 +498,7 @@ impl Link<'_> {
             }
             Err(e) => {
                 self.conn = None;
+                b.current.store(0, Ordering::Release);
                 self.retry_at = self.runtime.now() + self.backoff;
                 if self.backoff == MIN_BACKOFF {
                     tracing::warn!(
@@ -499,6 +526,8 @@ impl Link<'_> {
 
     /// The connection failed: down until the next connection.
     fn lose(&mut self, why: &str) {
+        // From now on nothing the old connection still holds is delivered.
+        self.backplane.current.store(0, Ordering::Release);
         if self.conn.take().is_some() {
             tracing::debug!("cluster: Redis connection lost: {why}");
             self.was_lost = true;
@@ -529,7 +558,7 @@ impl Link<'_> {
         while let Some(first) = commands.next() {
             match first {
                 Command::Lost(generation) => {
-                    if generation == self.backplane.generation.load(Ordering::Relaxed) {
+                    if generation == self.backplane.current.load(Ordering::Acquire) {
                         self.lose("disconnected");
                     }
                 }
@@ -732,6 +761,56 @@ mod tests {
         );
         b.watch("/h", &Topic::Channel("d".into()));
         assert_eq!(b.queue.len(), MAX_QUEUED + 1, "a watch is never dropped");
+    }
+
+    fn message(key: &[u8], message: &[u8]) -> PushInfo {
+        PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                Value::BulkString(key.to_vec()),
+                Value::BulkString(message.to_vec()),
+            ],
+        }
+    }
+
+    #[test]
+    fn pushes_of_a_connection_given_up_are_ignored() {
+        let b = backplane("p");
+        let other = envelope(b"0123456789abcdef", "{}");
+        b.current.store(5, Ordering::Release);
+        b.handle_push(4, message(b"p:/x:c:c", &other));
+        assert_eq!(
+            b.counters.received.load(Ordering::Relaxed),
+            0,
+            "an old one's"
+        );
+        assert_eq!(
+            b.pushes.load(Ordering::Relaxed),
+            0,
+            "no proof of life either"
+        );
+        b.handle_push(5, message(b"p:/x:c:c", &other));
+        assert_eq!(b.counters.received.load(Ordering::Relaxed), 1);
+        assert_eq!(b.pushes.load(Ordering::Relaxed), 1);
+        b.handle_push(
+            4,
+            PushInfo {
+                kind: PushKind::Disconnection,
+                data: Vec::new(),
+            },
+        );
+        assert!(b.queue.is_empty(), "an old connection's end is old news");
+        b.handle_push(
+            5,
+            PushInfo {
+                kind: PushKind::Disconnection,
+                data: Vec::new(),
+            },
+        );
+        assert!(matches!(b.queue.try_recv(), Ok(Command::Lost(5))));
+        b.current.store(0, Ordering::Release);
+        b.handle_push(5, message(b"p:/x:c:c", &other));
+        assert_eq!(b.counters.received.load(Ordering::Relaxed), 1, "given up");
     }
 
     #[test]
