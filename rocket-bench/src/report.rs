@@ -383,7 +383,7 @@ fn cluster_section(md: &mut String, all: &AllRuns, results: &Results) {
             let hi = runs.iter().map(per_cpu).fold(f64::MIN, f64::max);
             let _ = writeln!(
                 md,
-                "\n`{label}`: {} runs, the median by {} shown; deliveries per server CPU-second {}–{}.",
+                "\n`{label}`: {} runs, the median by {} shown; deliveries per server CPU-second {}–{}{}.",
                 runs.len(),
                 if label.contains("latency") {
                     "p99"
@@ -391,7 +391,15 @@ fn cluster_section(md: &mut String, all: &AllRuns, results: &Results) {
                     "deliveries per server CPU-second"
                 },
                 k(lo),
-                k(hi)
+                k(hi),
+                if runs.iter().all(clean) {
+                    String::new()
+                } else {
+                    format!(
+                        "; lost / dup / reordered, run by run: {}",
+                        runs.iter().map(integrity).collect::<Vec<_>>().join("; ")
+                    )
+                }
             );
         }
     }
@@ -507,7 +515,7 @@ fn cluster_section(md: &mut String, all: &AllRuns, results: &Results) {
             Some(w) if c.is_some_and(clean) => {
                 if w >= CLUSTER_GOAL { "yes" } else { "**no**" }
             }
-            Some(_) => "**no** (not every delivery arrived)",
+            Some(_) => "**no** (not every subscriber got every broadcast once, in order)",
             None => "not run",
         }
     );

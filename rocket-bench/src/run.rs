@@ -172,7 +172,11 @@ struct WorkerState {
 }
 
 impl Worker {
-    fn spawn(spec: &WorkerSpec, delivered: Arc<AtomicU64>) -> Result<Self, String> {
+    fn spawn(
+        spec: &WorkerSpec,
+        delivered: Arc<AtomicU64>,
+        per_target: Arc<Vec<AtomicU64>>,
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
@@ -189,6 +193,7 @@ impl Worker {
         let st = Arc::clone(&state);
         std::thread::spawn(move || {
             let mut last = 0u64;
+            let mut last_per_target = vec![0u64; per_target.len()];
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let mut s = st.lock().unwrap_or_else(PoisonError::into_inner);
@@ -196,6 +201,14 @@ impl Worker {
                     Ok(WorkerMsg::Progress(p)) => {
                         delivered.fetch_add(p.delivered - last.min(p.delivered), Ordering::Relaxed);
                         last = p.delivered;
+                        for ((sum, last), &now) in per_target
+                            .iter()
+                            .zip(&mut last_per_target)
+                            .zip(&p.delivered_per_target)
+                        {
+                            sum.fetch_add(now - (*last).min(now), Ordering::Relaxed);
+                            *last = now;
+                        }
                         s.progress = p;
                     }
                     Ok(WorkerMsg::Final(f)) => s.fin = Some(f),
@@ -371,6 +384,30 @@ fn self_cpu() -> f64 {
     procfs::sample("self").map_or(0.0, |s| s.cpu_seconds)
 }
 
+/// Subscribers on each of `targets` nodes (subscriber `i` is on node `i mod targets`).
+fn subscribers_per_target(subscribers: u32, targets: usize) -> Vec<u64> {
+    let (n, k) = (u64::from(subscribers), targets.max(1) as u64);
+    (0..k).map(|t| n / k + u64::from(t < n % k)).collect()
+}
+
+/// The delivery count the publishers' flow control goes by: `total` on one node; on
+/// several, the slowest node's count per subscriber times all subscribers (`counts[k]`
+/// deliveries to the `shares[k]` subscribers of node `k`).
+fn paced_by_slowest(total: u64, counts: &[u64], shares: &[u64]) -> u64 {
+    if counts.len() < 2 {
+        return total;
+    }
+    let all: u64 = shares.iter().sum();
+    counts
+        .iter()
+        .zip(shares)
+        .filter(|(_, share)| **share > 0)
+        .map(|(count, share)| (u128::from(*count) * u128::from(all) / u128::from(*share)) as u64)
+        .min()
+        .unwrap_or(total)
+        .min(total)
+}
+
 /// Runs a benchmark and returns its figures.
 pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     let targets = args
@@ -415,6 +452,8 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
 
     // Subscribers, in worker processes.
     let delivered = Arc::new(AtomicU64::new(0));
+    let delivered_per_target: Arc<Vec<AtomicU64>> =
+        Arc::new(targets.iter().map(|_| AtomicU64::new(0)).collect());
     let mut fleet = Fleet {
         workers: Vec::new(),
         delivered: Arc::clone(&delivered),
@@ -434,9 +473,11 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             concurrency: args.concurrency.max(1),
             sources: sources.clone(),
         };
-        fleet
-            .workers
-            .push(Worker::spawn(&spec, Arc::clone(&fleet.delivered))?);
+        fleet.workers.push(Worker::spawn(
+            &spec,
+            Arc::clone(&fleet.delivered),
+            Arc::clone(&delivered_per_target),
+        )?);
     }
     say(&format!(
         "{} subscribers in {processes} worker process(es) connecting to {}",
@@ -550,14 +591,24 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         std::thread::spawn(move || publishers_ready.run(pace, &live, drain))
     };
     let relay = {
-        // Feed the workers' delivery counts to the publishers' flow control.
+        // Feed the workers' delivery counts to the publishers' flow control: on several
+        // nodes, the count of the slowest node's subscribers scaled to all of them, so that
+        // "flat out" keeps every node's subscribers within `--max-lag`, not their average.
         let (live, delivered) = (Arc::clone(&live), Arc::clone(&delivered));
+        let per_target = Arc::clone(&delivered_per_target);
+        let shares = subscribers_per_target(args.subscribers, targets.len());
         let done = Arc::new(AtomicBool::new(false));
         let d = Arc::clone(&done);
         let h = std::thread::spawn(move || {
             while !d.load(Ordering::Relaxed) {
-                live.delivered
-                    .store(delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+                let counts: Vec<u64> = per_target
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .collect();
+                live.delivered.store(
+                    paced_by_slowest(delivered.load(Ordering::Relaxed), &counts, &shares),
+                    Ordering::Relaxed,
+                );
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
@@ -799,13 +850,12 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     // A cluster: each node's share.
     let n = targets.len();
     let nodes = if n > 1 {
+        let shares = subscribers_per_target(args.subscribers, n);
         let node_of = |samples: Option<&Vec<ProcSample>>, k: usize| samples?.get(k).copied();
         (0..n)
             .map(|k| {
                 // Subscriber i is on node i % n and channel i % channels.
-                let subscribers = (0..args.subscribers)
-                    .filter(|i| *i as usize % n == k)
-                    .count();
+                let subscribers = shares[k] as u32;
                 let owed: u64 = (0..args.subscribers)
                     .filter(|i| *i as usize % n == k)
                     .map(|i| {
@@ -824,7 +874,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
                 let c = node_counts[k];
                 NodeFigures {
                     url: args.urls[k].clone(),
-                    subscribers: subscribers as u32,
+                    subscribers,
                     deliveries_expected: owed,
                     deliveries: c.received,
                     deliveries_per_second: per_sec(window),
@@ -849,7 +899,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
                                 pid,
                                 window_s,
                                 window,
-                                subscribers as u32,
+                                subscribers,
                             )
                         }),
                 }
@@ -965,6 +1015,24 @@ fn shutdown(fleet: &mut Fleet) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_control_goes_by_the_slowest_node() {
+        assert_eq!(subscribers_per_target(1000, 3), [334, 333, 333]);
+        assert_eq!(subscribers_per_target(2, 3), [1, 1, 0]);
+        // One node: the total as it is.
+        assert_eq!(paced_by_slowest(5000, &[5000], &[1000]), 5000);
+        // Three nodes, node 3 behind by 100 messages per subscriber: as if all were.
+        let shares = [334, 333, 333];
+        let counts = [334 * 500, 333 * 500, 333 * 400];
+        let total = counts.iter().sum();
+        assert_eq!(paced_by_slowest(total, &counts, &shares), 400_000);
+        // In step: the total.
+        let counts = [334 * 500, 333 * 500, 333 * 500];
+        assert_eq!(paced_by_slowest(500_000, &counts, &shares), 500_000);
+        // A node without subscribers does not hold the others back.
+        assert_eq!(paced_by_slowest(20, &[10, 10, 0], &[1, 1, 0]), 20);
+    }
 
     #[test]
     fn urls() {
