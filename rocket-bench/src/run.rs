@@ -171,11 +171,47 @@ struct WorkerState {
     ended: Option<String>,
 }
 
+/// Deliveries to the subscribers of each target, all workers together, as they report.
+struct PerTarget {
+    delivered: Vec<AtomicU64>,
+    duplicated: Vec<AtomicU64>,
+}
+
+impl PerTarget {
+    fn new(targets: usize) -> Self {
+        let zeros = || (0..targets).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            delivered: zeros(),
+            duplicated: zeros(),
+        }
+    }
+
+    /// Messages received once so far, per target (duplicates left out).
+    fn unique(&self) -> Vec<u64> {
+        self.delivered
+            .iter()
+            .zip(&self.duplicated)
+            .map(|(d, dup)| {
+                let dup = dup.load(Ordering::Relaxed);
+                d.load(Ordering::Relaxed).saturating_sub(dup)
+            })
+            .collect()
+    }
+}
+
+/// Adds the growth of `now` since `last` to `sums`, and remembers `now`.
+fn add_growth(sums: &[AtomicU64], last: &mut [u64], now: &[u64]) {
+    for ((sum, last), &now) in sums.iter().zip(last).zip(now) {
+        sum.fetch_add(now - (*last).min(now), Ordering::Relaxed);
+        *last = now;
+    }
+}
+
 impl Worker {
     fn spawn(
         spec: &WorkerSpec,
         delivered: Arc<AtomicU64>,
-        per_target: Arc<Vec<AtomicU64>>,
+        per_target: Arc<PerTarget>,
     ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
@@ -193,7 +229,8 @@ impl Worker {
         let st = Arc::clone(&state);
         std::thread::spawn(move || {
             let mut last = 0u64;
-            let mut last_per_target = vec![0u64; per_target.len()];
+            let mut last_delivered = vec![0u64; per_target.delivered.len()];
+            let mut last_duplicated = vec![0u64; per_target.duplicated.len()];
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let mut s = st.lock().unwrap_or_else(PoisonError::into_inner);
@@ -201,14 +238,16 @@ impl Worker {
                     Ok(WorkerMsg::Progress(p)) => {
                         delivered.fetch_add(p.delivered - last.min(p.delivered), Ordering::Relaxed);
                         last = p.delivered;
-                        for ((sum, last), &now) in per_target
-                            .iter()
-                            .zip(&mut last_per_target)
-                            .zip(&p.delivered_per_target)
-                        {
-                            sum.fetch_add(now - (*last).min(now), Ordering::Relaxed);
-                            *last = now;
-                        }
+                        add_growth(
+                            &per_target.delivered,
+                            &mut last_delivered,
+                            &p.delivered_per_target,
+                        );
+                        add_growth(
+                            &per_target.duplicated,
+                            &mut last_duplicated,
+                            &p.duplicated_per_target,
+                        );
                         s.progress = p;
                     }
                     Ok(WorkerMsg::Final(f)) => s.fin = Some(f),
@@ -384,6 +423,32 @@ fn self_cpu() -> f64 {
     procfs::sample("self").map_or(0.0, |s| s.cpu_seconds)
 }
 
+/// Deliveries that the broadcasts `accepted` (per `publisher * channels + channel`) owe to
+/// the subscribers of each of `targets` nodes (subscriber `i` is on node `i mod targets`
+/// and channel `i mod channels`).
+fn owed_per_target(
+    subscribers: u32,
+    targets: usize,
+    channels: u32,
+    publishers: u32,
+    accepted: &[u64],
+) -> Vec<u64> {
+    let targets = targets.max(1);
+    let mut owed = vec![0u64; targets];
+    for i in 0..subscribers {
+        let c = i % channels.max(1);
+        owed[i as usize % targets] += (0..publishers)
+            .map(|p| {
+                accepted
+                    .get((p * channels + c) as usize)
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum::<u64>();
+    }
+    owed
+}
+
 /// Subscribers on each of `targets` nodes (subscriber `i` is on node `i mod targets`).
 fn subscribers_per_target(subscribers: u32, targets: usize) -> Vec<u64> {
     let (n, k) = (u64::from(subscribers), targets.max(1) as u64);
@@ -452,8 +517,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
 
     // Subscribers, in worker processes.
     let delivered = Arc::new(AtomicU64::new(0));
-    let delivered_per_target: Arc<Vec<AtomicU64>> =
-        Arc::new(targets.iter().map(|_| AtomicU64::new(0)).collect());
+    let per_target = Arc::new(PerTarget::new(targets.len()));
     let mut fleet = Fleet {
         workers: Vec::new(),
         delivered: Arc::clone(&delivered),
@@ -476,7 +540,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         fleet.workers.push(Worker::spawn(
             &spec,
             Arc::clone(&fleet.delivered),
-            Arc::clone(&delivered_per_target),
+            Arc::clone(&per_target),
         )?);
     }
     say(&format!(
@@ -592,19 +656,17 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     };
     let relay = {
         // Feed the workers' delivery counts to the publishers' flow control: on several
-        // nodes, the count of the slowest node's subscribers scaled to all of them, so that
-        // "flat out" keeps every node's subscribers within `--max-lag`, not their average.
+        // nodes, the count of the slowest node's subscribers (duplicates left out) scaled
+        // to all of them, so that "flat out" keeps every node's subscribers within
+        // `--max-lag`, not their average.
         let (live, delivered) = (Arc::clone(&live), Arc::clone(&delivered));
-        let per_target = Arc::clone(&delivered_per_target);
+        let per_target = Arc::clone(&per_target);
         let shares = subscribers_per_target(args.subscribers, targets.len());
         let done = Arc::new(AtomicBool::new(false));
         let d = Arc::clone(&done);
         let h = std::thread::spawn(move || {
             while !d.load(Ordering::Relaxed) {
-                let counts: Vec<u64> = per_target
-                    .iter()
-                    .map(|c| c.load(Ordering::Relaxed))
-                    .collect();
+                let counts = per_target.unique();
                 live.delivered.store(
                     paced_by_slowest(delivered.load(Ordering::Relaxed), &counts, &shares),
                     Ordering::Relaxed,
@@ -713,17 +775,26 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         .join()
         .map_err(|_| "the publisher thread panicked")?;
 
-    // Drain: wait for what was accepted to arrive (no progress for 3 s, or 30 s at most).
+    // Drain: wait for what was accepted to arrive at every node's subscribers, duplicates
+    // left out (no progress for 3 s, or 30 s at most).
     let expected: u64 = (0..publishers)
         .flat_map(|p| (0..channels).map(move |c| (p, c)))
         .map(|(p, c)| totals.accepted[(p * channels + c) as usize] * pub_spec.subscribers_on(c))
         .sum();
+    let owed = owed_per_target(
+        args.subscribers,
+        targets.len(),
+        channels,
+        publishers,
+        &totals.accepted,
+    );
     let drain_deadline = Instant::now() + Duration::from_secs(30);
     let mut last_change = (Instant::now(), delivered.load(Ordering::Relaxed));
     loop {
         std::thread::sleep(Duration::from_millis(20));
         let now = delivered.load(Ordering::Relaxed);
-        if now >= expected && now == fleet.sum().delivered {
+        let arrived = per_target.unique().iter().zip(&owed).all(|(u, o)| u >= o);
+        if arrived && now == fleet.sum().delivered {
             break;
         }
         if now != last_change.1 {
@@ -856,14 +927,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             .map(|k| {
                 // Subscriber i is on node i % n and channel i % channels.
                 let subscribers = shares[k] as u32;
-                let owed: u64 = (0..args.subscribers)
-                    .filter(|i| *i as usize % n == k)
-                    .map(|i| {
-                        (0..publishers)
-                            .map(|p| totals.accepted[(p * channels + i % channels) as usize])
-                            .sum::<u64>()
-                    })
-                    .sum();
+                let owed = owed[k];
                 let window = match (&start, &end) {
                     (Some(a), Some(b)) => {
                         let at = |m: &Mark| m.per_target.get(k).copied().unwrap_or(0);
@@ -1032,6 +1096,25 @@ mod tests {
         assert_eq!(paced_by_slowest(500_000, &counts, &shares), 500_000);
         // A node without subscribers does not hold the others back.
         assert_eq!(paced_by_slowest(20, &[10, 10, 0], &[1, 1, 0]), 20);
+    }
+
+    #[test]
+    fn owed_deliveries_per_node() {
+        // 2 publishers x 3 channels, 7 subscribers on 2 nodes.
+        let accepted = [1, 2, 3, 10, 20, 30];
+        // Node 0: subscribers 0, 2, 4, 6 on channels 0, 2, 1, 0; node 1: 1, 3, 5 on 1, 0, 2.
+        let per_channel = [11, 22, 33];
+        assert_eq!(
+            owed_per_target(7, 2, 3, 2, &accepted),
+            [
+                per_channel[0] + per_channel[2] + per_channel[1] + per_channel[0],
+                per_channel[1] + per_channel[0] + per_channel[2]
+            ]
+        );
+        assert_eq!(
+            owed_per_target(7, 1, 3, 2, &accepted),
+            [11 * 3 + 22 * 2 + 33 * 2]
+        );
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct WorkerProgress {
     /// Stamped messages received, per target (by subscribers of `targets[k]`).
     #[serde(default)]
     pub delivered_per_target: Vec<u64>,
+    /// Of those, messages received a second time, per target.
+    #[serde(default)]
+    pub duplicated_per_target: Vec<u64>,
     /// Subscribers logged in and subscribed.
     pub ready: u32,
     /// Subscribers whose setup failed.
@@ -137,6 +140,8 @@ struct Shared {
     delivered: AtomicU64,
     /// Per target; empty when not counted apart.
     delivered_per_target: Vec<AtomicU64>,
+    /// Per target, like `delivered_per_target`.
+    duplicated_per_target: Vec<AtomicU64>,
     ready: AtomicU32,
     failed: AtomicU32,
     closed: AtomicU32,
@@ -198,6 +203,7 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
     }
     let shared = Arc::new(Shared {
         delivered_per_target: spec.targets.iter().map(|_| AtomicU64::new(0)).collect(),
+        duplicated_per_target: spec.targets.iter().map(|_| AtomicU64::new(0)).collect(),
         ..Shared::default()
     });
     let started_us = now_us();
@@ -260,6 +266,11 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
             delivered: shared.delivered.load(Ordering::Relaxed),
             delivered_per_target: shared
                 .delivered_per_target
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .collect(),
+            duplicated_per_target: shared
+                .duplicated_per_target
                 .iter()
                 .map(|d| d.load(Ordering::Relaxed))
                 .collect(),
@@ -411,6 +422,7 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
     let mut next = range.start;
     let mut in_setup = 0u32;
     let mut reported_delivered = vec![0u64; spec.targets.len()];
+    let mut reported_duplicated = vec![0u64; spec.targets.len()];
     let fail = |totals: &mut ThreadTotals, why: String| {
         if totals.errors.len() < 10 {
             totals.errors.push(why);
@@ -528,6 +540,13 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
                     d.fetch_add(new, Ordering::Relaxed);
                 }
                 reported_delivered[k] = mine.delivered;
+            }
+            let new = mine.counts.duplicated - reported_duplicated[k];
+            if new > 0 {
+                if let Some(d) = shared.duplicated_per_target.get(k) {
+                    d.fetch_add(new, Ordering::Relaxed);
+                }
+                reported_duplicated[k] = mine.counts.duplicated;
             }
         }
     }
