@@ -47,7 +47,18 @@ fn load(dir: &Path) -> Result<AllRuns, String> {
     let mut out = AllRuns::new();
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
+    // Round order: `LABEL.json`, then `LABEL.2.json`, `LABEL.3.json`…
+    let round = |path: &PathBuf| {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let (base, n) = match stem.as_deref().and_then(|s| s.rsplit_once('.')) {
+            Some((base, n)) if n.parse::<u32>().is_ok() => {
+                (base.to_owned(), n.parse().unwrap_or(1))
+            }
+            _ => (stem.unwrap_or_default(), 1),
+        };
+        (base, n)
+    };
+    paths.sort_by_key(round);
     for path in paths {
         if path.extension().is_some_and(|e| e == "json") {
             let text =
@@ -493,11 +504,42 @@ fn cluster_section(md: &mut String, all: &AllRuns, results: &Results) {
     md.push('\n');
     md.push_str("| goal (issue 10) | measured | met |\n|---|---|---|\n");
     let (c, s) = (get(CLUSTER_FANOUT), get(SINGLE_FANOUT));
-    let worst = c.zip(s).and_then(|(c, s)| worst_node_ratio(c, s));
+    // With several rounds, each cluster run against the one-node run of its round (runs
+    // are loaded in round order), and the median of those ratios decides.
+    let rounds: Vec<f64> = match (all.get(CLUSTER_FANOUT), all.get(SINGLE_FANOUT)) {
+        (Some(cs), Some(ss)) if cs.len() > 1 && cs.len() == ss.len() => cs
+            .iter()
+            .zip(ss)
+            .filter_map(|(c, s)| worst_node_ratio(c, s))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let worst = if rounds.len() > 1 {
+        let mut sorted = rounds.clone();
+        sorted.sort_by(f64::total_cmp);
+        Some(sorted[(sorted.len() - 1) / 2])
+    } else {
+        c.zip(s).and_then(|(c, s)| worst_node_ratio(c, s))
+    };
+    let unclean = all
+        .get(CLUSTER_FANOUT)
+        .map_or(0, |runs| runs.iter().filter(|r| !clean(r)).count());
+    let runs = all.get(CLUSTER_FANOUT).map_or(0, Vec::len);
     let _ = writeln!(
         md,
         "| each node keeps ≥ 50 % of its single-node deliveries per CPU-second (flat out) | {} | {} |",
         match (c, s, worst) {
+            (Some(c), Some(s), Some(w)) if rounds.len() > 1 => format!(
+                "lowest node, round by round: {} (median {:.0} %); in the median runs {} against {}",
+                rounds
+                    .iter()
+                    .map(|r| format!("{:.0} %", r * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                w * 100.0,
+                k(c.nodes.iter().map(node_per_cpu).fold(f64::MAX, f64::min)),
+                k(per_cpu(s)),
+            ),
             (Some(c), Some(s), Some(w)) => format!(
                 "lowest node {:.0} % ({} of {}); nodes {}",
                 w * 100.0,
@@ -512,18 +554,20 @@ fn cluster_section(md: &mut String, all: &AllRuns, results: &Results) {
             _ => "-".into(),
         },
         match worst {
-            Some(w) if c.is_some_and(clean) => {
-                if w >= CLUSTER_GOAL { "yes" } else { "**no**" }
-            }
-            Some(_) => "**no** (not every subscriber got every broadcast once, in order)",
-            None => "not run",
+            Some(w) if w < CLUSTER_GOAL => "**no**".to_owned(),
+            Some(_) if unclean == 0 => "yes".to_owned(),
+            Some(_) => format!(
+                "**no**: the ratio is met, but {unclean} of {runs} runs lost, duplicated or reordered deliveries"
+            ),
+            None => "not run".to_owned(),
         }
     );
     md.push_str(
         "\nHow the ratio is computed: a node's deliveries per CPU-second are the deliveries its \
          own subscribers received over the measured window divided by the CPU seconds of its \
          own process (from `/proc/PID/stat`); the single node's are all deliveries over its \
-         CPU. The ratio is the lowest node's over the single node's. Redis's CPU is in no \
+         CPU. The ratio is the lowest node's over the single node's (with several rounds, each \
+         cluster run against the one-node run of its round, and the median of those). Redis's CPU is in no \
          node's figure: it is shown apart (its row above), and the cluster-wide figure with it \
          added is in the line above the goal. Node 1 also reads the publisher and publishes to \
          Redis; nodes 2 and 3 read every broadcast from Redis instead.\n\n",
