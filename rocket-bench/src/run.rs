@@ -36,7 +36,11 @@ pub enum Mode {
 pub struct RunArgs {
     /// WebSocket URL of the server's hub (plain ws:// only). Repeat it for the nodes of a
     /// cluster: the publishers connect to the first, subscriber `i` to URL `i mod N`.
-    #[arg(long = "url", default_value = "ws://127.0.0.1:9772/echo")]
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        default_value = "ws://127.0.0.1:9772/echo"
+    )]
     pub urls: Vec<String>,
     /// What to measure.
     #[arg(long, value_enum, default_value = "load")]
@@ -108,7 +112,7 @@ pub struct RunArgs {
     /// PID of the server, to read its CPU time and memory from /proc. Repeat it for the
     /// nodes of a cluster, in the order of `--url`: the server figures are then summed over
     /// the nodes, and each node's are kept too.
-    #[arg(long = "server-pid")]
+    #[arg(long = "server-pid", value_name = "PID")]
     pub server_pids: Vec<u32>,
     /// PID of the cluster's backplane (the `redis-server` the nodes share): its CPU time
     /// and memory are measured apart, not added to the server's.
