@@ -8,7 +8,8 @@
 #
 # Every server is started fresh for each run (so its RSS baseline and peak are its own) and
 # stopped after it. Results (one JSON per run) go to $RESULTS (target/bench-results).
-# Needs: cargo, node and npm (the peer's `ws` package is installed from npm here).
+# Needs: cargo, node and npm (the peer's `ws` package is installed from npm here), and
+# redis-server (Debian package redis-server) and curl for scenario 7.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ mkdir -p "$RESULTS"
 source "$ROOT/scripts/bench-lib.sh"
 record_machine_busy
 
-trap stop_server EXIT
+trap 'stop_server; stop_nodes' EXIT
 
 wait_port() {
   for _ in $(seq 1 100); do
@@ -145,6 +146,11 @@ bench rocket rocket-publish-ws --subscribers 1000 --duration "$DURATION"
 bench rocket rocket-publish-http --subscribers 1000 --duration "$DURATION" --publish-via http
 bench rocket rocket-publish-http-1 --subscribers 1 --duration "$DURATION" --publish-via http
 
+# 7. Cluster: three nodes through Redis, 1 publisher on node 1, 1,000 subscribers spread
+# over them, beside one node with the same parameters (scripts/bench-cluster.sh runs this
+# alone, three rounds).
+cluster_round ""
+
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- rocket-proto rocket-server rocket-tokio rocket-cli || echo ' (with uncommitted changes in the server crates)')"
@@ -153,6 +159,8 @@ bench rocket rocket-publish-http-1 --subscribers 1 --duration "$DURATION" --publ
   echo "Rocket server command: target/release/rocket-cli --port $ROCKET_PORT --log-level warn scripts/bench.json"
   echo "peer server command: node scripts/peer/server.js --port $PEER_PORT scripts/bench.json"
   echo "ceiling server command: target/release/rocket-bench ceiling --listen 127.0.0.1:$CEILING_PORT"
+  echo "cluster commands (scenario 7): redis-server --port PORT --bind 127.0.0.1 --save \"\" --appendonly no; target/release/rocket-cli [--redis redis://127.0.0.1:PORT/0] --port PORT --log-level warn scripts/bench.json"
+  echo "redis: $(redis-server --version)"
   echo "durations: $DURATION s measured per run ($SWEEP_DURATION s for the sweep), after 1 s of warm-up"
   echo "machine busy before the runs: $BACKGROUND% of all cores (other jobs)"
 } >"$RESULTS/meta.txt"

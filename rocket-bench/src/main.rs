@@ -4,6 +4,8 @@
 //! ```text
 //! rocket-bench run --url ws://127.0.0.1:9772/echo --subscribers 1000 --server-pid PID
 //! rocket-bench run --mode idle --subscribers 10000 --server-pid PID
+//! rocket-bench run --url ws://127.0.0.1:9781/bench --server-pid P1 \
+//!     --url ws://127.0.0.1:9782/bench --server-pid P2 --backplane-pid REDIS_PID
 //! rocket-bench ceiling --listen 127.0.0.1:9800
 //! rocket-bench report --results target/bench --out docs
 //! ```

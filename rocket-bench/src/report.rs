@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::plot::{self, Series};
-use crate::result::RunResult;
+use crate::result::{NodeFigures, RunResult};
 
 /// The options of `rocket-bench report`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,6 +23,10 @@ pub struct ReportArgs {
     /// Markdown appended as the "Analysis" section, if the file exists.
     #[arg(long)]
     pub notes: Option<PathBuf>,
+    /// Write only the Cluster section (with the machine and the commands), for the
+    /// results of `scripts/bench-cluster.sh`.
+    #[arg(long)]
+    pub cluster_only: bool,
 }
 
 type Results = BTreeMap<String, RunResult>;
@@ -43,7 +47,18 @@ fn load(dir: &Path) -> Result<AllRuns, String> {
     let mut out = AllRuns::new();
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
+    // Round order: `LABEL.json`, then `LABEL.2.json`, `LABEL.3.json`…
+    let round = |path: &PathBuf| {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let (base, n) = match stem.as_deref().and_then(|s| s.rsplit_once('.')) {
+            Some((base, n)) if n.parse::<u32>().is_ok() => {
+                (base.to_owned(), n.parse().unwrap_or(1))
+            }
+            _ => (stem.unwrap_or_default(), 1),
+        };
+        (base, n)
+    };
+    paths.sort_by_key(round);
     for path in paths {
         if path.extension().is_some_and(|e| e == "json") {
             let text =
@@ -289,10 +304,283 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+/// The labels of the cluster scenario: the runs on three nodes and, beside each, the same
+/// run on one node.
+const CLUSTER_FANOUT: &str = "rocket-cluster-fanout";
+const SINGLE_FANOUT: &str = "rocket-cluster-single-fanout";
+const CLUSTER_LATENCY: &str = "rocket-cluster-latency";
+const SINGLE_LATENCY: &str = "rocket-cluster-single-latency";
+/// One node with a third of the subscribers: what one cluster node's share costs without
+/// the backplane.
+const SINGLE_THIRD: &str = "rocket-cluster-single-third";
+
+/// The goal of issue 10: each node keeps at least this share of the single node's
+/// deliveries per CPU-second.
+const CLUSTER_GOAL: f64 = 0.5;
+
+fn node_per_cpu(n: &NodeFigures) -> f64 {
+    n.server
+        .as_ref()
+        .map_or(0.0, |s| s.deliveries_per_cpu_second)
+}
+
+/// Deliveries per CPU-second of the nodes and the backplane together.
+fn per_cpu_with_backplane(r: &RunResult) -> Option<f64> {
+    let nodes = r.server.as_ref()?.cpu_seconds;
+    let redis = r.backplane.as_ref()?.cpu_seconds;
+    let cpu = nodes + redis;
+    (cpu > 0.0).then(|| r.load.deliveries_per_second * r.duration_s / cpu)
+}
+
+/// The lowest ratio of a node's deliveries per CPU-second (to its own subscribers, over
+/// its own CPU) to the single node's.
+fn worst_node_ratio(cluster: &RunResult, single: &RunResult) -> Option<f64> {
+    let base = per_cpu(single);
+    if base <= 0.0 || cluster.nodes.is_empty() {
+        return None;
+    }
+    cluster
+        .nodes
+        .iter()
+        .map(|n| node_per_cpu(n) / base)
+        .min_by(f64::total_cmp)
+}
+
+/// Section 7, when cluster results exist: the cluster next to one node with the same
+/// parameters, node by node, with Redis measured apart.
+fn cluster_section(md: &mut String, all: &AllRuns, results: &Results) {
+    let get = |label: &str| results.get(label);
+    let Some(cluster) = get(CLUSTER_FANOUT).or(get(CLUSTER_LATENCY)) else {
+        return;
+    };
+    let nodes = cluster.nodes.len().max(1);
+    let _ = writeln!(
+        md,
+        "## 7. Cluster: {nodes} nodes through Redis, 1 publisher on node 1, {} subscribers spread over the nodes
+",
+        grouped(f64::from(cluster.subscribers))
+    );
+    let _ = writeln!(
+        md,
+        "Three `rocket-cli --redis redis://127.0.0.1:PORT/0` processes share one `redis-server` \
+         (no persistence); subscriber *i* connects to node *i* mod {nodes}, so each node holds a \
+         third of the subscribers and, but for node 1, receives every broadcast from Redis. \
+         Beside each cluster run, in the same session, the same run against one `rocket-cli` \
+         without `--redis`. Cluster rows add up the CPU and memory of every node; Redis is \
+         measured apart and is not in *server CPU*.\n"
+    );
+    let rows: Vec<(&str, &RunResult)> = [
+        ("one node, flat out", SINGLE_FANOUT),
+        ("3 nodes (sum), flat out", CLUSTER_FANOUT),
+        ("one node, 100 publishes/s", SINGLE_LATENCY),
+        ("3 nodes (sum), 100 publishes/s", CLUSTER_LATENCY),
+        (
+            "one node, a third of the subscribers, flat out",
+            SINGLE_THIRD,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, label)| Some((name, get(label)?)))
+    .collect();
+    load_table(md, &rows);
+    for label in [
+        CLUSTER_FANOUT,
+        SINGLE_FANOUT,
+        CLUSTER_LATENCY,
+        SINGLE_LATENCY,
+    ] {
+        if let Some(runs) = all.get(label).filter(|r| r.len() > 1) {
+            let lo = runs.iter().map(per_cpu).fold(f64::MAX, f64::min);
+            let hi = runs.iter().map(per_cpu).fold(f64::MIN, f64::max);
+            let _ = writeln!(
+                md,
+                "\n`{label}`: {} runs, the median by {} shown; deliveries per server CPU-second {}–{}{}.",
+                runs.len(),
+                if label.contains("latency") {
+                    "p99"
+                } else {
+                    "deliveries per server CPU-second"
+                },
+                k(lo),
+                k(hi),
+                if runs.iter().all(clean) {
+                    String::new()
+                } else {
+                    format!(
+                        "; lost / dup / reordered, run by run: {}",
+                        runs.iter().map(integrity).collect::<Vec<_>>().join("; ")
+                    )
+                }
+            );
+        }
+    }
+
+    // Node by node.
+    md.push_str(
+        "\n| run | node | subscribers | deliveries/s | node CPU | **deliveries per node CPU-s** | vs one node | lost / dup / reordered | p50 ms | p99 ms | RSS max |\n\
+         |---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|\n",
+    );
+    for (run, label, single) in [
+        ("flat out", CLUSTER_FANOUT, SINGLE_FANOUT),
+        ("100 publishes/s", CLUSTER_LATENCY, SINGLE_LATENCY),
+    ] {
+        let Some(r) = get(label) else { continue };
+        let base = get(single).map_or(0.0, per_cpu);
+        for (i, n) in r.nodes.iter().enumerate() {
+            let sv = n.server.as_ref();
+            let _ = writeln!(
+                md,
+                "| {run} | {}{} | {} | {} | {:.0}% | **{}** | {} | {} / {} / {} | {} | {} | {:.1} MiB |",
+                i + 1,
+                if i == 0 { " (publisher)" } else { "" },
+                n.subscribers,
+                k(n.deliveries_per_second),
+                sv.map_or(0.0, |s| s.cpu_percent),
+                k(node_per_cpu(n)),
+                ratio(node_per_cpu(n), base),
+                n.lost,
+                n.duplicated,
+                n.reordered,
+                ms(n.latency.p50_ms),
+                ms(n.latency.p99_ms),
+                sv.map_or(0, |s| s.rss_max_seen_kib) as f64 / 1024.0,
+            );
+        }
+        if let Some(b) = &r.backplane {
+            let _ = writeln!(
+                md,
+                "| {run} | Redis | | | {:.0}% | | | | | | {:.1} MiB |",
+                b.cpu_percent,
+                b.rss_end_kib as f64 / 1024.0,
+            );
+        }
+    }
+
+    // The ratios.
+    md.push('\n');
+    if let (Some(c), Some(s)) = (get(CLUSTER_FANOUT), get(SINGLE_FANOUT)) {
+        let _ = writeln!(
+            md,
+            "Flat out, cluster / one node: {} the deliveries/s; {} the deliveries per server \
+             CPU-second over the {nodes} nodes ({} against {}){}.",
+            ratio(c.load.deliveries_per_second, s.load.deliveries_per_second),
+            ratio(per_cpu(c), per_cpu(s)),
+            k(per_cpu(c)),
+            k(per_cpu(s)),
+            per_cpu_with_backplane(c).map_or(String::new(), |x| format!(
+                "; {} counting Redis's CPU too ({})",
+                ratio(x, per_cpu(s)),
+                k(x)
+            )),
+        );
+        if let Some(b) = &c.backplane {
+            let _ = writeln!(
+                md,
+                "Redis used {:.0}% of a core, {:.1} µs of CPU per broadcast (each broadcast is one \
+                 PUBLISH from node 1 and one message to each of the other nodes).",
+                b.cpu_percent, b.cpu_us_per_publish
+            );
+        }
+        if let Some(t) = get(SINGLE_THIRD) {
+            let _ = writeln!(
+                md,
+                "One node with {} subscribers (a cluster node's share, no Redis): {} deliveries \
+                 per server CPU-second, {} the figure at {}.",
+                t.subscribers,
+                k(per_cpu(t)),
+                ratio(per_cpu(t), per_cpu(s)),
+                grouped(f64::from(s.subscribers))
+            );
+        }
+    }
+    if let (Some(c), Some(s)) = (get(CLUSTER_LATENCY), get(SINGLE_LATENCY)) {
+        let _ = writeln!(
+            md,
+            "At 100 publishes/s: p99 {} ms on 3 nodes against {} ms on one.",
+            ms(c.latency.p99_ms),
+            ms(s.latency.p99_ms)
+        );
+    }
+    md.push('\n');
+    md.push_str("| goal (issue 10) | measured | met |\n|---|---|---|\n");
+    let (c, s) = (get(CLUSTER_FANOUT), get(SINGLE_FANOUT));
+    // With several rounds, each cluster run against the one-node run of its round (runs
+    // are loaded in round order), and the median of those ratios decides.
+    let rounds: Vec<f64> = match (all.get(CLUSTER_FANOUT), all.get(SINGLE_FANOUT)) {
+        (Some(cs), Some(ss)) if cs.len() > 1 && cs.len() == ss.len() => cs
+            .iter()
+            .zip(ss)
+            .filter_map(|(c, s)| worst_node_ratio(c, s))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let worst = if rounds.len() > 1 {
+        let mut sorted = rounds.clone();
+        sorted.sort_by(f64::total_cmp);
+        Some(sorted[(sorted.len() - 1) / 2])
+    } else {
+        c.zip(s).and_then(|(c, s)| worst_node_ratio(c, s))
+    };
+    let unclean = all
+        .get(CLUSTER_FANOUT)
+        .map_or(0, |runs| runs.iter().filter(|r| !clean(r)).count());
+    let runs = all.get(CLUSTER_FANOUT).map_or(0, Vec::len);
+    let _ = writeln!(
+        md,
+        "| each node keeps ≥ 50 % of its single-node deliveries per CPU-second (flat out) | {} | {} |",
+        match (c, s, worst) {
+            (Some(c), Some(s), Some(w)) if rounds.len() > 1 => format!(
+                "lowest node, round by round: {} (median {:.0} %); in the median runs {} against {}",
+                rounds
+                    .iter()
+                    .map(|r| format!("{:.0} %", r * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                w * 100.0,
+                k(c.nodes.iter().map(node_per_cpu).fold(f64::MAX, f64::min)),
+                k(per_cpu(s)),
+            ),
+            (Some(c), Some(s), Some(w)) => format!(
+                "lowest node {:.0} % ({} of {}); nodes {}",
+                w * 100.0,
+                k(c.nodes.iter().map(node_per_cpu).fold(f64::MAX, f64::min)),
+                k(per_cpu(s)),
+                c.nodes
+                    .iter()
+                    .map(|n| format!("{:.0} %", 100.0 * node_per_cpu(n) / per_cpu(s)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => "-".into(),
+        },
+        match worst {
+            Some(w) if w < CLUSTER_GOAL => "**no**".to_owned(),
+            Some(_) if unclean == 0 => "yes".to_owned(),
+            Some(_) => format!(
+                "**no**: the ratio is met, but {unclean} of {runs} runs lost, duplicated or reordered deliveries"
+            ),
+            None => "not run".to_owned(),
+        }
+    );
+    md.push_str(
+        "\nHow the ratio is computed: a node's deliveries per CPU-second are the deliveries its \
+         own subscribers received over the measured window divided by the CPU seconds of its \
+         own process (from `/proc/PID/stat`); the single node's are all deliveries over its \
+         CPU. The ratio is the lowest node's over the single node's (with several rounds, each \
+         cluster run against the one-node run of its round, and the median of those). Redis's CPU is in no \
+         node's figure: it is shown apart (its row above), and the cluster-wide figure with it \
+         added is in the line above the goal. Node 1 also reads the publisher and publishes to \
+         Redis; nodes 2 and 3 read every broadcast from Redis instead.\n\n",
+    );
+}
+
 /// Writes the report and its plots.
 pub fn write(args: &ReportArgs) -> Result<(), String> {
     let all = load(&args.results)?;
     let results = medians(&all);
+    if args.cluster_only {
+        return write_cluster_only(args, &all, &results);
+    }
     let get = |label: &str| results.get(label);
     std::fs::create_dir_all(&args.plots).map_err(|e| format!("{}: {e}", args.plots.display()))?;
     let rel = |file: &str| {
@@ -659,6 +947,8 @@ Rocket only, one publisher, flat out, 100-byte data. Over HTTP the publisher \
         );
     }
 
+    cluster_section(&mut md, &all, &results);
+
     // Notes.
     if let Some(notes) = &args.notes
         && let Ok(text) = std::fs::read_to_string(notes)
@@ -689,6 +979,32 @@ Rocket only, one publisher, flat out, 100-byte data. Over HTTP the publisher \
     std::fs::write(&args.out, md).map_err(|e| format!("{}: {e}", args.out.display()))
 }
 
+/// The Cluster section alone, with the machine and the commands (`--cluster-only`).
+fn write_cluster_only(args: &ReportArgs, all: &AllRuns, results: &Results) -> Result<(), String> {
+    let mut md = String::from("# Rocket benchmarks: cluster\n\n");
+    md.push_str(
+        "Generated by `scripts/bench-cluster.sh` (`rocket-bench report --cluster-only`); the \
+         full report, with this section in it, is written by `scripts/bench.sh`.\n\n",
+    );
+    md.push_str("| | |\n|---|---|\n");
+    for (key, value) in machine().into_iter().chain(read_meta(&args.results)) {
+        let _ = writeln!(md, "| {key} | {value} |");
+    }
+    md.push('\n');
+    cluster_section(&mut md, all, results);
+    md.push_str("## Exact commands\n\n```text\n");
+    for (label, runs) in all {
+        for r in runs {
+            let _ = writeln!(md, "# {label}\n{}", r.command);
+        }
+    }
+    md.push_str("```\n");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(&args.out, md).map_err(|e| format!("{}: {e}", args.out.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +1015,83 @@ mod tests {
         assert_eq!(grouped(999.0), "999");
         assert_eq!(grouped(1000.0), "1,000");
         assert_eq!(grouped(0.0), "0");
+    }
+
+    #[test]
+    fn the_cluster_section_compares_each_node_with_one_node() {
+        use crate::result::{BackplaneFigures, ServerFigures};
+        let dir = std::env::temp_dir().join(format!("rocket-bench-cluster-{}", std::process::id()));
+        let results = dir.join("results");
+        std::fs::create_dir_all(&results).unwrap();
+        let server = |cpu: f64, per_cpu: f64| ServerFigures {
+            cpu_seconds: cpu,
+            cpu_percent: cpu * 10.0,
+            deliveries_per_cpu_second: per_cpu,
+            ..Default::default()
+        };
+        // One node: 1,000,000 deliveries/s for 10 s on 10 CPU-seconds.
+        let mut single = RunResult {
+            subscribers: 1000,
+            duration_s: 10.0,
+            server: Some(server(10.0, 1_000_000.0)),
+            ..Default::default()
+        };
+        single.load.deliveries_per_second = 1_000_000.0;
+        // Three nodes: 900,000 deliveries/s on 15 CPU-seconds, Redis 5 more.
+        let mut cluster = single.clone();
+        cluster.load.deliveries_per_second = 900_000.0;
+        cluster.server = Some(server(15.0, 600_000.0));
+        cluster.backplane = Some(BackplaneFigures {
+            cpu_seconds: 5.0,
+            cpu_percent: 50.0,
+            ..Default::default()
+        });
+        cluster.nodes = [700_000.0, 600_000.0, 400_000.0]
+            .map(|per_cpu| NodeFigures {
+                subscribers: 333,
+                deliveries_per_second: 300_000.0,
+                server: Some(server(5.0, per_cpu)),
+                ..Default::default()
+            })
+            .to_vec();
+        for (label, r) in [
+            ("rocket-cluster-single-fanout", &single),
+            ("rocket-cluster-fanout", &cluster),
+        ] {
+            std::fs::write(
+                results.join(format!("{label}.json")),
+                serde_json::to_string(r).unwrap(),
+            )
+            .unwrap();
+        }
+        let mut args = ReportArgs {
+            results: results.clone(),
+            out: dir.join("docs/BENCHMARKS.md"),
+            plots: dir.join("docs/bench"),
+            notes: None,
+            cluster_only: false,
+        };
+        write(&args).unwrap();
+        let full = std::fs::read_to_string(&args.out).unwrap();
+        args.cluster_only = true;
+        args.out = dir.join("CLUSTER.md");
+        write(&args).unwrap();
+        let alone = std::fs::read_to_string(&args.out).unwrap();
+        for md in [&full, &alone] {
+            assert!(md.contains("## 7. Cluster: 3 nodes through Redis"), "{md}");
+            assert!(
+                md.contains("| each node keeps ≥ 50 % of its single-node deliveries per CPU-second (flat out) | lowest node 40 % (400k of 1000k); nodes 70 %, 60 %, 40 % | **no** |"),
+                "{md}"
+            );
+            // 9,000,000 deliveries over 15 + 5 CPU-seconds.
+            assert!(md.contains("0.60× the deliveries per server CPU-second over the 3 nodes (600k against 1000k); 0.45× counting Redis's CPU too (450k)"), "{md}");
+            assert!(
+                md.contains("| flat out | 3 | 333 | 300k | 50% | **400k** | 0.40× |"),
+                "{md}"
+            );
+        }
+        assert!(!alone.contains("## 1. Fan-out"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -736,6 +1129,7 @@ mod tests {
             out: dir.join("docs/BENCHMARKS.md"),
             plots: dir.join("docs/bench"),
             notes: None,
+            cluster_only: false,
         };
         write(&args).unwrap();
         let md = std::fs::read_to_string(&args.out).unwrap();

@@ -16,7 +16,7 @@ pub struct RunResult {
     pub command: String,
     /// `load`, `idle` or `storm`.
     pub mode: String,
-    /// The server URL.
+    /// The server URL (in a cluster run, the node the publishers use).
     pub url: String,
     /// Subscribers asked for.
     pub subscribers: u32,
@@ -40,8 +40,15 @@ pub struct RunResult {
     pub load: LoadFigures,
     /// Publish-to-receive latency.
     pub latency: LatencySummary,
-    /// The server process, when `--server-pid` was given.
+    /// The server process, when `--server-pid` was given; in a cluster run, every node's
+    /// process added up.
     pub server: Option<ServerFigures>,
+    /// A cluster run (several `--url`): each node, in the order of the URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeFigures>,
+    /// The cluster's backplane process (`--backplane-pid`), measured apart from the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backplane: Option<BackplaneFigures>,
     /// The load generator's own CPU (all its processes).
     pub client: ClientFigures,
     /// The first few errors seen.
@@ -94,10 +101,56 @@ pub struct LoadFigures {
     pub close_codes: Vec<(u16, u64)>,
 }
 
-/// The server process, from `/proc/PID`.
+/// One node of a cluster run and the subscribers connected to it.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct NodeFigures {
+    /// The node's URL.
+    pub url: String,
+    /// Subscribers that connect to it (subscriber `i` of `N` nodes is on node `i mod N`).
+    pub subscribers: u32,
+    /// Deliveries that every accepted broadcast owed to its subscribers.
+    pub deliveries_expected: u64,
+    /// Deliveries its subscribers received (the whole run, drain included).
+    pub deliveries: u64,
+    /// Deliveries its subscribers received per second over the measured window.
+    pub deliveries_per_second: f64,
+    /// Messages its subscribers never received.
+    pub lost: u64,
+    /// Messages its subscribers received twice.
+    pub duplicated: u64,
+    /// Messages its subscribers received after a later one of the same publisher.
+    pub reordered: u64,
+    /// Publish-to-receive latency of its subscribers.
+    pub latency: LatencySummary,
+    /// Its process (with one `--server-pid` per node); deliveries per CPU-second count
+    /// the deliveries to its own subscribers only.
+    pub server: Option<ServerFigures>,
+}
+
+/// The backplane process (Redis), from `/proc/PID`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct BackplaneFigures {
+    /// Its PID.
+    pub pid: u32,
+    /// CPU seconds over the measured window.
+    pub cpu_seconds: f64,
+    /// CPU use over the measured window, in percent of one core.
+    pub cpu_percent: f64,
+    /// CPU microseconds per broadcast accepted over the measured window.
+    pub cpu_us_per_publish: f64,
+    /// RSS before the run's connections opened, KiB.
+    pub rss_before_kib: u64,
+    /// RSS at the end of the run, KiB.
+    pub rss_end_kib: u64,
+    /// Its peak RSS since it started (`VmHWM`) at the end, KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// The server process, from `/proc/PID` (or, in a cluster run, every node's process
+/// added up: CPU, RSS, and the sum of their peaks).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ServerFigures {
-    /// Its PID.
+    /// Its PID (the first node's, in a cluster run).
     pub pid: u32,
     /// CPU seconds over the measured window.
     pub cpu_seconds: f64,
@@ -202,7 +255,11 @@ impl RunResult {
         );
         if let Some(sv) = &self.server {
             row(
-                "server CPU",
+                if self.nodes.is_empty() {
+                    "server CPU"
+                } else {
+                    "server CPU, all nodes"
+                },
                 format!(
                     "{:.2} s ({:.0}% of a core) -> {:.0} deliveries per server CPU-second",
                     sv.cpu_seconds, sv.cpu_percent, sv.deliveries_per_cpu_second
@@ -217,6 +274,46 @@ impl RunResult {
                     sv.rss_per_connection_kib,
                     sv.rss_max_seen_kib,
                     sv.peak_rss_kib
+                ),
+            );
+        }
+        for (k, n) in self.nodes.iter().enumerate() {
+            let cpu = n.server.as_ref().map_or(String::new(), |sv| {
+                format!(
+                    "; {:.2} s CPU ({:.0}%) -> {:.0} per CPU-second; RSS max {} KiB",
+                    sv.cpu_seconds,
+                    sv.cpu_percent,
+                    sv.deliveries_per_cpu_second,
+                    sv.rss_max_seen_kib
+                )
+            });
+            row(
+                &format!("node {}", k + 1),
+                format!(
+                    "{}: {} subscribers, {:.0} deliveries/s ({} of {} owed), lost/dup/reordered {} / {} / {}, p99 {:.3} ms{cpu}",
+                    n.url,
+                    n.subscribers,
+                    n.deliveries_per_second,
+                    n.deliveries,
+                    n.deliveries_expected,
+                    n.lost,
+                    n.duplicated,
+                    n.reordered,
+                    n.latency.p99_ms
+                ),
+            );
+        }
+        if let Some(b) = &self.backplane {
+            row(
+                "backplane",
+                format!(
+                    "pid {}: {:.2} s CPU ({:.0}% of a core) = {:.1} us per publish; RSS {} KiB before, {} KiB at the end",
+                    b.pid,
+                    b.cpu_seconds,
+                    b.cpu_percent,
+                    b.cpu_us_per_publish,
+                    b.rss_before_kib,
+                    b.rss_end_kib
                 ),
             );
         }

@@ -2,7 +2,7 @@
 //! every subscriber to be set up, drive the publishers, drain, and collect the figures.
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use crate::message::now_us;
 use crate::procfs::{self, ProcSample};
 use crate::publisher::{Pace, PublisherLive, PublisherSpec, PublisherTotals, Publishers, Via};
-use crate::result::{ClientFigures, LoadFigures, RunResult, ServerFigures, SetupFigures};
+use crate::result::{
+    BackplaneFigures, ClientFigures, LoadFigures, NodeFigures, RunResult, ServerFigures,
+    SetupFigures,
+};
 use crate::stats::{Latency, SeqCounts};
-use crate::subscriber::{self, WorkerFinal, WorkerMsg, WorkerProgress, WorkerSpec};
+use crate::subscriber::{self, Endpoint, WorkerFinal, WorkerMsg, WorkerProgress, WorkerSpec};
 
 /// What kind of run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,9 +34,14 @@ pub enum Mode {
 /// The options of `rocket-bench run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// WebSocket URL of the server's hub (plain ws:// only).
-    #[arg(long, default_value = "ws://127.0.0.1:9772/echo")]
-    pub url: String,
+    /// WebSocket URL of the server's hub (plain ws:// only). Repeat it for the nodes of a
+    /// cluster: the publishers connect to the first, subscriber `i` to URL `i mod N`.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        default_value = "ws://127.0.0.1:9772/echo"
+    )]
+    pub urls: Vec<String>,
     /// What to measure.
     #[arg(long, value_enum, default_value = "load")]
     pub mode: Mode,
@@ -101,9 +109,15 @@ pub struct RunArgs {
     /// ephemeral ports.
     #[arg(long, default_value_t = 1)]
     pub sources: u8,
-    /// PID of the server, to read its CPU time and memory from /proc.
+    /// PID of the server, to read its CPU time and memory from /proc. Repeat it for the
+    /// nodes of a cluster, in the order of `--url`: the server figures are then summed over
+    /// the nodes, and each node's are kept too.
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
+    /// PID of the cluster's backplane (the `redis-server` the nodes share): its CPU time
+    /// and memory are measured apart, not added to the server's.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub backplane_pid: Option<u32>,
     /// Seconds allowed for the setup of every subscriber.
     #[arg(long, default_value_t = 120.0)]
     pub setup_timeout: f64,
@@ -122,13 +136,7 @@ pub struct RunArgs {
 }
 
 /// The URL split into what the sockets need.
-struct Target {
-    addr: SocketAddr,
-    host: String,
-    path: String,
-}
-
-fn parse_url(url: &str) -> Result<Target, String> {
+fn parse_url(url: &str) -> Result<Endpoint, String> {
     let rest = url
         .strip_prefix("ws://")
         .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
@@ -146,7 +154,7 @@ fn parse_url(url: &str) -> Result<Target, String> {
         .map_err(|e| format!("{host}: {e}"))?
         .next()
         .ok_or_else(|| format!("{host}: no address"))?;
-    Ok(Target {
+    Ok(Endpoint {
         addr,
         host: host.to_owned(),
         path: path.to_owned(),
@@ -167,8 +175,48 @@ struct WorkerState {
     ended: Option<String>,
 }
 
+/// Deliveries to the subscribers of each target, all workers together, as they report.
+struct PerTarget {
+    delivered: Vec<AtomicU64>,
+    duplicated: Vec<AtomicU64>,
+}
+
+impl PerTarget {
+    fn new(targets: usize) -> Self {
+        let zeros = || (0..targets).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            delivered: zeros(),
+            duplicated: zeros(),
+        }
+    }
+
+    /// Messages received once so far, per target (duplicates left out).
+    fn unique(&self) -> Vec<u64> {
+        self.delivered
+            .iter()
+            .zip(&self.duplicated)
+            .map(|(d, dup)| {
+                let dup = dup.load(Ordering::Relaxed);
+                d.load(Ordering::Relaxed).saturating_sub(dup)
+            })
+            .collect()
+    }
+}
+
+/// Adds the growth of `now` since `last` to `sums`, and remembers `now`.
+fn add_growth(sums: &[AtomicU64], last: &mut [u64], now: &[u64]) {
+    for ((sum, last), &now) in sums.iter().zip(last).zip(now) {
+        sum.fetch_add(now - (*last).min(now), Ordering::Relaxed);
+        *last = now;
+    }
+}
+
 impl Worker {
-    fn spawn(spec: &WorkerSpec, delivered: Arc<AtomicU64>) -> Result<Self, String> {
+    fn spawn(
+        spec: &WorkerSpec,
+        delivered: Arc<AtomicU64>,
+        per_target: Arc<PerTarget>,
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
@@ -185,6 +233,8 @@ impl Worker {
         let st = Arc::clone(&state);
         std::thread::spawn(move || {
             let mut last = 0u64;
+            let mut last_delivered = vec![0u64; per_target.delivered.len()];
+            let mut last_duplicated = vec![0u64; per_target.duplicated.len()];
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let mut s = st.lock().unwrap_or_else(PoisonError::into_inner);
@@ -192,6 +242,16 @@ impl Worker {
                     Ok(WorkerMsg::Progress(p)) => {
                         delivered.fetch_add(p.delivered - last.min(p.delivered), Ordering::Relaxed);
                         last = p.delivered;
+                        add_growth(
+                            &per_target.delivered,
+                            &mut last_delivered,
+                            &p.delivered_per_target,
+                        );
+                        add_growth(
+                            &per_target.duplicated,
+                            &mut last_duplicated,
+                            &p.duplicated_per_target,
+                        );
                         s.progress = p;
                     }
                     Ok(WorkerMsg::Final(f)) => s.fin = Some(f),
@@ -221,6 +281,7 @@ impl Worker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .progress
+            .clone()
     }
 }
 
@@ -236,6 +297,18 @@ impl Fleet {
         for w in &self.workers {
             let p = w.progress();
             total.delivered += p.delivered;
+            if total.delivered_per_target.len() < p.delivered_per_target.len() {
+                total
+                    .delivered_per_target
+                    .resize(p.delivered_per_target.len(), 0);
+            }
+            for (sum, d) in total
+                .delivered_per_target
+                .iter_mut()
+                .zip(&p.delivered_per_target)
+            {
+                *sum += d;
+            }
             total.ready += p.ready;
             total.failed += p.failed;
             total.closed += p.closed;
@@ -268,13 +341,159 @@ fn sample(pid: Option<u32>) -> Option<ProcSample> {
     procfs::sample(&pid?.to_string()).ok()
 }
 
+/// Reads each of `pids` (the nodes of a cluster, or one server); `None` when there are
+/// none or one of them cannot be read.
+fn sample_each(pids: &[u32]) -> Option<Vec<ProcSample>> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| sample(Some(pid))).collect()
+}
+
+/// Readings of several processes added up: CPU time, RSS and peak RSS (the peaks of
+/// processes that may have peaked at different times, so an upper bound).
+fn total(samples: &[ProcSample]) -> ProcSample {
+    samples
+        .iter()
+        .fold(ProcSample::default(), |a, b| ProcSample {
+            cpu_seconds: a.cpu_seconds + b.cpu_seconds,
+            rss_kib: a.rss_kib + b.rss_kib,
+            peak_rss_kib: a.peak_rss_kib + b.peak_rss_kib,
+        })
+}
+
+/// The highest RSS seen, of all the servers together and of each.
+#[derive(Debug, Default)]
+struct RssWatch {
+    total: u64,
+    nodes: Vec<u64>,
+}
+
+impl RssWatch {
+    fn see(&mut self, nodes: Option<&Vec<ProcSample>>) {
+        let Some(nodes) = nodes else { return };
+        self.total = self.total.max(total(nodes).rss_kib);
+        self.nodes.resize(nodes.len().max(self.nodes.len()), 0);
+        for (max, s) in self.nodes.iter_mut().zip(nodes) {
+            *max = (*max).max(s.rss_kib);
+        }
+    }
+}
+
+/// The figures of one server process, or of several added up, from readings before the
+/// run, with every connection set up, at the start and end of the measured window, and at
+/// the very end.
+struct ServerReadings {
+    before: Option<ProcSample>,
+    connected: Option<ProcSample>,
+    start: Option<ProcSample>,
+    end: Option<ProcSample>,
+    last: Option<ProcSample>,
+    rss_max_seen: u64,
+}
+
+impl ServerReadings {
+    fn figures(&self, pid: u32, window_s: f64, deliveries: u64, ready: u32) -> ServerFigures {
+        let before = self.before.unwrap_or_default();
+        let connected_kib = self.connected.or(self.start).map_or(0, |s| s.rss_kib);
+        let cpu = match (self.start, self.end) {
+            (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
+            _ => 0.0,
+        };
+        ServerFigures {
+            pid,
+            cpu_seconds: cpu,
+            cpu_percent: if window_s > 0.0 {
+                cpu / window_s * 100.0
+            } else {
+                0.0
+            },
+            deliveries_per_cpu_second: if cpu > 0.0 {
+                deliveries as f64 / cpu
+            } else {
+                0.0
+            },
+            rss_before_kib: before.rss_kib,
+            rss_connected_kib: connected_kib,
+            rss_per_connection_kib: connected_kib.saturating_sub(before.rss_kib) as f64
+                / f64::from(ready.max(1)),
+            rss_max_seen_kib: self.rss_max_seen.max(self.last.map_or(0, |s| s.rss_kib)),
+            peak_rss_kib: self.last.map_or(0, |s| s.peak_rss_kib),
+        }
+    }
+}
+
 fn self_cpu() -> f64 {
     procfs::sample("self").map_or(0.0, |s| s.cpu_seconds)
 }
 
+/// Deliveries that the broadcasts `accepted` (per `publisher * channels + channel`) owe to
+/// the subscribers of each of `targets` nodes (subscriber `i` is on node `i mod targets`
+/// and channel `i mod channels`).
+fn owed_per_target(
+    subscribers: u32,
+    targets: usize,
+    channels: u32,
+    publishers: u32,
+    accepted: &[u64],
+) -> Vec<u64> {
+    let targets = targets.max(1);
+    let mut owed = vec![0u64; targets];
+    for i in 0..subscribers {
+        let c = i % channels.max(1);
+        owed[i as usize % targets] += (0..publishers)
+            .map(|p| {
+                accepted
+                    .get((p * channels + c) as usize)
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum::<u64>();
+    }
+    owed
+}
+
+/// Subscribers on each of `targets` nodes (subscriber `i` is on node `i mod targets`).
+fn subscribers_per_target(subscribers: u32, targets: usize) -> Vec<u64> {
+    let (n, k) = (u64::from(subscribers), targets.max(1) as u64);
+    (0..k).map(|t| n / k + u64::from(t < n % k)).collect()
+}
+
+/// The delivery count the publishers' flow control goes by: `total` on one node; on
+/// several, the slowest node's count per subscriber times all subscribers (`counts[k]`
+/// deliveries to the `shares[k]` subscribers of node `k`).
+fn paced_by_slowest(total: u64, counts: &[u64], shares: &[u64]) -> u64 {
+    if counts.len() < 2 {
+        return total;
+    }
+    let all: u64 = shares.iter().sum();
+    counts
+        .iter()
+        .zip(shares)
+        .filter(|(_, share)| **share > 0)
+        .map(|(count, share)| (u128::from(*count) * u128::from(all) / u128::from(*share)) as u64)
+        .min()
+        .unwrap_or(total)
+        .min(total)
+}
+
 /// Runs a benchmark and returns its figures.
 pub fn run(args: &RunArgs) -> Result<RunResult, String> {
-    let target = parse_url(&args.url)?;
+    let targets = args
+        .urls
+        .iter()
+        .map(|u| parse_url(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(target) = targets.first().cloned() else {
+        return Err("no --url".into());
+    };
+    if args.server_pids.len() > 1 && args.server_pids.len() != targets.len() {
+        return Err(format!(
+            "{} --server-pid for {} --url: give one per node, in the same order",
+            args.server_pids.len(),
+            targets.len()
+        ));
+    }
     let started = Instant::now();
     let say = |msg: &str| {
         if !args.quiet {
@@ -285,19 +504,24 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     let publishers = args.publishers.max(1);
     let per_process = args.per_process.clamp(1, 19_800);
     let processes = args.subscribers.div_ceil(per_process).max(1);
-    let sources: Vec<IpAddr> = if args.sources > 1 && target.addr.ip().is_loopback() {
-        (1..=args.sources)
-            .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, k)))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let server_before = sample(args.server_pid);
+    let sources: Vec<IpAddr> =
+        if args.sources > 1 && targets.iter().all(|t| t.addr.ip().is_loopback()) {
+            (1..=args.sources)
+                .map(|k| IpAddr::V4(Ipv4Addr::new(127, 0, 0, k)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+    let nodes_before = sample_each(&args.server_pids);
+    let server_before = nodes_before.as_deref().map(total);
+    let backplane_before = sample(args.backplane_pid);
     let overflows_before = procfs::listen_overflows();
-    let mut rss_max_seen = server_before.map_or(0, |s| s.rss_kib);
+    let mut rss = RssWatch::default();
+    rss.see(nodes_before.as_ref());
 
     // Subscribers, in worker processes.
     let delivered = Arc::new(AtomicU64::new(0));
+    let per_target = Arc::new(PerTarget::new(targets.len()));
     let mut fleet = Fleet {
         workers: Vec::new(),
         delivered: Arc::clone(&delivered),
@@ -306,9 +530,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         let first = args.subscribers * w / processes;
         let count = args.subscribers * (w + 1) / processes - first;
         let spec = WorkerSpec {
-            addr: target.addr,
-            host: target.host.clone(),
-            path: target.path.clone(),
+            targets: targets.clone(),
             user: args.user.clone(),
             secret: args.secret.clone(),
             first,
@@ -319,13 +541,16 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             concurrency: args.concurrency.max(1),
             sources: sources.clone(),
         };
-        fleet
-            .workers
-            .push(Worker::spawn(&spec, Arc::clone(&fleet.delivered))?);
+        fleet.workers.push(Worker::spawn(
+            &spec,
+            Arc::clone(&fleet.delivered),
+            Arc::clone(&per_target),
+        )?);
     }
     say(&format!(
         "{} subscribers in {processes} worker process(es) connecting to {}",
-        args.subscribers, args.url
+        args.subscribers,
+        args.urls.join(", ")
     ));
     let setup_deadline = Instant::now() + Duration::from_secs_f64(args.setup_timeout);
     let mut last_print = Instant::now();
@@ -335,9 +560,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             shutdown(&mut fleet);
             return Err(why);
         }
-        if let Some(s) = sample(args.server_pid) {
-            rss_max_seen = rss_max_seen.max(s.rss_kib);
-        }
+        rss.see(sample_each(&args.server_pids).as_ref());
         if let Some(secs) = fleet.setup_window() {
             break secs;
         }
@@ -394,7 +617,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         }
     };
 
-    let mut server_connected = None;
+    let mut nodes_connected = None;
     let live = Arc::new(PublisherLive::default());
     let (pace, measured) = match args.mode {
         Mode::Load => {
@@ -410,9 +633,9 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         }
         Mode::Idle | Mode::Storm => {
             std::thread::sleep(Duration::from_secs_f64(args.settle.max(0.0)));
-            server_connected = sample(args.server_pid);
-            if let Some(s) = server_connected {
-                rss_max_seen = rss_max_seen.max(s.rss_kib);
+            nodes_connected = sample_each(&args.server_pids);
+            rss.see(nodes_connected.as_ref());
+            if let Some(s) = nodes_connected.as_deref().map(total) {
                 say(&format!(
                     "server RSS with every connection set up: {} KiB",
                     s.rss_kib
@@ -421,9 +644,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             let hold_until = Instant::now() + Duration::from_secs_f64(args.hold.max(0.0));
             while Instant::now() < hold_until {
                 std::thread::sleep(Duration::from_millis(200));
-                if let Some(s) = sample(args.server_pid) {
-                    rss_max_seen = rss_max_seen.max(s.rss_kib);
-                }
+                rss.see(sample_each(&args.server_pids).as_ref());
             }
             say("liveness check: one message to every channel");
             (Pace::Once, false)
@@ -438,14 +659,22 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         std::thread::spawn(move || publishers_ready.run(pace, &live, drain))
     };
     let relay = {
-        // Feed the workers' delivery counts to the publishers' flow control.
+        // Feed the workers' delivery counts to the publishers' flow control: on several
+        // nodes, the count of the slowest node's subscribers (duplicates left out) scaled
+        // to all of them, so that "flat out" keeps every node's subscribers within
+        // `--max-lag`, not their average.
         let (live, delivered) = (Arc::clone(&live), Arc::clone(&delivered));
+        let per_target = Arc::clone(&per_target);
+        let shares = subscribers_per_target(args.subscribers, targets.len());
         let done = Arc::new(AtomicBool::new(false));
         let d = Arc::clone(&done);
         let h = std::thread::spawn(move || {
             while !d.load(Ordering::Relaxed) {
-                live.delivered
-                    .store(delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+                let counts = per_target.unique();
+                live.delivered.store(
+                    paced_by_slowest(delivered.load(Ordering::Relaxed), &counts, &shares),
+                    Ordering::Relaxed,
+                );
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
@@ -456,17 +685,30 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         at: Instant,
         delivered: u64,
         accepted: u64,
+        /// All servers together.
         server: Option<ProcSample>,
+        /// Each server.
+        nodes: Option<Vec<ProcSample>>,
+        backplane: Option<ProcSample>,
+        /// Deliveries to the subscribers of each target.
+        per_target: Vec<u64>,
         client_cpu: f64,
         machine: Option<(u64, u64)>,
     }
-    let mark = |fleet: &Fleet| Mark {
-        at: Instant::now(),
-        delivered: delivered.load(Ordering::Relaxed),
-        accepted: live.accepted.load(Ordering::Relaxed),
-        server: sample(args.server_pid),
-        client_cpu: self_cpu() + fleet.sum().cpu_seconds,
-        machine: procfs::machine_jiffies(),
+    let mark = |fleet: &Fleet| {
+        let nodes = sample_each(&args.server_pids);
+        let workers = fleet.sum();
+        Mark {
+            at: Instant::now(),
+            delivered: delivered.load(Ordering::Relaxed),
+            accepted: live.accepted.load(Ordering::Relaxed),
+            server: nodes.as_deref().map(total),
+            nodes,
+            backplane: sample(args.backplane_pid),
+            per_target: workers.delivered_per_target,
+            client_cpu: self_cpu() + workers.cpu_seconds,
+            machine: procfs::machine_jiffies(),
+        }
     };
     let (start, end) = if measured {
         std::thread::sleep(Duration::from_secs_f64(args.warmup.max(0.0)));
@@ -478,22 +720,32 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         std::thread::sleep(Duration::from_millis(40));
         let start = mark(&fleet);
         let until = start.at + Duration::from_secs_f64(args.duration.max(0.1));
-        let mut prev = (start.at, start.delivered, start.accepted, start.server);
+        let mut prev = (
+            start.at,
+            start.delivered,
+            start.accepted,
+            start.server,
+            start.backplane,
+        );
         while Instant::now() < until {
             std::thread::sleep(Duration::from_secs(1).min(until - Instant::now()));
             let now = mark(&fleet);
             let dt = now.at.duration_since(prev.0).as_secs_f64().max(1e-9);
-            let cpu = match (now.server, prev.3) {
-                (Some(a), Some(b)) => {
-                    rss_max_seen = rss_max_seen.max(a.rss_kib);
-                    format!(
-                        ", server {:.0}% CPU, {} KiB",
-                        (a.cpu_seconds - b.cpu_seconds) / dt * 100.0,
-                        a.rss_kib
-                    )
-                }
+            rss.see(now.nodes.as_ref());
+            let mut cpu = match (now.server, prev.3) {
+                (Some(a), Some(b)) => format!(
+                    ", server {:.0}% CPU, {} KiB",
+                    (a.cpu_seconds - b.cpu_seconds) / dt * 100.0,
+                    a.rss_kib
+                ),
                 _ => String::new(),
             };
+            if let (Some(a), Some(b)) = (now.backplane, prev.4) {
+                cpu += &format!(
+                    ", backplane {:.0}% CPU",
+                    (a.cpu_seconds - b.cpu_seconds) / dt * 100.0
+                );
+            }
             let p = fleet.sum();
             say(&format!(
                 "publishes accepted {:.0}/s, deliveries received {:.0}/s, lag {} msgs, {} closed{cpu}",
@@ -503,7 +755,13 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
                     - now.accepted.min(live.sent.load(Ordering::Relaxed)),
                 p.closed,
             ));
-            prev = (now.at, now.delivered, now.accepted, now.server);
+            prev = (
+                now.at,
+                now.delivered,
+                now.accepted,
+                now.server,
+                now.backplane,
+            );
             if let Some(why) = fleet.broken() {
                 say(&format!("a worker failed: {why}"));
                 break;
@@ -521,17 +779,26 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         .join()
         .map_err(|_| "the publisher thread panicked")?;
 
-    // Drain: wait for what was accepted to arrive (no progress for 3 s, or 30 s at most).
+    // Drain: wait for what was accepted to arrive at every node's subscribers, duplicates
+    // left out (no progress for 3 s, or 30 s at most).
     let expected: u64 = (0..publishers)
         .flat_map(|p| (0..channels).map(move |c| (p, c)))
         .map(|(p, c)| totals.accepted[(p * channels + c) as usize] * pub_spec.subscribers_on(c))
         .sum();
+    let owed = owed_per_target(
+        args.subscribers,
+        targets.len(),
+        channels,
+        publishers,
+        &totals.accepted,
+    );
     let drain_deadline = Instant::now() + Duration::from_secs(30);
     let mut last_change = (Instant::now(), delivered.load(Ordering::Relaxed));
     loop {
         std::thread::sleep(Duration::from_millis(20));
         let now = delivered.load(Ordering::Relaxed);
-        if now >= expected && now == fleet.sum().delivered {
+        let arrived = per_target.unique().iter().zip(&owed).all(|(u, o)| u >= o);
+        if arrived && now == fleet.sum().delivered {
             break;
         }
         if now != last_change.1 {
@@ -546,7 +813,9 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     }
     relay.0.store(true, Ordering::Relaxed);
     let _ = relay.1.join();
-    let server_end = sample(args.server_pid);
+    let nodes_end = sample_each(&args.server_pids);
+    rss.see(nodes_end.as_ref());
+    let backplane_end = sample(args.backplane_pid);
 
     // Collect the workers' totals.
     let accepted = totals.accepted.clone();
@@ -558,6 +827,8 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     let collect_deadline = Instant::now() + Duration::from_secs(30);
     let mut counts = SeqCounts::default();
     let mut latency = Latency::default();
+    let mut node_counts = vec![SeqCounts::default(); targets.len()];
+    let mut node_latency: Vec<Latency> = targets.iter().map(|_| Latency::default()).collect();
     let mut errors: Vec<String> = totals.problems.clone();
     if totals.unanswered > 0 {
         errors.push(format!(
@@ -589,6 +860,14 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
                 let mut l = Latency::default();
                 l.add_buckets(&f.latency);
                 latency.merge(&l);
+                for ((c, l), t) in node_counts
+                    .iter_mut()
+                    .zip(&mut node_latency)
+                    .zip(&f.per_target)
+                {
+                    c.merge(&t.counts);
+                    l.add_buckets(&t.latency);
+                }
                 errors.extend(f.errors);
                 unstamped += f.unstamped;
                 for (code, n) in f.close_codes {
@@ -614,20 +893,15 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         },
         _ => 0.0,
     };
-    let (window_s, window_deliveries, window_accepted, server_cpu, client_cpu) =
-        match (&start, &end) {
-            (Some(a), Some(b)) => (
-                b.at.duration_since(a.at).as_secs_f64(),
-                b.delivered - a.delivered,
-                b.accepted - a.accepted,
-                match (a.server, b.server) {
-                    (Some(x), Some(y)) => Some(y.cpu_seconds - x.cpu_seconds),
-                    _ => None,
-                },
-                b.client_cpu - a.client_cpu,
-            ),
-            _ => (0.0, 0, 0, None, 0.0),
-        };
+    let (window_s, window_deliveries, window_accepted, client_cpu) = match (&start, &end) {
+        (Some(a), Some(b)) => (
+            b.at.duration_since(a.at).as_secs_f64(),
+            b.delivered - a.delivered,
+            b.accepted - a.accepted,
+            b.client_cpu - a.client_cpu,
+        ),
+        _ => (0.0, 0, 0, 0.0),
+    };
     let per_sec = |n: u64| {
         if window_s > 0.0 {
             n as f64 / window_s
@@ -635,12 +909,82 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             0.0
         }
     };
-    let server = args.server_pid.map(|pid| {
-        let before = server_before.unwrap_or_default();
-        let connected = server_connected.or(start.as_ref().and_then(|m| m.server));
-        let connected_kib = connected.map_or(0, |s| s.rss_kib);
-        let cpu = server_cpu.unwrap_or(0.0);
-        ServerFigures {
+    let server_connected = nodes_connected.as_deref().map(total);
+    let server = args.server_pids.first().map(|&pid| {
+        ServerReadings {
+            before: server_before,
+            connected: server_connected,
+            start: start.as_ref().and_then(|m| m.server),
+            end: end.as_ref().and_then(|m| m.server),
+            last: nodes_end.as_deref().map(total),
+            rss_max_seen: rss.total,
+        }
+        .figures(pid, window_s, window_deliveries, setup.ready)
+    });
+
+    // A cluster: each node's share.
+    let n = targets.len();
+    let nodes = if n > 1 {
+        let shares = subscribers_per_target(args.subscribers, n);
+        let node_of = |samples: Option<&Vec<ProcSample>>, k: usize| samples?.get(k).copied();
+        (0..n)
+            .map(|k| {
+                // Subscriber i is on node i % n and channel i % channels.
+                let subscribers = shares[k] as u32;
+                let owed = owed[k];
+                let window = match (&start, &end) {
+                    (Some(a), Some(b)) => {
+                        let at = |m: &Mark| m.per_target.get(k).copied().unwrap_or(0);
+                        at(b).saturating_sub(at(a))
+                    }
+                    _ => 0,
+                };
+                let c = node_counts[k];
+                NodeFigures {
+                    url: args.urls[k].clone(),
+                    subscribers,
+                    deliveries_expected: owed,
+                    deliveries: c.received,
+                    deliveries_per_second: per_sec(window),
+                    lost: c.lost,
+                    duplicated: c.duplicated,
+                    reordered: c.reordered,
+                    latency: node_latency[k].summary(),
+                    server: args
+                        .server_pids
+                        .get(k)
+                        .filter(|_| args.server_pids.len() == n)
+                        .map(|&pid| {
+                            ServerReadings {
+                                before: node_of(nodes_before.as_ref(), k),
+                                connected: node_of(nodes_connected.as_ref(), k),
+                                start: node_of(start.as_ref().and_then(|m| m.nodes.as_ref()), k),
+                                end: node_of(end.as_ref().and_then(|m| m.nodes.as_ref()), k),
+                                last: node_of(nodes_end.as_ref(), k),
+                                rss_max_seen: rss.nodes.get(k).copied().unwrap_or(0),
+                            }
+                            .figures(
+                                pid,
+                                window_s,
+                                window,
+                                subscribers,
+                            )
+                        }),
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let backplane = args.backplane_pid.map(|pid| {
+        let cpu = match (
+            start.as_ref().and_then(|m| m.backplane),
+            end.as_ref().and_then(|m| m.backplane),
+        ) {
+            (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
+            _ => 0.0,
+        };
+        BackplaneFigures {
             pid,
             cpu_seconds: cpu,
             cpu_percent: if window_s > 0.0 {
@@ -648,17 +992,14 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             } else {
                 0.0
             },
-            deliveries_per_cpu_second: if cpu > 0.0 {
-                window_deliveries as f64 / cpu
+            cpu_us_per_publish: if window_accepted > 0 {
+                cpu * 1e6 / window_accepted as f64
             } else {
                 0.0
             },
-            rss_before_kib: before.rss_kib,
-            rss_connected_kib: connected_kib,
-            rss_per_connection_kib: connected_kib.saturating_sub(before.rss_kib) as f64
-                / f64::from(setup.ready.max(1)),
-            rss_max_seen_kib: rss_max_seen.max(server_end.map_or(0, |s| s.rss_kib)),
-            peak_rss_kib: server_end.map_or(0, |s| s.peak_rss_kib),
+            rss_before_kib: backplane_before.map_or(0, |s| s.rss_kib),
+            rss_end_kib: backplane_end.map_or(0, |s| s.rss_kib),
+            peak_rss_kib: backplane_end.map_or(0, |s| s.peak_rss_kib),
         }
     });
     Ok(RunResult {
@@ -666,7 +1007,8 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         server_name: args.server_name.clone(),
         command: command_line(),
         mode: format!("{:?}", args.mode).to_lowercase(),
-        url: args.url.clone(),
+        // Not empty: `targets` has one entry per URL, and it has a first.
+        url: args.urls[0].clone(),
         subscribers: args.subscribers,
         channels,
         publishers,
@@ -692,6 +1034,8 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         },
         latency: latency.summary(),
         server,
+        nodes,
+        backplane,
         client: ClientFigures {
             cpu_seconds: client_cpu,
             us_per_delivery: if window_deliveries > 0 {
@@ -739,6 +1083,43 @@ fn shutdown(fleet: &mut Fleet) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_control_goes_by_the_slowest_node() {
+        assert_eq!(subscribers_per_target(1000, 3), [334, 333, 333]);
+        assert_eq!(subscribers_per_target(2, 3), [1, 1, 0]);
+        // One node: the total as it is.
+        assert_eq!(paced_by_slowest(5000, &[5000], &[1000]), 5000);
+        // Three nodes, node 3 behind by 100 messages per subscriber: as if all were.
+        let shares = [334, 333, 333];
+        let counts = [334 * 500, 333 * 500, 333 * 400];
+        let total = counts.iter().sum();
+        assert_eq!(paced_by_slowest(total, &counts, &shares), 400_000);
+        // In step: the total.
+        let counts = [334 * 500, 333 * 500, 333 * 500];
+        assert_eq!(paced_by_slowest(500_000, &counts, &shares), 500_000);
+        // A node without subscribers does not hold the others back.
+        assert_eq!(paced_by_slowest(20, &[10, 10, 0], &[1, 1, 0]), 20);
+    }
+
+    #[test]
+    fn owed_deliveries_per_node() {
+        // 2 publishers x 3 channels, 7 subscribers on 2 nodes.
+        let accepted = [1, 2, 3, 10, 20, 30];
+        // Node 0: subscribers 0, 2, 4, 6 on channels 0, 2, 1, 0; node 1: 1, 3, 5 on 1, 0, 2.
+        let per_channel = [11, 22, 33];
+        assert_eq!(
+            owed_per_target(7, 2, 3, 2, &accepted),
+            [
+                per_channel[0] + per_channel[2] + per_channel[1] + per_channel[0],
+                per_channel[1] + per_channel[0] + per_channel[2]
+            ]
+        );
+        assert_eq!(
+            owed_per_target(7, 1, 3, 2, &accepted),
+            [11 * 3 + 22 * 2 + 33 * 2]
+        );
+    }
 
     #[test]
     fn urls() {

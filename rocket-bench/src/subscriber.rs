@@ -19,15 +19,23 @@ use crate::frame::MaskGen;
 use crate::message::{StampReader, channel_name, now_us};
 use crate::stats::{Buckets, Latency, SeqCounts, SeqTracker};
 
-/// What one worker process is asked to do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerSpec {
+/// A server's hub: where a subscriber connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
     /// The server's address.
     pub addr: SocketAddr,
     /// The `Host` header.
     pub host: String,
     /// The hub's path.
     pub path: String,
+}
+
+/// What one worker process is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    /// The servers (the nodes of a cluster, or one server): subscriber `i` connects to
+    /// `targets[i % targets.len()]`.
+    pub targets: Vec<Endpoint>,
     /// The user subscribers log in as.
     pub user: String,
     /// Its secret.
@@ -58,10 +66,16 @@ pub enum WorkerMsg {
 }
 
 /// A worker's running counters.
-#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct WorkerProgress {
     /// Stamped messages received.
     pub delivered: u64,
+    /// Stamped messages received, per target (by subscribers of `targets[k]`).
+    #[serde(default)]
+    pub delivered_per_target: Vec<u64>,
+    /// Of those, messages received a second time, per target.
+    #[serde(default)]
+    pub duplicated_per_target: Vec<u64>,
     /// Subscribers logged in and subscribed.
     pub ready: u32,
     /// Subscribers whose setup failed.
@@ -91,6 +105,18 @@ pub struct WorkerFinal {
     pub close_codes: Vec<(u16, u64)>,
     /// CPU seconds the worker process used.
     pub cpu_seconds: f64,
+    /// Sequence counts and latencies per target (by subscribers of `targets[k]`).
+    #[serde(default)]
+    pub per_target: Vec<TargetFinal>,
+}
+
+/// A worker's totals for the subscribers of one target.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct TargetFinal {
+    /// Sequence counts (lost against the accepted counts).
+    pub counts: SeqCounts,
+    /// Latencies of messages sent after the measurement began.
+    pub latency: Buckets,
 }
 
 /// A line the parent writes to a worker.
@@ -112,6 +138,10 @@ pub enum Command {
 #[derive(Debug, Default)]
 struct Shared {
     delivered: AtomicU64,
+    /// Per target; empty when not counted apart.
+    delivered_per_target: Vec<AtomicU64>,
+    /// Per target, like `delivered_per_target`.
+    duplicated_per_target: Vec<AtomicU64>,
     ready: AtomicU32,
     failed: AtomicU32,
     closed: AtomicU32,
@@ -136,6 +166,8 @@ struct SubState {
     /// Reached [`Stage::Ready`] once: losses are counted for it, even if it closed later.
     ever_ready: bool,
     channel: u32,
+    /// Index of its server in [`WorkerSpec::targets`].
+    target: usize,
     trackers: Vec<SeqTracker>,
 }
 
@@ -145,21 +177,35 @@ struct Sub {
     state: SubState,
 }
 
+/// What the subscribers of one target received.
 #[derive(Debug, Default)]
-struct ThreadTotals {
+struct TargetTotals {
     counts: SeqCounts,
     latency: Latency,
+    delivered: u64,
+}
+
+#[derive(Debug, Default)]
+struct ThreadTotals {
+    /// Per target.
+    per_target: Vec<TargetTotals>,
     unstamped: u64,
     errors: Vec<String>,
     close_codes: std::collections::BTreeMap<u16, u64>,
-    delivered: u64,
     setup_error: Option<String>,
 }
 
 /// Runs a worker: reads its spec from `spec_json`, serves until told to stop.
 pub fn run_worker(spec_json: &str) -> Result<(), String> {
     let spec: WorkerSpec = serde_json::from_str(spec_json).map_err(|e| e.to_string())?;
-    let shared = Arc::new(Shared::default());
+    if spec.targets.is_empty() {
+        return Err("a worker needs at least one target".into());
+    }
+    let shared = Arc::new(Shared {
+        delivered_per_target: spec.targets.iter().map(|_| AtomicU64::new(0)).collect(),
+        duplicated_per_target: spec.targets.iter().map(|_| AtomicU64::new(0)).collect(),
+        ..Shared::default()
+    });
     let started_us = now_us();
     let threads = spec.threads.clamp(1, 64);
     let mut handles = Vec::new();
@@ -218,6 +264,16 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
         }
         let progress = WorkerProgress {
             delivered: shared.delivered.load(Ordering::Relaxed),
+            delivered_per_target: shared
+                .delivered_per_target
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .collect(),
+            duplicated_per_target: shared
+                .duplicated_per_target
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .collect(),
             ready,
             failed,
             closed: shared.closed.load(Ordering::Relaxed),
@@ -235,12 +291,21 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
     }
     shared.stop.store(true, Ordering::Relaxed);
     let mut latency = Latency::default();
+    let mut per_target: Vec<(SeqCounts, Latency)> = spec
+        .targets
+        .iter()
+        .map(|_| (SeqCounts::default(), Latency::default()))
+        .collect();
     let mut fin = WorkerFinal::default();
     let mut codes = std::collections::BTreeMap::new();
     for h in handles {
         let t = h.join().map_err(|_| "a subscriber thread panicked")?;
-        fin.counts.merge(&t.counts);
-        latency.merge(&t.latency);
+        for (mine, theirs) in per_target.iter_mut().zip(&t.per_target) {
+            fin.counts.merge(&theirs.counts);
+            latency.merge(&theirs.latency);
+            mine.0.merge(&theirs.counts);
+            mine.1.merge(&theirs.latency);
+        }
         fin.unstamped += t.unstamped;
         fin.errors.extend(t.errors.into_iter().chain(t.setup_error));
         for (code, n) in t.close_codes {
@@ -249,6 +314,13 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
     }
     fin.errors.truncate(10);
     fin.latency = latency.to_buckets();
+    fin.per_target = per_target
+        .iter()
+        .map(|(counts, latency)| TargetFinal {
+            counts: *counts,
+            latency: latency.to_buckets(),
+        })
+        .collect();
     fin.close_codes = codes.into_iter().collect();
     fin.cpu_seconds = crate::procfs::sample("self").map_or(0.0, |s| s.cpu_seconds);
     let line = serde_json::to_string(&WorkerMsg::Final(fin)).map_err(|e| e.to_string())?;
@@ -285,13 +357,15 @@ fn on_text(
         Stage::Ready => {
             match reader.read(text) {
                 Some(stamp) => {
-                    totals.delivered += 1;
+                    // A target's totals exist for every subscriber's target (run_thread).
+                    let mine = &mut totals.per_target[state.target];
+                    mine.delivered += 1;
                     match state.trackers.get_mut(stamp.publisher as usize) {
-                        Some(t) => t.record(stamp.seq, &mut totals.counts),
+                        Some(t) => t.record(stamp.seq, &mut mine.counts),
                         None => totals.unstamped += 1,
                     }
                     if stamp.sent_us >= measure_from {
-                        totals.latency.record_us(now.saturating_sub(stamp.sent_us));
+                        mine.latency.record_us(now.saturating_sub(stamp.sent_us));
                     }
                 }
                 None => totals.unstamped += 1,
@@ -322,7 +396,14 @@ fn on_text(
 }
 
 fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -> ThreadTotals {
-    let mut totals = ThreadTotals::default();
+    let mut totals = ThreadTotals {
+        per_target: spec
+            .targets
+            .iter()
+            .map(|_| TargetTotals::default())
+            .collect(),
+        ..ThreadTotals::default()
+    };
     let mut poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
@@ -340,7 +421,8 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
     let mut subs: Vec<Option<Sub>> = Vec::with_capacity(range.len());
     let mut next = range.start;
     let mut in_setup = 0u32;
-    let mut reported_delivered = 0u64;
+    let mut reported_delivered = vec![0u64; spec.targets.len()];
+    let mut reported_duplicated = vec![0u64; spec.targets.len()];
     let fail = |totals: &mut ThreadTotals, why: String| {
         if totals.errors.len() < 10 {
             totals.errors.push(why);
@@ -354,8 +436,10 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
             let source =
                 (!spec.sources.is_empty()).then(|| spec.sources[i as usize % spec.sources.len()]);
             let token = Token(subs.len());
+            let target = i as usize % spec.targets.len();
+            let to = &spec.targets[target];
             let registered =
-                WsConn::connect(spec.addr, source, &spec.host, &spec.path).and_then(|mut conn| {
+                WsConn::connect(to.addr, source, &to.host, &to.path).and_then(|mut conn| {
                     poll.registry().register(
                         &mut conn.stream,
                         token,
@@ -372,6 +456,7 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
                             stage: Stage::Greeting,
                             ever_ready: false,
                             channel: i % spec.channels.max(1),
+                            target,
                             trackers: vec![SeqTracker::default(); spec.publishers as usize],
                         },
                     }));
@@ -447,11 +532,22 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
             // Keep the trackers: losses are counted for closed subscribers too.
             sub.state.stage = Stage::Failed;
         }
-        if totals.delivered != reported_delivered {
-            shared
-                .delivered
-                .fetch_add(totals.delivered - reported_delivered, Ordering::Relaxed);
-            reported_delivered = totals.delivered;
+        for (k, mine) in totals.per_target.iter().enumerate() {
+            let new = mine.delivered - reported_delivered[k];
+            if new > 0 {
+                shared.delivered.fetch_add(new, Ordering::Relaxed);
+                if let Some(d) = shared.delivered_per_target.get(k) {
+                    d.fetch_add(new, Ordering::Relaxed);
+                }
+                reported_delivered[k] = mine.delivered;
+            }
+            let new = mine.counts.duplicated - reported_duplicated[k];
+            if new > 0 {
+                if let Some(d) = shared.duplicated_per_target.get(k) {
+                    d.fetch_add(new, Ordering::Relaxed);
+                }
+                reported_duplicated[k] = mine.counts.duplicated;
+            }
         }
     }
     // Say goodbye properly (close 1000), so the server logs a clean close.
@@ -484,7 +580,7 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
                 .get(p * channels + sub.state.channel as usize)
                 .copied()
                 .unwrap_or(0);
-            totals.counts.lost += tracker.lost(n);
+            totals.per_target[sub.state.target].counts.lost += tracker.lost(n);
         }
     }
     totals
@@ -505,7 +601,9 @@ mod tests {
     }
 
     /// Subscribers and publishers through the ceiling server, all in this process: every
-    /// message arrives once, in order, with a latency.
+    /// message arrives once, in order, with a latency. The subscribers alternate between two
+    /// targets (the same server under two paths), and each target's subscribers are counted
+    /// apart.
     #[test]
     fn subscribers_and_publishers_through_the_ceiling() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -513,9 +611,13 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(30);
         std::thread::spawn(move || crate::ceiling::serve_on(listener, Some(deadline)));
         let spec = WorkerSpec {
-            addr,
-            host: addr.to_string(),
-            path: "/t".into(),
+            targets: ["/t", "/u"]
+                .map(|path| Endpoint {
+                    addr,
+                    host: addr.to_string(),
+                    path: path.into(),
+                })
+                .to_vec(),
             user: "u".into(),
             secret: "s".into(),
             first: 0,
@@ -526,7 +628,10 @@ mod tests {
             concurrency: 8,
             sources: Vec::new(),
         };
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            delivered_per_target: vec![AtomicU64::new(0), AtomicU64::new(0)],
+            ..Shared::default()
+        });
         let thread = {
             let (spec, shared) = (spec.clone(), Arc::clone(&shared));
             std::thread::spawn(move || run_thread(&spec, 0..20, &shared))
@@ -534,8 +639,8 @@ mod tests {
         wait_for("subscribers", || shared.ready.load(Ordering::Relaxed) == 20);
         let pub_spec = PublisherSpec {
             addr,
-            host: spec.host.clone(),
-            path: spec.path.clone(),
+            host: spec.targets[0].host.clone(),
+            path: spec.targets[0].path.clone(),
             user: "u".into(),
             secret: "s".into(),
             publishers: 2,
@@ -568,12 +673,35 @@ mod tests {
         *shared.accepted.lock().unwrap() = totals.accepted.clone();
         shared.stop.store(true, Ordering::Relaxed);
         let t = thread.join().unwrap();
-        assert_eq!(t.counts.received, expected);
-        assert_eq!(
-            (t.counts.lost, t.counts.duplicated, t.counts.reordered),
-            (0, 0, 0)
-        );
-        assert_eq!(t.latency.count(), expected);
+        // Subscriber i is on target i % 2 and channel i % 3.
+        let accepted = &totals.accepted;
+        let owed = |target: u32| -> u64 {
+            (0..20u32)
+                .filter(|i| i % 2 == target)
+                .flat_map(|i| (0..2u32).map(move |p| accepted[(p * 3 + i % 3) as usize]))
+                .sum()
+        };
+        assert_eq!(t.per_target.len(), 2);
+        for (k, mine) in t.per_target.iter().enumerate() {
+            assert_eq!(mine.counts.received, owed(k as u32));
+            assert_eq!(mine.delivered, owed(k as u32));
+            assert_eq!(
+                (
+                    mine.counts.lost,
+                    mine.counts.duplicated,
+                    mine.counts.reordered
+                ),
+                (0, 0, 0)
+            );
+            assert_eq!(mine.latency.count(), owed(k as u32));
+        }
+        assert_eq!(owed(0) + owed(1), expected);
+        let counted: Vec<u64> = shared
+            .delivered_per_target
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counted, [owed(0), owed(1)]);
         assert_eq!(t.unstamped, 0);
         assert!(t.errors.is_empty(), "{:?}", t.errors);
     }
