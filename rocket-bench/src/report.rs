@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use crate::plot::{self, Series};
 use crate::result::RunResult;
+use crate::soak;
 
 /// The options of `rocket-bench report`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
     /// Folder of `*.json` results (file name = label).
-    #[arg(long)]
-    pub results: PathBuf,
+    #[arg(long, required_unless_present = "soak_only")]
+    pub results: Option<PathBuf>,
     /// Where to write the Markdown report.
     #[arg(long, default_value = "docs/BENCHMARKS.md")]
     pub out: PathBuf,
@@ -23,6 +24,17 @@ pub struct ReportArgs {
     /// Markdown appended as the "Analysis" section, if the file exists.
     #[arg(long)]
     pub notes: Option<PathBuf>,
+    /// Folder of the soak results (`soak-RUNTIME.json`, from `scripts/soak.sh`), shown in
+    /// the "Soak" section when any is there.
+    #[arg(long, default_value = "docs/bench")]
+    pub soak: PathBuf,
+    /// Markdown added at the end of the "Soak" section, if the file exists.
+    #[arg(long, default_value = "scripts/soak-notes.md")]
+    pub soak_notes: PathBuf,
+    /// Only replace the "Soak" section of the existing report (`--out`), between its
+    /// markers (inserted before the notes when it has none); needs no `--results`.
+    #[arg(long)]
+    pub soak_only: bool,
 }
 
 type Results = BTreeMap<String, RunResult>;
@@ -289,12 +301,19 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// Writes the report and its plots.
+/// The "Soak" section and its plot, from the soak results (empty without any).
+fn soak_section(args: &ReportArgs, rel: &dyn Fn(&str) -> String) -> Result<String, String> {
+    let runs = soak::load(&args.soak)?;
+    soak::section(
+        &runs,
+        &args.plots,
+        &rel(soak::PLOT),
+        Some(args.soak_notes.as_path()),
+    )
+}
+
+/// Writes the report and its plots (with `--soak-only`, just the "Soak" section).
 pub fn write(args: &ReportArgs) -> Result<(), String> {
-    let all = load(&args.results)?;
-    let results = medians(&all);
-    let get = |label: &str| results.get(label);
-    std::fs::create_dir_all(&args.plots).map_err(|e| format!("{}: {e}", args.plots.display()))?;
     let rel = |file: &str| {
         let base = args.out.parent().unwrap_or(Path::new("."));
         let full = args.plots.join(file);
@@ -302,6 +321,23 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| full.to_string_lossy().into_owned())
     };
+    let soak_md = soak_section(args, &rel)?;
+    let Some(results_dir) = args.results.as_ref().filter(|_| !args.soak_only) else {
+        let report = std::fs::read_to_string(&args.out)
+            .map_err(|e| format!("{}: {e}", args.out.display()))?;
+        let notes_heading = args
+            .notes
+            .as_ref()
+            .and_then(|n| std::fs::read_to_string(n).ok())
+            .and_then(|t| t.lines().next().map(str::to_owned));
+        let spliced = soak::splice(&report, &soak_md, notes_heading.as_deref());
+        return std::fs::write(&args.out, spliced)
+            .map_err(|e| format!("{}: {e}", args.out.display()));
+    };
+    let all = load(results_dir)?;
+    let results = medians(&all);
+    let get = |label: &str| results.get(label);
+    std::fs::create_dir_all(&args.plots).map_err(|e| format!("{}: {e}", args.plots.display()))?;
     let servers = ["rocket", "peer", "ceiling"];
 
     let mut md = String::new();
@@ -321,7 +357,7 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
          subscriber's read.\n\n",
     );
     md.push_str("## Machine and versions\n\n| | |\n|---|---|\n");
-    for (key, value) in machine().into_iter().chain(read_meta(&args.results)) {
+    for (key, value) in machine().into_iter().chain(read_meta(results_dir)) {
         let _ = writeln!(md, "| {key} | {value} |");
     }
     md.push('\n');
@@ -659,6 +695,8 @@ Rocket only, one publisher, flat out, 100-byte data. Over HTTP the publisher \
         );
     }
 
+    md.push_str(&soak_md);
+
     // Notes.
     if let Some(notes) = &args.notes
         && let Ok(text) = std::fs::read_to_string(notes)
@@ -732,10 +770,13 @@ mod tests {
         )
         .unwrap();
         let args = ReportArgs {
-            results: results.clone(),
+            results: Some(results.clone()),
             out: dir.join("docs/BENCHMARKS.md"),
             plots: dir.join("docs/bench"),
             notes: None,
+            soak: dir.join("no-soak"),
+            soak_notes: dir.join("no-notes.md"),
+            soak_only: false,
         };
         write(&args).unwrap();
         let md = std::fs::read_to_string(&args.out).unwrap();

@@ -14,6 +14,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 
+use crate::churn::{ChurnCounts, ChurnShared, ChurnSpec};
 use crate::conn::WsConn;
 use crate::frame::MaskGen;
 use crate::message::{StampReader, channel_name, now_us};
@@ -46,6 +47,9 @@ pub struct WorkerSpec {
     pub concurrency: u32,
     /// Local addresses to connect from, in turn (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
+    /// Churners to run beside the subscribers, if any (started by [`Command::Churn`]).
+    #[serde(default)]
+    pub churn: Option<ChurnSpec>,
 }
 
 /// A line a worker writes to its parent.
@@ -74,6 +78,9 @@ pub struct WorkerProgress {
     pub setup_done_us: Option<u64>,
     /// CPU seconds the worker process used so far.
     pub cpu_seconds: f64,
+    /// The churners' counters so far.
+    #[serde(default)]
+    pub churn: ChurnCounts,
 }
 
 /// A worker's totals.
@@ -91,6 +98,12 @@ pub struct WorkerFinal {
     pub close_codes: Vec<(u16, u64)>,
     /// CPU seconds the worker process used.
     pub cpu_seconds: f64,
+    /// The churners' totals.
+    #[serde(default)]
+    pub churn: ChurnCounts,
+    /// The churners' first few errors.
+    #[serde(default)]
+    pub churn_errors: Vec<String>,
 }
 
 /// A line the parent writes to a worker.
@@ -100,6 +113,11 @@ pub enum Command {
     Measure {
         /// The start of the measurement.
         from_us: u64,
+    },
+    /// Start churning (`on`), or start no more churners and let the present ones leave.
+    Churn {
+        /// Whether to start churners from now on.
+        on: bool,
     },
     /// Finish: count losses against the messages accepted per `publisher * channels +
     /// channel`, report [`WorkerMsg::Final`] and exit.
@@ -173,6 +191,19 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         handles.push(handle);
     }
+    let churn_shared = Arc::new(ChurnShared::default());
+    let churn_handle = match &spec.churn {
+        Some(churn) => {
+            let (churn, shared) = (churn.clone(), Arc::clone(&churn_shared));
+            Some(
+                std::thread::Builder::new()
+                    .name("churn".into())
+                    .spawn(move || crate::churn::run(&churn, &shared))
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        None => None,
+    };
     // Commands arrive on stdin; a closed stdin (the parent died) stops the worker too.
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Option<Command>>();
     std::thread::spawn(move || {
@@ -201,6 +232,14 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
             Some(Some(Command::Measure { from_us })) => {
                 shared.measure_from_us.store(from_us, Ordering::Relaxed)
             }
+            Some(Some(Command::Churn { on })) => {
+                let flag = if on {
+                    &churn_shared.on
+                } else {
+                    &churn_shared.off
+                };
+                flag.store(true, Ordering::Relaxed);
+            }
             Some(Some(Command::Stop { accepted })) => {
                 *shared
                     .accepted
@@ -224,6 +263,10 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
             started_us,
             setup_done_us,
             cpu_seconds: crate::procfs::sample("self").map_or(0.0, |s| s.cpu_seconds),
+            churn: *churn_shared
+                .counts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
         };
         let line = serde_json::to_string(&WorkerMsg::Progress(progress)).unwrap_or_default();
         if writeln!(stdout, "{line}")
@@ -234,6 +277,7 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
         }
     }
     shared.stop.store(true, Ordering::Relaxed);
+    churn_shared.stop.store(true, Ordering::Relaxed);
     let mut latency = Latency::default();
     let mut fin = WorkerFinal::default();
     let mut codes = std::collections::BTreeMap::new();
@@ -248,6 +292,14 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
         }
     }
     fin.errors.truncate(10);
+    if let Some(h) = churn_handle {
+        fin.churn = h.join().map_err(|_| "the churn thread panicked")?;
+        fin.churn_errors = churn_shared
+            .errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+    }
     fin.latency = latency.to_buckets();
     fin.close_codes = codes.into_iter().collect();
     fin.cpu_seconds = crate::procfs::sample("self").map_or(0.0, |s| s.cpu_seconds);
@@ -525,6 +577,7 @@ mod tests {
             threads: 1,
             concurrency: 8,
             sources: Vec::new(),
+            churn: None,
         };
         let shared = Arc::new(Shared::default());
         let thread = {
