@@ -203,7 +203,14 @@ pub fn rss_over_time(path: &Path, series: &[Series], title: &str) -> Result<(), 
         .y_desc("server RSS, MiB")
         .label_style((FONT, 16).into_font())
         .axis_desc_style((FONT, 18).into_font())
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        // Short runs get ticks between whole minutes.
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.1}")
+            }
+        })
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(err)?;

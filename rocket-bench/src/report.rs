@@ -175,7 +175,7 @@ fn k(x: f64) -> String {
 }
 
 /// A whole number with thousands separators: 2985201.4 → "2,985,201".
-fn grouped(x: f64) -> String {
+pub(crate) fn grouped(x: f64) -> String {
     let digits = format!("{:.0}", x.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

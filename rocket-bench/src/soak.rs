@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::plot::{self, Series};
+use crate::report::grouped;
 use crate::result::RunResult;
 
 /// The line that opens the section.
@@ -58,6 +59,11 @@ fn minutes(seconds: f64) -> String {
     }
 }
 
+/// `+12,498` / `-3,173`.
+fn signed(x: f64) -> String {
+    format!("{}{}", if x < 0.0 { "-" } else { "+" }, grouped(x.abs()))
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -75,7 +81,7 @@ pub fn section(
     }
     let mut md = String::new();
     let _ = writeln!(md, "{BEGIN}");
-    md.push_str("## Soak: nothing lost, memory flat (issue 14)\n\n");
+    md.push_str("## Soak: long runs with subscriber churn (issue 14)\n\n");
     md.push_str(
         "A long run per runtime: `rocket-cli` on `scripts/bench.json`, one publisher at 100 \
          publishes/s to 1,000 subscribers on one channel (about 100,000 deliveries/s), while \
@@ -100,29 +106,29 @@ pub fn section(
         let cpu = r.server.as_ref().map_or(0.0, |s| s.cpu_percent);
         let _ = writeln!(
             md,
-            "| {runtime} | {} | {} | {:.0} | {} | {} / {} / {} | {} | {} / {} / {} | {} / {} / {} | {} / {} | {:.0}% | {} | {} | {} | {:+.0} KiB/h | {:+.0} KiB/h |",
+            "| {runtime} | {} | {} | {} | {} | {} / {} / {} | {} | {} / {} / {} | {} / {} / {} | {} / {} | {:.0}% | {} | {} | {} | {} KiB/h | {} KiB/h |",
             minutes(r.duration_s),
             if r.commit.is_empty() { "-" } else { &r.commit },
-            l.deliveries_per_second,
-            l.publishes_accepted,
+            grouped(l.deliveries_per_second),
+            grouped(l.publishes_accepted as f64),
             l.lost,
             l.duplicated,
             l.reordered,
             l.subscribers_closed,
-            c.subscribed,
+            grouped(c.subscribed as f64),
             c.failed,
             c.dropped,
-            c.left[0],
-            c.left[1],
-            c.left[2],
+            grouped(c.left[0] as f64),
+            grouped(c.left[1] as f64),
+            grouped(c.left[2] as f64),
             c.gaps,
             c.out_of_order,
             cpu,
             mib(m.start_kib),
             mib(m.middle_kib),
             mib(m.end_kib),
-            m.slope_kib_per_hour,
-            m.slope_second_half_kib_per_hour,
+            signed(m.slope_kib_per_hour),
+            signed(m.slope_second_half_kib_per_hour),
         );
     }
     md.push('\n');
@@ -255,7 +261,7 @@ mod tests {
         assert!(md.starts_with(BEGIN) && md.trim_end().ends_with(END));
         assert!(md.contains("| tokio | 60 min | abc1234 |"), "{md}");
         assert!(
-            md.contains("29.3 MiB | 29.3 MiB | 29.3 MiB | +0 KiB/h"),
+            md.contains("29.3 MiB | 29.3 MiB | 29.3 MiB | +0 KiB/h | +0 KiB/h |"),
             "{md}"
         );
         assert!(md.contains("![server RSS over the soak](bench/soak-rss.svg)"));
