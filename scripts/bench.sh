@@ -8,6 +8,8 @@
 #
 # Every server is started fresh for each run (so its RSS baseline and peak are its own) and
 # stopped after it. Results (one JSON per run) go to $RESULTS (target/bench-results).
+# The report's Soak section is drawn from the committed docs/bench/soak-*.json
+# (scripts/soak.sh), which this script does not rerun.
 # Needs: cargo, node and npm (the peer's `ws` package is installed from npm here), and
 # redis-server (Debian package redis-server) and curl for scenario 7.
 set -euo pipefail

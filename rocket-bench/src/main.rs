@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod ceiling;
+mod churn;
 mod conn;
 mod frame;
 mod handshake;
@@ -31,6 +32,7 @@ mod publisher;
 mod report;
 mod result;
 mod run;
+mod soak;
 mod stats;
 mod subscriber;
 
@@ -66,7 +68,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Run(args) => run::run(&args).and_then(|r| {
             print!("{}", r.table());
             if let Some(path) = &args.json {
-                let json = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
+                let json = r.to_json()?;
                 std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
             }
             Ok(())

@@ -175,6 +175,64 @@ pub fn latency(path: &Path, series: &[Series], title: &str) -> Result<(), String
     root.present().map_err(err)
 }
 
+/// Server RSS (MiB) against time (minutes), one line per series; series points are
+/// `(minutes, MiB)`. The y axis starts at 0, so a slope shows at its true size.
+pub fn rss_over_time(path: &Path, series: &[Series], title: &str) -> Result<(), String> {
+    let root = SVGBackend::new(path, (1100, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    // Headroom above the lines for the legend.
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(1.0f64, f64::max)
+        * 1.4;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 24).into_font())
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes since the measurement began")
+        .y_desc("server RSS, MiB")
+        .label_style((FONT, 16).into_font())
+        .axis_desc_style((FONT, 18).into_font())
+        // Short runs get ticks between whole minutes.
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.1}")
+            }
+        })
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()
+        .map_err(err)?;
+    for (i, s) in series.iter().enumerate() {
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(s.points.clone(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 18).into_font())
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn draws_both_plots() {
+    fn draws_every_plot() {
         let dir = std::env::temp_dir().join(format!("rocket-bench-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let s = vec![Series {
@@ -201,7 +259,12 @@ mod tests {
             points: vec![(50.0, 0.3), (99.0, 1.0), (99.9, 2.0), (100.0, 3.0)],
         }];
         latency(&dir.join("l.svg"), &l, "latency").unwrap();
-        for file in ["f.svg", "l.svg"] {
+        let r = vec![Series {
+            name: "rocket".into(),
+            points: vec![(0.0, 30.0), (1.0, 31.0), (2.0, 30.5)],
+        }];
+        rss_over_time(&dir.join("r.svg"), &r, "RSS").unwrap();
+        for file in ["f.svg", "l.svg", "r.svg"] {
             let svg = std::fs::read_to_string(dir.join(file)).unwrap();
             assert!(svg.starts_with("<svg"), "{file}: {svg:.80}");
             assert!(svg.contains("rocket"), "{file}: the legend is drawn");

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use crate::plot::{self, Series};
 use crate::result::{NodeFigures, RunResult};
+use crate::soak;
 
 /// The options of `rocket-bench report`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
     /// Folder of `*.json` results (file name = label).
-    #[arg(long)]
-    pub results: PathBuf,
+    #[arg(long, required_unless_present = "soak_only")]
+    pub results: Option<PathBuf>,
     /// Where to write the Markdown report.
     #[arg(long, default_value = "docs/BENCHMARKS.md")]
     pub out: PathBuf,
@@ -27,6 +28,17 @@ pub struct ReportArgs {
     /// results of `scripts/bench-cluster.sh`.
     #[arg(long)]
     pub cluster_only: bool,
+    /// Folder of the soak results (`soak-RUNTIME.json`, from `scripts/soak.sh`), shown in
+    /// the "Soak" section when any is there.
+    #[arg(long, default_value = "docs/bench")]
+    pub soak: PathBuf,
+    /// Markdown added at the end of the "Soak" section, if the file exists.
+    #[arg(long, default_value = "scripts/soak-notes.md")]
+    pub soak_notes: PathBuf,
+    /// Only replace the "Soak" section of the existing report (`--out`), between its
+    /// markers (inserted before the notes when it has none); needs no `--results`.
+    #[arg(long)]
+    pub soak_only: bool,
 }
 
 type Results = BTreeMap<String, RunResult>;
@@ -178,7 +190,7 @@ fn k(x: f64) -> String {
 }
 
 /// A whole number with thousands separators: 2985201.4 → "2,985,201".
-fn grouped(x: f64) -> String {
+pub(crate) fn grouped(x: f64) -> String {
     let digits = format!("{:.0}", x.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -574,15 +586,19 @@ fn cluster_section(md: &mut String, all: &AllRuns, results: &Results) {
     );
 }
 
-/// Writes the report and its plots.
+/// The "Soak" section and its plot, from the soak results (empty without any).
+fn soak_section(args: &ReportArgs, rel: &dyn Fn(&str) -> String) -> Result<String, String> {
+    let runs = soak::load(&args.soak)?;
+    soak::section(
+        &runs,
+        &args.plots,
+        &rel(soak::PLOT),
+        Some(args.soak_notes.as_path()),
+    )
+}
+
+/// Writes the report and its plots (with `--soak-only`, just the "Soak" section).
 pub fn write(args: &ReportArgs) -> Result<(), String> {
-    let all = load(&args.results)?;
-    let results = medians(&all);
-    if args.cluster_only {
-        return write_cluster_only(args, &all, &results);
-    }
-    let get = |label: &str| results.get(label);
-    std::fs::create_dir_all(&args.plots).map_err(|e| format!("{}: {e}", args.plots.display()))?;
     let rel = |file: &str| {
         let base = args.out.parent().unwrap_or(Path::new("."));
         let full = args.plots.join(file);
@@ -590,6 +606,26 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| full.to_string_lossy().into_owned())
     };
+    let soak_md = soak_section(args, &rel)?;
+    let Some(results_dir) = args.results.as_ref().filter(|_| !args.soak_only) else {
+        let report = std::fs::read_to_string(&args.out)
+            .map_err(|e| format!("{}: {e}", args.out.display()))?;
+        let notes_heading = args
+            .notes
+            .as_ref()
+            .and_then(|n| std::fs::read_to_string(n).ok())
+            .and_then(|t| t.lines().next().map(str::to_owned));
+        let spliced = soak::splice(&report, &soak_md, notes_heading.as_deref());
+        return std::fs::write(&args.out, spliced)
+            .map_err(|e| format!("{}: {e}", args.out.display()));
+    };
+    let all = load(results_dir)?;
+    let results = medians(&all);
+    if args.cluster_only {
+        return write_cluster_only(args, &all, &results);
+    }
+    let get = |label: &str| results.get(label);
+    std::fs::create_dir_all(&args.plots).map_err(|e| format!("{}: {e}", args.plots.display()))?;
     let servers = ["rocket", "peer", "ceiling"];
 
     let mut md = String::new();
@@ -609,7 +645,7 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
          subscriber's read.\n\n",
     );
     md.push_str("## Machine and versions\n\n| | |\n|---|---|\n");
-    for (key, value) in machine().into_iter().chain(read_meta(&args.results)) {
+    for (key, value) in machine().into_iter().chain(read_meta(results_dir)) {
         let _ = writeln!(md, "| {key} | {value} |");
     }
     md.push('\n');
@@ -948,6 +984,7 @@ Rocket only, one publisher, flat out, 100-byte data. Over HTTP the publisher \
     }
 
     cluster_section(&mut md, &all, &results);
+    md.push_str(&soak_md);
 
     // Notes.
     if let Some(notes) = &args.notes
@@ -987,7 +1024,8 @@ fn write_cluster_only(args: &ReportArgs, all: &AllRuns, results: &Results) -> Re
          full report, with this section in it, is written by `scripts/bench.sh`.\n\n",
     );
     md.push_str("| | |\n|---|---|\n");
-    for (key, value) in machine().into_iter().chain(read_meta(&args.results)) {
+    let meta = args.results.as_deref().map(read_meta).unwrap_or_default();
+    for (key, value) in machine().into_iter().chain(meta) {
         let _ = writeln!(md, "| {key} | {value} |");
     }
     md.push('\n');
@@ -1065,11 +1103,14 @@ mod tests {
             .unwrap();
         }
         let mut args = ReportArgs {
-            results: results.clone(),
+            results: Some(results.clone()),
             out: dir.join("docs/BENCHMARKS.md"),
             plots: dir.join("docs/bench"),
             notes: None,
             cluster_only: false,
+            soak: dir.join("no-soak"),
+            soak_notes: dir.join("no-notes.md"),
+            soak_only: false,
         };
         write(&args).unwrap();
         let full = std::fs::read_to_string(&args.out).unwrap();
@@ -1125,11 +1166,14 @@ mod tests {
         )
         .unwrap();
         let args = ReportArgs {
-            results: results.clone(),
+            results: Some(results.clone()),
             out: dir.join("docs/BENCHMARKS.md"),
             plots: dir.join("docs/bench"),
             notes: None,
             cluster_only: false,
+            soak: dir.join("no-soak"),
+            soak_notes: dir.join("no-notes.md"),
+            soak_only: false,
         };
         write(&args).unwrap();
         let md = std::fs::read_to_string(&args.out).unwrap();

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::churn::ChurnCounts;
 use crate::stats::LatencySummary;
 
 /// Everything one run measured.
@@ -53,6 +54,194 @@ pub struct RunResult {
     pub client: ClientFigures,
     /// The first few errors seen.
     pub errors: Vec<String>,
+    /// The git commit the server was built from (`--commit`), when given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
+    /// Subscribers that came and went during the run (`--churn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnFigures>,
+    /// The server's RSS over the measured window (`--series`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryTrend>,
+    /// One reading of the server per second of the measured window (`--series`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub series: Vec<SeriesRow>,
+}
+
+/// The churners of a run: connects, leaves and what went wrong.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ChurnFigures {
+    /// Churners started per second (all workers together).
+    pub rate: f64,
+    /// Seconds each churner stayed subscribed.
+    pub hold_s: f64,
+    /// Churners subscribed per second over the measured window.
+    pub subscribed_per_second: f64,
+    /// The counters, whole run.
+    pub counts: ChurnCounts,
+}
+
+/// One reading of the server, a second apart: `[seconds since the measurement began,
+/// RSS in KiB, CPU in percent of one core over the last interval, deliveries per second
+/// to the run's subscribers over the last interval, churners subscribed so far]`. An
+/// array rather than an object keeps an hour of readings small.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SeriesRow(pub f64, pub u64, pub f64, pub f64, pub u64);
+
+impl SeriesRow {
+    /// Seconds since the measurement began.
+    pub fn t_s(&self) -> f64 {
+        self.0
+    }
+
+    /// The server's RSS, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.1
+    }
+}
+
+/// The server's RSS over the measured window, from its [`SeriesRow`]s.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MemoryTrend {
+    /// RSS at the start of the measured window (after the warm-up), KiB.
+    pub start_kib: u64,
+    /// RSS at the reading nearest the middle of the window, KiB.
+    pub middle_kib: u64,
+    /// RSS at the end of the window, KiB.
+    pub end_kib: u64,
+    /// The lowest reading, KiB.
+    pub min_kib: u64,
+    /// The highest reading, KiB.
+    pub max_kib: u64,
+    /// Least-squares slope of RSS against time over the whole window, KiB per hour.
+    pub slope_kib_per_hour: f64,
+    /// The same over the second half of the window only, KiB per hour.
+    pub slope_second_half_kib_per_hour: f64,
+}
+
+impl MemoryTrend {
+    /// The trend of `rows` (`None` with fewer than two readings).
+    pub fn from_series(rows: &[SeriesRow]) -> Option<Self> {
+        if rows.len() < 2 {
+            return None;
+        }
+        let first = rows[0].t_s();
+        let last = rows[rows.len() - 1].t_s();
+        let mid_t = (first + last) / 2.0;
+        let middle = rows
+            .iter()
+            .min_by(|a, b| (a.t_s() - mid_t).abs().total_cmp(&(b.t_s() - mid_t).abs()))?;
+        let points = |rows: &[SeriesRow]| -> Vec<(f64, f64)> {
+            rows.iter()
+                .map(|r| (r.t_s() / 3600.0, r.rss_kib() as f64))
+                .collect()
+        };
+        let second_half: Vec<SeriesRow> =
+            rows.iter().copied().filter(|r| r.t_s() >= mid_t).collect();
+        Some(Self {
+            start_kib: rows[0].rss_kib(),
+            middle_kib: middle.rss_kib(),
+            end_kib: rows[rows.len() - 1].rss_kib(),
+            min_kib: rows.iter().map(SeriesRow::rss_kib).min()?,
+            max_kib: rows.iter().map(SeriesRow::rss_kib).max()?,
+            slope_kib_per_hour: slope(&points(rows)),
+            slope_second_half_kib_per_hour: slope(&points(&second_half)),
+        })
+    }
+}
+
+/// Puts each array of `json` that holds no array or object on one line: `[\n  1,\n  2\n]`
+/// becomes `[1, 2]`. Strings are copied as they are.
+fn one_line_leaf_arrays(json: &str) -> String {
+    let bytes = json.as_bytes();
+    let mut out = String::with_capacity(json.len());
+    let mut i = 0;
+    // Copies the string starting at `i` (a quote) and returns the index after it.
+    let string_end = |mut j: usize| {
+        j += 1;
+        while j < bytes.len() {
+            match bytes[j] {
+                b'\\' => j += 2,
+                b'"' => return j + 1,
+                _ => j += 1,
+            }
+        }
+        bytes.len()
+    };
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let end = string_end(i);
+                out.push_str(&json[i..end]);
+                i = end;
+            }
+            b'[' => {
+                // Find the matching `]` if nothing nested comes first.
+                let mut j = i + 1;
+                let mut leaf = None;
+                while j < bytes.len() {
+                    match bytes[j] {
+                        b'"' => j = string_end(j),
+                        b'[' | b'{' => break,
+                        b']' => {
+                            leaf = Some(j);
+                            break;
+                        }
+                        _ => j += 1,
+                    }
+                }
+                match leaf {
+                    Some(end) => {
+                        let mut items = Vec::new();
+                        let mut k = i + 1;
+                        let mut item_start = k;
+                        while k < end {
+                            match bytes[k] {
+                                b'"' => k = string_end(k),
+                                b',' => {
+                                    items.push(json[item_start..k].trim());
+                                    k += 1;
+                                    item_start = k;
+                                }
+                                _ => k += 1,
+                            }
+                        }
+                        let last = json[item_start..end].trim();
+                        if !last.is_empty() {
+                            items.push(last);
+                        }
+                        out.push('[');
+                        out.push_str(&items.join(", "));
+                        out.push(']');
+                        i = end + 1;
+                    }
+                    None => {
+                        out.push('[');
+                        i += 1;
+                    }
+                }
+            }
+            _ => {
+                let next = json[i..].find(['"', '[']).map_or(json.len(), |n| i + n);
+                out.push_str(&json[i..next]);
+                i = next;
+            }
+        }
+    }
+    out
+}
+
+/// The least-squares slope of `points` (`dy/dx`; 0 when x does not vary).
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    if sxx > 0.0 { sxy / sxx } else { 0.0 }
 }
 
 /// How fast connections were set up.
@@ -185,6 +374,13 @@ pub struct ClientFigures {
 }
 
 impl RunResult {
+    /// The result as pretty JSON, with every array of plain values on one line (an hour of
+    /// [`SeriesRow`]s is then an hour of lines, not five times as many).
+    pub fn to_json(&self) -> Result<String, String> {
+        let pretty = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        Ok(one_line_leaf_arrays(&pretty))
+    }
+
     /// The summary table printed at the end of a run.
     pub fn table(&self) -> String {
         let mut rows: Vec<(String, String)> = Vec::new();
@@ -317,6 +513,44 @@ impl RunResult {
                 ),
             );
         }
+        if let Some(c) = &self.churn {
+            let n = &c.counts;
+            row(
+                "churn",
+                format!(
+                    "{} started at {}/s, {} subscribed ({:.1}/s), {} failed, {} dropped; left: {} unsubscribe+close, {} close, {} disconnect; {} leave timeouts; {} received, {} gaps, {} out of order",
+                    n.started,
+                    c.rate,
+                    n.subscribed,
+                    c.subscribed_per_second,
+                    n.failed,
+                    n.dropped,
+                    n.left[0],
+                    n.left[1],
+                    n.left[2],
+                    n.leave_timeouts,
+                    n.delivered,
+                    n.gaps,
+                    n.out_of_order
+                ),
+            );
+        }
+        if let Some(m) = &self.memory {
+            row(
+                "server RSS trend",
+                format!(
+                    "start {} KiB, middle {} KiB, end {} KiB (min {}, max {}); slope {:+.0} KiB/h, second half {:+.0} KiB/h ({} readings)",
+                    m.start_kib,
+                    m.middle_kib,
+                    m.end_kib,
+                    m.min_kib,
+                    m.max_kib,
+                    m.slope_kib_per_hour,
+                    m.slope_second_half_kib_per_hour,
+                    self.series.len()
+                ),
+            );
+        }
         row(
             "client CPU",
             format!(
@@ -338,5 +572,57 @@ impl RunResult {
         rows.iter()
             .map(|(k, v)| format!("{k:<width$}  {v}\n"))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_line_and_of_noise_around_it() {
+        assert!((slope(&[(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) - 2.0).abs() < 1e-12);
+        assert!((slope(&[(0.0, 0.0), (1.0, 2.0), (2.0, 0.0), (3.0, 2.0)]) - 0.4).abs() < 1e-12);
+        assert_eq!(slope(&[(1.0, 1.0)]), 0.0);
+        assert_eq!(slope(&[(1.0, 1.0), (1.0, 5.0)]), 0.0);
+    }
+
+    #[test]
+    fn memory_trend_of_a_series() {
+        // 10 KiB per second for the first half, flat afterwards.
+        let rows: Vec<SeriesRow> = (0..=100)
+            .map(|t| SeriesRow(f64::from(t), 1000 + 10 * t.min(50) as u64, 0.0, 0.0, 0))
+            .collect();
+        let m = MemoryTrend::from_series(&rows).unwrap();
+        assert_eq!((m.start_kib, m.middle_kib, m.end_kib), (1000, 1500, 1500));
+        assert_eq!((m.min_kib, m.max_kib), (1000, 1500));
+        assert!(m.slope_kib_per_hour > 0.0);
+        assert_eq!(m.slope_second_half_kib_per_hour, 0.0);
+        assert!(MemoryTrend::from_series(&rows[..1]).is_none());
+    }
+
+    #[test]
+    fn leaf_arrays_go_on_one_line() {
+        let v =
+            serde_json::json!({"a": [[1, 2], [3, 4]], "s": "x[\"]", "e": [], "o": [{"k": [5]}]});
+        let pretty = serde_json::to_string_pretty(&v).unwrap();
+        let short = one_line_leaf_arrays(&pretty);
+        assert!(short.contains("[1, 2]") && short.contains("[5]"), "{short}");
+        assert!(short.contains(r#""s": "x[\"]""#), "{short}");
+        let back: serde_json::Value = serde_json::from_str(&short).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn series_rows_are_arrays_and_old_results_still_read() {
+        let row = SeriesRow(1.5, 2048, 12.5, 100000.0, 7);
+        assert_eq!(
+            serde_json::to_string(&row).unwrap(),
+            "[1.5,2048,12.5,100000.0,7]"
+        );
+        let old = serde_json::to_string(&RunResult::default()).unwrap();
+        assert!(!old.contains("series"));
+        let back: RunResult = serde_json::from_str(&old).unwrap();
+        assert!(back.series.is_empty() && back.churn.is_none());
     }
 }

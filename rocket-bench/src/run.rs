@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::churn::ChurnSpec;
 use crate::message::now_us;
 use crate::procfs::{self, ProcSample};
 use crate::publisher::{Pace, PublisherLive, PublisherSpec, PublisherTotals, Publishers, Via};
 use crate::result::{
-    BackplaneFigures, ClientFigures, LoadFigures, NodeFigures, RunResult, ServerFigures,
-    SetupFigures,
+    BackplaneFigures, ChurnFigures, ClientFigures, LoadFigures, MemoryTrend, NodeFigures,
+    RunResult, SeriesRow, ServerFigures, SetupFigures,
 };
 use crate::stats::{Latency, SeqCounts};
 use crate::subscriber::{self, Endpoint, WorkerFinal, WorkerMsg, WorkerProgress, WorkerSpec};
@@ -133,6 +134,22 @@ pub struct RunArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Load mode: churners started per second while the load runs (all worker processes
+    /// together): each connects, logs in, subscribes to a channel of the run, receives for
+    /// `--churn-hold` and leaves (by `unsubscribe` then close, by close, or by dropping
+    /// the connection, in turn). Counted apart from the subscribers.
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// Seconds each churner stays subscribed.
+    #[arg(long, default_value_t = 2.0)]
+    pub churn_hold: f64,
+    /// Load mode: keep one reading of the server (RSS, CPU) per second of the measured
+    /// window in the JSON, and the RSS trend (start, middle, end, slope).
+    #[arg(long)]
+    pub series: bool,
+    /// The git commit the server was built from, kept in the JSON.
+    #[arg(long, default_value = "")]
+    pub commit: String,
 }
 
 /// The URL split into what the sockets need.
@@ -313,6 +330,7 @@ impl Fleet {
             total.failed += p.failed;
             total.closed += p.closed;
             total.cpu_seconds += p.cpu_seconds;
+            total.churn.merge(&p.churn);
         }
         total
     }
@@ -540,6 +558,20 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             threads: args.threads.max(1),
             concurrency: args.concurrency.max(1),
             sources: sources.clone(),
+            churn: (args.churn > 0.0 && args.mode == Mode::Load).then(|| ChurnSpec {
+                addr: target.addr,
+                host: target.host.clone(),
+                path: target.path.clone(),
+                user: args.user.clone(),
+                secret: args.secret.clone(),
+                rate: args.churn / f64::from(processes),
+                hold_ms: (args.churn_hold.max(0.0) * 1000.0) as u64,
+                channels,
+                publishers,
+                worker: w,
+                workers: processes,
+                sources: sources.clone(),
+            }),
         };
         fleet.workers.push(Worker::spawn(
             &spec,
@@ -651,6 +683,16 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         }
     };
 
+    let churning = args.churn > 0.0 && measured;
+    if churning {
+        for w in &mut fleet.workers {
+            w.send(&subscriber::Command::Churn { on: true });
+        }
+        say(&format!(
+            "churn: {} churners/s, each subscribed for {} s",
+            args.churn, args.churn_hold
+        ));
+    }
     // Publish on their own thread while this one samples and prints.
     // A slow server may take long to answer a window of broadcasts to many subscribers.
     let drain = Duration::from_secs(30);
@@ -694,6 +736,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         per_target: Vec<u64>,
         client_cpu: f64,
         machine: Option<(u64, u64)>,
+        churn_subscribed: u64,
     }
     let mark = |fleet: &Fleet| {
         let nodes = sample_each(&args.server_pids);
@@ -708,8 +751,10 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             per_target: workers.delivered_per_target,
             client_cpu: self_cpu() + workers.cpu_seconds,
             machine: procfs::machine_jiffies(),
+            churn_subscribed: workers.churn.subscribed,
         }
     };
+    let mut series: Vec<SeriesRow> = Vec::new();
     let (start, end) = if measured {
         std::thread::sleep(Duration::from_secs_f64(args.warmup.max(0.0)));
         let from_us = now_us();
@@ -719,6 +764,11 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         // Workers report every 20 ms: let the counts catch up with the mark.
         std::thread::sleep(Duration::from_millis(40));
         let start = mark(&fleet);
+        if args.series
+            && let Some(s) = start.server
+        {
+            series.push(SeriesRow(0.0, s.rss_kib, 0.0, 0.0, start.churn_subscribed));
+        }
         let until = start.at + Duration::from_secs_f64(args.duration.max(0.1));
         let mut prev = (
             start.at,
@@ -746,9 +796,28 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
                     (a.cpu_seconds - b.cpu_seconds) / dt * 100.0
                 );
             }
+            if args.series
+                && let (Some(a), Some(b)) = (now.server, prev.3)
+            {
+                series.push(SeriesRow(
+                    (now.at.duration_since(start.at).as_secs_f64() * 1000.0).round() / 1000.0,
+                    a.rss_kib,
+                    ((a.cpu_seconds - b.cpu_seconds) / dt * 1000.0).round() / 10.0,
+                    ((now.delivered - prev.1) as f64 / dt).round(),
+                    now.churn_subscribed,
+                ));
+            }
             let p = fleet.sum();
+            let churn = if churning {
+                format!(
+                    ", churn: {} subscribed, {} present, {} failed, {} dropped",
+                    p.churn.subscribed, p.churn.active, p.churn.failed, p.churn.dropped
+                )
+            } else {
+                String::new()
+            };
             say(&format!(
-                "publishes accepted {:.0}/s, deliveries received {:.0}/s, lag {} msgs, {} closed{cpu}",
+                "publishes accepted {:.0}/s, deliveries received {:.0}/s, lag {} msgs, {} closed{cpu}{churn}",
                 (now.accepted - prev.2) as f64 / dt,
                 (now.delivered - prev.1) as f64 / dt,
                 live.sent.load(Ordering::Relaxed)
@@ -768,6 +837,21 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             }
         }
         let end = mark(&fleet);
+        if churning {
+            // Start no more churners; those present leave on their schedule, under load.
+            for w in &mut fleet.workers {
+                w.send(&subscriber::Command::Churn { on: false });
+            }
+            let deadline =
+                Instant::now() + Duration::from_secs_f64(args.churn_hold.max(0.0) + 25.0);
+            while fleet.sum().churn.active > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            say(&format!(
+                "churn: stopped, {} still present",
+                fleet.sum().churn.active
+            ));
+        }
         (Some(start), Some(end))
     } else {
         (None, None)
@@ -838,6 +922,8 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
     }
     let mut codes = std::collections::BTreeMap::new();
     let mut unstamped = 0;
+    let mut churn_counts = crate::churn::ChurnCounts::default();
+    let mut churn_errors: Vec<String> = Vec::new();
     for w in &mut fleet.workers {
         let fin = loop {
             {
@@ -870,6 +956,8 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
                 }
                 errors.extend(f.errors);
                 unstamped += f.unstamped;
+                churn_counts.merge(&f.churn);
+                churn_errors.extend(f.churn_errors);
                 for (code, n) in f.close_codes {
                     *codes.entry(code).or_insert(0u64) += n;
                 }
@@ -882,6 +970,8 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         errors.push(format!("{unstamped} messages without a stamp"));
     }
     errors.truncate(12);
+    // Churn errors come after, so that the subscribers' own stay in view.
+    errors.extend(churn_errors.into_iter().take(8));
 
     let closed = fleet.sum().closed;
     let machine_busy_percent = match (&start, &end) {
@@ -901,6 +991,10 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             b.client_cpu - a.client_cpu,
         ),
         _ => (0.0, 0, 0, 0.0),
+    };
+    let churn_window = match (&start, &end) {
+        (Some(a), Some(b)) => b.churn_subscribed - a.churn_subscribed,
+        _ => 0,
     };
     let per_sec = |n: u64| {
         if window_s > 0.0 {
@@ -1046,6 +1140,15 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             machine_busy_percent,
         },
         errors,
+        commit: args.commit.clone(),
+        churn: churning.then(|| ChurnFigures {
+            rate: args.churn,
+            hold_s: args.churn_hold,
+            subscribed_per_second: per_sec(churn_window),
+            counts: churn_counts,
+        }),
+        memory: MemoryTrend::from_series(&series),
+        series,
     })
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 
+use crate::churn::{ChurnCounts, ChurnShared, ChurnSpec};
 use crate::conn::WsConn;
 use crate::frame::MaskGen;
 use crate::message::{StampReader, channel_name, now_us};
@@ -54,6 +55,9 @@ pub struct WorkerSpec {
     pub concurrency: u32,
     /// Local addresses to connect from, in turn (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
+    /// Churners to run beside the subscribers, if any (started by [`Command::Churn`]).
+    #[serde(default)]
+    pub churn: Option<ChurnSpec>,
 }
 
 /// A line a worker writes to its parent.
@@ -88,6 +92,9 @@ pub struct WorkerProgress {
     pub setup_done_us: Option<u64>,
     /// CPU seconds the worker process used so far.
     pub cpu_seconds: f64,
+    /// The churners' counters so far.
+    #[serde(default)]
+    pub churn: ChurnCounts,
 }
 
 /// A worker's totals.
@@ -105,6 +112,12 @@ pub struct WorkerFinal {
     pub close_codes: Vec<(u16, u64)>,
     /// CPU seconds the worker process used.
     pub cpu_seconds: f64,
+    /// The churners' totals.
+    #[serde(default)]
+    pub churn: ChurnCounts,
+    /// The churners' first few errors.
+    #[serde(default)]
+    pub churn_errors: Vec<String>,
     /// Sequence counts and latencies per target (by subscribers of `targets[k]`).
     #[serde(default)]
     pub per_target: Vec<TargetFinal>,
@@ -126,6 +139,11 @@ pub enum Command {
     Measure {
         /// The start of the measurement.
         from_us: u64,
+    },
+    /// Start churning (`on`), or start no more churners and let the present ones leave.
+    Churn {
+        /// Whether to start churners from now on.
+        on: bool,
     },
     /// Finish: count losses against the messages accepted per `publisher * channels +
     /// channel`, report [`WorkerMsg::Final`] and exit.
@@ -219,6 +237,19 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         handles.push(handle);
     }
+    let churn_shared = Arc::new(ChurnShared::default());
+    let churn_handle = match &spec.churn {
+        Some(churn) => {
+            let (churn, shared) = (churn.clone(), Arc::clone(&churn_shared));
+            Some(
+                std::thread::Builder::new()
+                    .name("churn".into())
+                    .spawn(move || crate::churn::run(&churn, &shared))
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        None => None,
+    };
     // Commands arrive on stdin; a closed stdin (the parent died) stops the worker too.
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Option<Command>>();
     std::thread::spawn(move || {
@@ -246,6 +277,14 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
         match cmd {
             Some(Some(Command::Measure { from_us })) => {
                 shared.measure_from_us.store(from_us, Ordering::Relaxed)
+            }
+            Some(Some(Command::Churn { on })) => {
+                let flag = if on {
+                    &churn_shared.on
+                } else {
+                    &churn_shared.off
+                };
+                flag.store(true, Ordering::Relaxed);
             }
             Some(Some(Command::Stop { accepted })) => {
                 *shared
@@ -280,6 +319,10 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
             started_us,
             setup_done_us,
             cpu_seconds: crate::procfs::sample("self").map_or(0.0, |s| s.cpu_seconds),
+            churn: *churn_shared
+                .counts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
         };
         let line = serde_json::to_string(&WorkerMsg::Progress(progress)).unwrap_or_default();
         if writeln!(stdout, "{line}")
@@ -290,6 +333,7 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
         }
     }
     shared.stop.store(true, Ordering::Relaxed);
+    churn_shared.stop.store(true, Ordering::Relaxed);
     let mut latency = Latency::default();
     let mut per_target: Vec<(SeqCounts, Latency)> = spec
         .targets
@@ -313,6 +357,14 @@ pub fn run_worker(spec_json: &str) -> Result<(), String> {
         }
     }
     fin.errors.truncate(10);
+    if let Some(h) = churn_handle {
+        fin.churn = h.join().map_err(|_| "the churn thread panicked")?;
+        fin.churn_errors = churn_shared
+            .errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+    }
     fin.latency = latency.to_buckets();
     fin.per_target = per_target
         .iter()
@@ -627,6 +679,7 @@ mod tests {
             threads: 1,
             concurrency: 8,
             sources: Vec::new(),
+            churn: None,
         };
         let shared = Arc::new(Shared {
             delivered_per_target: vec![AtomicU64::new(0), AtomicU64::new(0)],
