@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, Write as _};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::conn::WsConn;
 use crate::frame::MaskGen;
 use crate::message::{StampReader, channel_name, now_us};
 use crate::stats::{Buckets, Latency, SeqCounts, SeqTracker};
+use crate::tls::TlsClient;
 
 /// What one worker process is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +48,8 @@ pub struct WorkerSpec {
     pub concurrency: u32,
     /// Local addresses to connect from, in turn (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
+    /// `wss://`: the PEM file of the certificates to trust (`--ca`); `None` for `ws://`.
+    pub ca: Option<PathBuf>,
 }
 
 /// A line a worker writes to its parent.
@@ -333,6 +337,17 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
             return totals;
         }
     };
+    let tls = match spec.ca.as_deref().map(|ca| TlsClient::new(ca, &spec.host)) {
+        None => None,
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(e)) => {
+            totals.setup_error = Some(e);
+            shared
+                .failed
+                .fetch_add(range.len() as u32, Ordering::Relaxed);
+            return totals;
+        }
+    };
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 256 * 1024];
     let mut masks = MaskGen::new(now_us() ^ (u64::from(range.start) << 32));
@@ -355,14 +370,16 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
                 (!spec.sources.is_empty()).then(|| spec.sources[i as usize % spec.sources.len()]);
             let token = Token(subs.len());
             let registered =
-                WsConn::connect(spec.addr, source, &spec.host, &spec.path).and_then(|mut conn| {
-                    poll.registry().register(
-                        &mut conn.stream,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    Ok(conn)
-                });
+                WsConn::connect(spec.addr, source, &spec.host, &spec.path, tls.as_ref()).and_then(
+                    |mut conn| {
+                        poll.registry().register(
+                            &mut conn.stream,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        )?;
+                        Ok(conn)
+                    },
+                );
             match registered {
                 Ok(conn) => {
                     in_setup += 1;
@@ -525,6 +542,7 @@ mod tests {
             threads: 1,
             concurrency: 8,
             sources: Vec::new(),
+            ca: None,
         };
         let shared = Arc::new(Shared::default());
         let thread = {
@@ -543,6 +561,7 @@ mod tests {
             subscribers: 20,
             payload: 60,
             via: crate::publisher::Via::Ws,
+            tls: None,
         };
         let publishers = Publishers::connect(pub_spec.clone(), Duration::from_secs(10)).unwrap();
         let live = Arc::new(PublisherLive::default());
