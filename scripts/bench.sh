@@ -2,9 +2,9 @@
 # Benchmarks Rocket against a Node.js `ws` peer and a "physical ceiling" server, on this
 # machine, over loopback, and writes docs/BENCHMARKS.md with the figures and SVG plots.
 #
-#   scripts/bench.sh            # the full suite (about 12 minutes)
+#   scripts/bench.sh            # the full suite (about 14 minutes)
 #   QUICK=1 scripts/bench.sh    # shorter runs, for trying the script out
-#   REPEAT=5 scripts/bench.sh   # scenarios 1 and 2 five times each (default 3)
+#   REPEAT=5 scripts/bench.sh   # scenarios 1, 2 and 7 five times each (default 3)
 #
 # Every server is started fresh for each run (so its RSS baseline and peak are its own) and
 # stopped after it. Results (one JSON per run) go to $RESULTS (target/bench-results).
@@ -28,6 +28,7 @@ BENCH=$ROOT/target/release/rocket-bench
 CLI=$ROOT/target/release/rocket-cli
 CONFIG=$ROOT/scripts/bench.json
 ROCKET_PORT=9772
+TLS_PORT=9773
 PEER_PORT=9790
 CEILING_PORT=9800
 USERS=(--user bench --secret bench)
@@ -43,6 +44,8 @@ echo "== installing the peer's ws package"
 
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
+# A self-signed certificate for the wss:// scenario (the load generator pins it with --ca).
+"$BENCH" cert --out "$RESULTS/tls"
 
 # shellcheck source=scripts/bench-lib.sh
 source "$ROOT/scripts/bench-lib.sh"
@@ -69,6 +72,13 @@ start() {
       SERVER_PID=$!
       URL=ws://127.0.0.1:$ROCKET_PORT/bench
       wait_port $ROCKET_PORT
+      ;;
+    rocket-tls)
+      "$CLI" --port $TLS_PORT --log-level warn --tls-cert "$RESULTS/tls/cert.pem" \
+        --tls-key "$RESULTS/tls/key.pem" "$CONFIG" 2>>"$RESULTS/rocket.log" &
+      SERVER_PID=$!
+      URL=wss://127.0.0.1:$TLS_PORT/bench
+      wait_port $TLS_PORT
       ;;
     peer)
       node scripts/peer/server.js --port $PEER_PORT "$CONFIG" 2>>"$RESULTS/peer.log" &
@@ -153,12 +163,20 @@ bench rocket rocket-publish-http-1 --subscribers 1 --duration "$DURATION" --publ
 # alone, three rounds).
 cluster_round ""
 
+# 8. TLS (Rocket only): scenario 1 over wss:// and over ws://, in turn, REPEAT times each.
+for i in $(seq 1 "$REPEAT"); do
+  bench rocket "rocket-fanout-ws$(suffix "$i")" --subscribers 1000 --duration "$DURATION"
+  bench rocket-tls "rocket-fanout-wss$(suffix "$i")" --subscribers 1000 --duration "$DURATION" \
+    --ca "$RESULTS/tls/cert.pem"
+done
+
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- rocket-proto rocket-server rocket-tokio rocket-cli || echo ' (with uncommitted changes in the server crates)')"
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version), ws $(node -p "require('./scripts/peer/node_modules/ws/package.json').version")"
   echo "Rocket server command: target/release/rocket-cli --port $ROCKET_PORT --log-level warn scripts/bench.json"
+  echo "Rocket wss:// server command: target/release/rocket-cli --port $TLS_PORT --log-level warn --tls-cert $RESULTS/tls/cert.pem --tls-key $RESULTS/tls/key.pem scripts/bench.json"
   echo "peer server command: node scripts/peer/server.js --port $PEER_PORT scripts/bench.json"
   echo "ceiling server command: target/release/rocket-bench ceiling --listen 127.0.0.1:$CEILING_PORT"
   echo "cluster commands (scenario 7): redis-server --port PORT --bind 127.0.0.1 --save \"\" --appendonly no; target/release/rocket-cli [--redis redis://127.0.0.1:PORT/0] --port PORT --log-level warn scripts/bench.json"

@@ -305,16 +305,15 @@ pub fn run(spec: &ChurnSpec, shared: &ChurnShared) -> ChurnCounts {
                     slots.push(None);
                     slots.len() - 1
                 });
-                let conn = WsConn::connect(spec.addr, source, &spec.host, &spec.path).and_then(
-                    |mut conn| {
+                let conn = WsConn::connect(spec.addr, source, &spec.host, &spec.path, None)
+                    .and_then(|mut conn| {
                         poll.registry().register(
                             &mut conn.stream,
                             Token(slot),
                             Interest::READABLE | Interest::WRITABLE,
                         )?;
                         Ok(conn)
-                    },
-                );
+                    });
                 match conn {
                     Ok(conn) => {
                         counts.active += 1;

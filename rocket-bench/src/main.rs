@@ -6,6 +6,8 @@
 //! rocket-bench run --mode idle --subscribers 10000 --server-pid PID
 //! rocket-bench run --url ws://127.0.0.1:9781/bench --server-pid P1 \
 //!     --url ws://127.0.0.1:9782/bench --server-pid P2 --backplane-pid REDIS_PID
+//! rocket-bench cert --out target/bench-tls
+//! rocket-bench run --url wss://127.0.0.1:9773/echo --ca target/bench-tls/cert.pem
 //! rocket-bench ceiling --listen 127.0.0.1:9800
 //! rocket-bench report --results target/bench --out docs
 //! ```
@@ -35,6 +37,7 @@ mod run;
 mod soak;
 mod stats;
 mod subscriber;
+mod tls;
 
 use clap::{Parser, Subcommand};
 
@@ -54,6 +57,8 @@ enum Cmd {
     Ceiling(ceiling::CeilingArgs),
     /// Write docs/BENCHMARKS.md and its plots from the JSON results of `bench.sh`.
     Report(report::ReportArgs),
+    /// Write a self-signed certificate and key (cert.pem, key.pem) for a `wss://` server.
+    Cert(tls::CertArgs),
     /// Internal: a subscriber worker process, started by `run`.
     #[command(hide = true)]
     Worker {
@@ -75,6 +80,7 @@ fn main() -> std::process::ExitCode {
         }),
         Cmd::Ceiling(args) => ceiling::serve(&args).map_err(|e| e.to_string()),
         Cmd::Report(args) => report::write(&args),
+        Cmd::Cert(args) => tls::write_self_signed(&args),
         Cmd::Worker { spec } => subscriber::run_worker(&spec),
     };
     match result {

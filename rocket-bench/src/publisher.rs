@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::conn::WsConn;
 use crate::frame::{self, MaskGen};
 use crate::message::{Stamp, channel_name, now_us, write_api_publish, write_publish};
+use crate::tls::TlsClient;
 
 /// How publishers pace their messages.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +65,8 @@ pub struct PublisherSpec {
     pub payload: usize,
     /// WebSocket or the HTTP publish API.
     pub via: Via,
+    /// TLS (`wss://`, `https://`), when the server is reached over it.
+    pub tls: Option<TlsClient>,
 }
 
 impl PublisherSpec {
@@ -149,8 +152,10 @@ impl Publishers {
         let mut pubs = Vec::new();
         for id in 0..spec.publishers {
             let conn = match spec.via {
-                Via::Ws => WsConn::connect(spec.addr, None, &spec.host, &spec.path),
-                Via::Http => WsConn::connect_http(spec.addr, &spec.host),
+                Via::Ws => {
+                    WsConn::connect(spec.addr, None, &spec.host, &spec.path, spec.tls.as_ref())
+                }
+                Via::Http => WsConn::connect_http(spec.addr, &spec.host, spec.tls.as_ref()),
             };
             let mut conn = conn.map_err(|e| format!("publisher connect: {e}"))?;
             poll.registry()
@@ -396,7 +401,7 @@ impl Publishers {
 
     fn flush_all(&mut self) {
         for p in &mut self.pubs {
-            if p.dead || p.conn.unsent() == 0 {
+            if p.dead || !p.conn.has_unsent() {
                 continue;
             }
             if let Err(e) = p.conn.flush() {
@@ -425,6 +430,7 @@ mod tests {
             subscribers,
             payload: 100,
             via: Via::Ws,
+            tls: None,
         }
     }
 

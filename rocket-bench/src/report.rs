@@ -48,6 +48,7 @@ fn names(server: &str) -> &str {
         "rocket" => "Rocket (rocket-cli, tokio)",
         "peer" => "Node.js `ws` peer",
         "ceiling" => "physical ceiling",
+        "rocket-tls" => "Rocket over `wss://` (TLS)",
         other => other,
     }
 }
@@ -314,6 +315,65 @@ fn ratio(a: f64, b: f64) -> String {
     } else {
         "n/a".into()
     }
+}
+
+/// The `wss://` goal: TLS fan-out keeps at least this share of plain fan-out's deliveries
+/// per server CPU-second.
+const TLS_GOAL: f64 = 0.5;
+
+/// Deliveries per server CPU-second over `wss://` as a share of the same over `ws://`.
+fn tls_ratio(plain: Option<&RunResult>, wss: Option<&RunResult>) -> Option<f64> {
+    let (plain, wss) = (per_cpu(plain?), per_cpu(wss?));
+    (plain > 0.0).then(|| wss / plain)
+}
+
+/// Scenario 7: the same fan-out over `ws://` and `wss://`, in turn.
+fn tls_section(md: &mut String, all: &AllRuns, plain: Option<&RunResult>, wss: Option<&RunResult>) {
+    let rows: Vec<(&str, &RunResult)> = [
+        ("Rocket over `ws://` (plain)", plain),
+        ("Rocket over `wss://` (TLS)", wss),
+    ]
+    .into_iter()
+    .filter_map(|(name, r)| Some((name, r?)))
+    .collect();
+    if rows.is_empty() {
+        return;
+    }
+    md.push_str(
+        "## 8. TLS: fan-out over `wss://` beside `ws://` (1 publisher, 1 channel, 1,000 subscribers, 100-byte data, flat out)\n\n",
+    );
+    load_table(md, &rows);
+    let runs = |label: &str| all.get(label).map_or(0, Vec::len);
+    let _ = writeln!(
+        md,
+        "\nThe two ran in turn ({} + {} runs, each against a fresh `rocket-cli`, the TLS one \
+         with `--tls-cert`/`--tls-key` and a self-signed certificate from `rocket-bench cert`, \
+         which the load generator pins with `--ca`); the table shows each one's median run by \
+         deliveries per server CPU-second.",
+        runs("rocket-fanout-ws"),
+        runs("rocket-fanout-wss"),
+    );
+    if let (Some(p), Some(t)) = (plain, wss) {
+        let share = tls_ratio(plain, wss).unwrap_or(0.0);
+        let _ = writeln!(
+            md,
+            "TLS / plain: {} the deliveries/s, **{:.0}% of the deliveries per server \
+             CPU-second** (goal ≥ {:.0}%: {}).",
+            ratio(t.load.deliveries_per_second, p.load.deliveries_per_second),
+            share * 100.0,
+            TLS_GOAL * 100.0,
+            if share >= TLS_GOAL {
+                "met"
+            } else {
+                "**not met**"
+            },
+        );
+    }
+    md.push_str(
+        "Every recipient's bytes are encrypted separately over TLS, so nothing of a broadcast \
+         is shared past its text; the load generator decrypts too, so it leaves the server less \
+         of the machine than over plain `ws://`.\n\n",
+    );
 }
 
 /// The labels of the cluster scenario: the runs on three nodes and, beside each, the same
@@ -728,6 +788,12 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
         idle.zip(peer_idle)
             .map(|(a, b)| rss_per_conn(a) <= 0.5 * rss_per_conn(b)),
     );
+    let (plain, wss) = (get("rocket-fanout-ws"), get("rocket-fanout-wss"));
+    goal(
+        "`wss://` fan-out (issue 15): ≥ 50% of plain `ws://`'s deliveries per server CPU-second",
+        tls_ratio(plain, wss).map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+        tls_ratio(plain, wss).map(|r| r >= TLS_GOAL && wss.is_some_and(clean)),
+    );
     md.push('\n');
 
     // Scenario 1.
@@ -984,6 +1050,8 @@ Rocket only, one publisher, flat out, 100-byte data. Over HTTP the publisher \
     }
 
     cluster_section(&mut md, &all, &results);
+    // Scenario 8.
+    tls_section(&mut md, &all, plain, wss);
     md.push_str(&soak_md);
 
     // Notes.
@@ -1160,6 +1228,22 @@ mod tests {
             )
             .unwrap();
         }
+        // Scenario 7: TLS at 60% of plain's deliveries per server CPU-second.
+        for (label, per_cpu_second) in [
+            ("rocket-fanout-ws", 1_000_000.0),
+            ("rocket-fanout-wss", 600_000.0),
+        ] {
+            r.label = label.into();
+            r.server = Some(crate::result::ServerFigures {
+                deliveries_per_cpu_second: per_cpu_second,
+                ..Default::default()
+            });
+            std::fs::write(
+                results.join(format!("{label}.json")),
+                serde_json::to_string(&r).unwrap(),
+            )
+            .unwrap();
+        }
         std::fs::write(
             results.join("meta.txt"),
             "rocket server: rocket-cli x.json\n",
@@ -1184,6 +1268,11 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("](bench/fanout-vs-subscribers.svg)"));
+        assert!(
+            md.contains("deliveries per server CPU-second | 60% | yes |"),
+            "{md}"
+        );
+        assert!(md.contains("**60% of the deliveries per server CPU-second** (goal ≥ 50%: met)"));
         assert!(md.contains("Rocket (rocket-cli, tokio): 2 runs;"), "{md}");
         assert!(md.contains("rocket server | rocket-cli x.json"));
         assert!(dir.join("docs/bench/latency-100-per-second.svg").exists());

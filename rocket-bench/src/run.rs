@@ -18,6 +18,7 @@ use crate::result::{
 };
 use crate::stats::{Latency, SeqCounts};
 use crate::subscriber::{self, Endpoint, WorkerFinal, WorkerMsg, WorkerProgress, WorkerSpec};
+use crate::tls::TlsClient;
 
 /// What kind of run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -35,7 +36,7 @@ pub enum Mode {
 /// The options of `rocket-bench run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// WebSocket URL of the server's hub (plain ws:// only). Repeat it for the nodes of a
+    /// WebSocket URL of the server's hub (`ws://`, or `wss://` with `--ca`). Repeat it for the nodes of a
     /// cluster: the publishers connect to the first, subscriber `i` to URL `i mod N`.
     #[arg(
         long = "url",
@@ -43,6 +44,10 @@ pub struct RunArgs {
         default_value = "ws://127.0.0.1:9772/echo"
     )]
     pub urls: Vec<String>,
+    /// `wss://`: trust the certificates in this PEM file, and no others (e.g. the server's
+    /// self-signed certificate from `rocket-bench cert`).
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
     /// What to measure.
     #[arg(long, value_enum, default_value = "load")]
     pub mode: Mode,
@@ -154,17 +159,22 @@ pub struct RunArgs {
 
 /// The URL split into what the sockets need.
 fn parse_url(url: &str) -> Result<Endpoint, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+    let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(format!("{url}: only ws:// and wss:// URLs are supported")),
+    };
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let with_port = if host.contains(':') {
+    let with_port = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.ends_with(']'))
+    {
         host.to_owned()
     } else {
-        format!("{host}:80")
+        format!("{host}:{}", if tls { 443 } else { 80 })
     };
     let addr = with_port
         .to_socket_addrs()
@@ -175,6 +185,7 @@ fn parse_url(url: &str) -> Result<Endpoint, String> {
         addr,
         host: host.to_owned(),
         path: path.to_owned(),
+        tls,
     })
 }
 
@@ -512,6 +523,17 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
             targets.len()
         ));
     }
+    let ca = match (targets.iter().any(|t| t.tls), &args.ca) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(ca.clone()),
+        (true, None) => return Err("wss:// needs --ca FILE".into()),
+    };
+    // Checked here, so that a bad file fails the run before any worker starts.
+    let tls = ca
+        .as_deref()
+        .filter(|_| target.tls)
+        .map(|ca| TlsClient::new(ca, &target.host))
+        .transpose()?;
     let started = Instant::now();
     let say = |msg: &str| {
         if !args.quiet {
@@ -572,6 +594,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
                 workers: processes,
                 sources: sources.clone(),
             }),
+            ca: ca.clone(),
         };
         fleet.workers.push(Worker::spawn(
             &spec,
@@ -640,6 +663,7 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         subscribers: args.subscribers,
         payload: args.payload,
         via: args.publish_via,
+        tls,
     };
     let publishers_ready = match Publishers::connect(pub_spec.clone(), Duration::from_secs(10)) {
         Ok(p) => p,
@@ -1233,7 +1257,12 @@ mod tests {
             ("127.0.0.1:9772", "/echo")
         );
         let t = parse_url("ws://127.0.0.1:9000").unwrap();
-        assert_eq!(t.path, "/");
-        assert!(parse_url("wss://127.0.0.1:9000/x").is_err());
+        assert_eq!((t.path.as_str(), t.tls), ("/", false));
+        let t = parse_url("wss://127.0.0.1:9000/x").unwrap();
+        assert_eq!((t.addr.port(), t.path.as_str(), t.tls), (9000, "/x", true));
+        assert_eq!(parse_url("wss://127.0.0.1/x").unwrap().addr.port(), 443);
+        assert_eq!(parse_url("ws://[::1]/x").unwrap().addr.port(), 80);
+        assert_eq!(parse_url("ws://[::1]:9000/x").unwrap().addr.port(), 9000);
+        assert!(parse_url("http://127.0.0.1:9000/x").is_err());
     }
 }

@@ -7,6 +7,7 @@
 
 use std::io::{BufRead, Write as _};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::conn::WsConn;
 use crate::frame::MaskGen;
 use crate::message::{StampReader, channel_name, now_us};
 use crate::stats::{Buckets, Latency, SeqCounts, SeqTracker};
+use crate::tls::TlsClient;
 
 /// A server's hub: where a subscriber connects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +31,9 @@ pub struct Endpoint {
     pub host: String,
     /// The hub's path.
     pub path: String,
+    /// `wss://` (the worker's `ca` says whom to trust).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// What one worker process is asked to do.
@@ -58,6 +63,8 @@ pub struct WorkerSpec {
     /// Churners to run beside the subscribers, if any (started by [`Command::Churn`]).
     #[serde(default)]
     pub churn: Option<ChurnSpec>,
+    /// `wss://`: the PEM file of the certificates to trust (`--ca`); `None` for `ws://`.
+    pub ca: Option<PathBuf>,
 }
 
 /// A line a worker writes to its parent.
@@ -466,6 +473,30 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
             return totals;
         }
     };
+    // One TLS client per `wss://` target (it names the server it expects).
+    let mut tls = Vec::with_capacity(spec.targets.len());
+    for target in &spec.targets {
+        match (target.tls, spec.ca.as_deref()) {
+            (false, _) => tls.push(None),
+            (true, None) => {
+                totals.setup_error = Some("wss:// needs --ca FILE".into());
+                shared
+                    .failed
+                    .fetch_add(range.len() as u32, Ordering::Relaxed);
+                return totals;
+            }
+            (true, Some(ca)) => match TlsClient::new(ca, &target.host) {
+                Ok(client) => tls.push(Some(client)),
+                Err(e) => {
+                    totals.setup_error = Some(e);
+                    shared
+                        .failed
+                        .fetch_add(range.len() as u32, Ordering::Relaxed);
+                    return totals;
+                }
+            },
+        }
+    }
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 256 * 1024];
     let mut masks = MaskGen::new(now_us() ^ (u64::from(range.start) << 32));
@@ -491,14 +522,15 @@ fn run_thread(spec: &WorkerSpec, range: std::ops::Range<u32>, shared: &Shared) -
             let target = i as usize % spec.targets.len();
             let to = &spec.targets[target];
             let registered =
-                WsConn::connect(to.addr, source, &to.host, &to.path).and_then(|mut conn| {
-                    poll.registry().register(
-                        &mut conn.stream,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    Ok(conn)
-                });
+                WsConn::connect(to.addr, source, &to.host, &to.path, tls[target].as_ref())
+                    .and_then(|mut conn| {
+                        poll.registry().register(
+                            &mut conn.stream,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        )?;
+                        Ok(conn)
+                    });
             match registered {
                 Ok(conn) => {
                     in_setup += 1;
@@ -668,6 +700,7 @@ mod tests {
                     addr,
                     host: addr.to_string(),
                     path: path.into(),
+                    tls: false,
                 })
                 .to_vec(),
             user: "u".into(),
@@ -680,6 +713,7 @@ mod tests {
             concurrency: 8,
             sources: Vec::new(),
             churn: None,
+            ca: None,
         };
         let shared = Arc::new(Shared {
             delivered_per_target: vec![AtomicU64::new(0), AtomicU64::new(0)],
@@ -701,6 +735,7 @@ mod tests {
             subscribers: 20,
             payload: 60,
             via: crate::publisher::Via::Ws,
+            tls: None,
         };
         let publishers = Publishers::connect(pub_spec.clone(), Duration::from_secs(10)).unwrap();
         let live = Arc::new(PublisherLive::default());
