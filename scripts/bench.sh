@@ -176,7 +176,7 @@ done
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version), ws $(node -p "require('./scripts/peer/node_modules/ws/package.json').version")"
   echo "Rocket server command: target/release/rocket-cli --port $ROCKET_PORT --log-level warn scripts/bench.json"
-  echo "Rocket wss:// server command: target/release/rocket-cli --port $TLS_PORT --log-level warn --tls-cert $RESULTS/tls/cert.pem --tls-key $RESULTS/tls/key.pem scripts/bench.json"
+  echo "Rocket TLS (wss) server command: target/release/rocket-cli --port $TLS_PORT --log-level warn --tls-cert $RESULTS/tls/cert.pem --tls-key $RESULTS/tls/key.pem scripts/bench.json"
   echo "peer server command: node scripts/peer/server.js --port $PEER_PORT scripts/bench.json"
   echo "ceiling server command: target/release/rocket-bench ceiling --listen 127.0.0.1:$CEILING_PORT"
   echo "cluster commands (scenario 7): redis-server --port PORT --bind 127.0.0.1 --save \"\" --appendonly no; target/release/rocket-cli [--redis redis://127.0.0.1:PORT/0] --port PORT --log-level warn scripts/bench.json"
