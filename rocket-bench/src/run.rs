@@ -421,6 +421,11 @@ struct ServerReadings {
     rss_max_seen: u64,
 }
 
+/// `n / d`, or 0 when `d` is not positive (a window or a CPU time that did not elapse).
+fn quotient(n: f64, d: f64) -> f64 {
+    if d > 0.0 { n / d } else { 0.0 }
+}
+
 impl ServerReadings {
     fn figures(&self, pid: u32, window_s: f64, deliveries: u64, ready: u32) -> ServerFigures {
         let before = self.before.unwrap_or_default();
@@ -432,16 +437,8 @@ impl ServerReadings {
         ServerFigures {
             pid,
             cpu_seconds: cpu,
-            cpu_percent: if window_s > 0.0 {
-                cpu / window_s * 100.0
-            } else {
-                0.0
-            },
-            deliveries_per_cpu_second: if cpu > 0.0 {
-                deliveries as f64 / cpu
-            } else {
-                0.0
-            },
+            cpu_percent: quotient(cpu * 100.0, window_s),
+            deliveries_per_cpu_second: quotient(deliveries as f64, cpu),
             rss_before_kib: before.rss_kib,
             rss_connected_kib: connected_kib,
             rss_per_connection_kib: connected_kib.saturating_sub(before.rss_kib) as f64
@@ -1105,16 +1102,8 @@ pub fn run(args: &RunArgs) -> Result<RunResult, String> {
         BackplaneFigures {
             pid,
             cpu_seconds: cpu,
-            cpu_percent: if window_s > 0.0 {
-                cpu / window_s * 100.0
-            } else {
-                0.0
-            },
-            cpu_us_per_publish: if window_accepted > 0 {
-                cpu * 1e6 / window_accepted as f64
-            } else {
-                0.0
-            },
+            cpu_percent: quotient(cpu * 100.0, window_s),
+            cpu_us_per_publish: quotient(cpu * 1e6, window_accepted as f64),
             rss_before_kib: backplane_before.map_or(0, |s| s.rss_kib),
             rss_end_kib: backplane_end.map_or(0, |s| s.rss_kib),
             peak_rss_kib: backplane_end.map_or(0, |s| s.peak_rss_kib),

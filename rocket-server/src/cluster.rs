@@ -562,54 +562,46 @@ impl Link<'_> {
                         self.lose("disconnected");
                     }
                 }
-                Command::Watch(topic) => {
-                    let mut new = Vec::new();
-                    let mut next = Some(topic);
-                    while let Some(topic) = next.take() {
-                        if self.wanted.insert(topic.clone()) {
-                            new.push(topic);
-                        }
-                        if let Some(Command::Watch(_)) = commands.peek()
-                            && let Some(Command::Watch(t)) = commands.next()
-                        {
-                            next = Some(t);
-                        }
+                Command::Watch(first) => {
+                    let mut topics = vec![first];
+                    while let Some(Command::Watch(t)) =
+                        commands.next_if(|c| matches!(c, Command::Watch(_)))
+                    {
+                        topics.push(t);
                     }
-                    self.subscription("SUBSCRIBE", &new).await;
+                    // Only what no hub held before needs a SUBSCRIBE.
+                    topics.retain(|t| self.wanted.insert(t.clone()));
+                    self.subscription(true, &topics).await;
                 }
-                Command::Unwatch(topic) => {
-                    let mut gone = Vec::new();
-                    let mut next = Some(topic);
-                    while let Some(topic) = next.take() {
-                        if self.wanted.remove(&topic) {
-                            gone.push(topic);
-                        }
-                        if let Some(Command::Unwatch(_)) = commands.peek()
-                            && let Some(Command::Unwatch(t)) = commands.next()
-                        {
-                            next = Some(t);
-                        }
+                Command::Unwatch(first) => {
+                    let mut topics = vec![first];
+                    while let Some(Command::Unwatch(t)) =
+                        commands.next_if(|c| matches!(c, Command::Unwatch(_)))
+                    {
+                        topics.push(t);
                     }
-                    self.subscription("UNSUBSCRIBE", &gone).await;
+                    topics.retain(|t| self.wanted.remove(t));
+                    self.subscription(false, &topics).await;
                 }
                 publish @ Command::Publish { .. } => {
                     let mut run = vec![publish];
-                    while let Some(Command::Publish { .. }) = commands.peek() {
-                        run.extend(commands.next());
-                    }
+                    run.extend(std::iter::from_fn(|| {
+                        commands.next_if(|c| matches!(c, Command::Publish { .. }))
+                    }));
                     self.publish(run).await;
                 }
             }
         }
     }
 
-    async fn subscription(&mut self, command: &str, topics: &[Vec<u8>]) {
+    /// SUBSCRIBE (`subscribe`) or UNSUBSCRIBE `topics` on the connection, if there is one.
+    async fn subscription(&mut self, subscribe: bool, topics: &[Vec<u8>]) {
         let Some(conn) = &self.conn else { return };
         if topics.is_empty() {
             return;
         }
         let mut conn = conn.clone();
-        let result = if command == "SUBSCRIBE" {
+        let result = if subscribe {
             self.timed(conn.subscribe(topics)).await
         } else {
             self.timed(conn.unsubscribe(topics)).await
