@@ -50,7 +50,7 @@ use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_util::Stream;
 use futures_util::future::Either;
 use futures_util::io::{AsyncRead, AsyncWrite};
-use rocket_server::{AsSocket, Metered, Runtime, Task};
+use rocket_server::{AsSocket, Runtime, Task, Wire};
 
 pub use rocket_server::Config;
 pub use rocket_server::{Server, ServerHandle, ServerState, rustls};
@@ -117,14 +117,14 @@ where
         None => {
             let plain = |socket| std::future::ready(Ok(socket));
             Either::Left(rocket_server::serve_socket(
-                socket, peer, state, runtime, plain, websocket,
+                socket, peer, state, runtime, plain, websocket, wire,
             ))
         }
         Some(acceptor) => {
             let secure = move |socket| acceptor.accept(socket);
             // Boxed: the TLS stream is large, and plain connections should not pay for it.
             Either::Right(Box::pin(rocket_server::serve_socket(
-                socket, peer, state, runtime, secure, websocket,
+                socket, peer, state, runtime, secure, websocket, wire,
             )))
         }
     }
@@ -133,10 +133,10 @@ where
 /// The WebSocket over a connection whose upgrade was answered; `read` holds the bytes
 /// the client sent after its request head.
 async fn websocket<S>(
-    stream: Metered<S>,
+    stream: Wire<S>,
     read: Vec<u8>,
     config: WebSocketConfig,
-) -> async_tungstenite::WebSocketStream<Metered<S>>
+) -> async_tungstenite::WebSocketStream<Wire<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -147,6 +147,14 @@ where
         Some(config),
     )
     .await
+}
+
+/// The [`Wire`] under the WebSocket stream, where the server writes its frames.
+fn wire<S>(ws: &mut async_tungstenite::WebSocketStream<Wire<S>>) -> &mut Wire<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.get_mut()
 }
 
 /// The runtime of async-std and smol for `rocket-server`: the spawn function given to

@@ -10,13 +10,13 @@
 //! write deadline ([`Liveness`]).
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::io::AsyncWrite;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use rocket_proto::{ClientId, CloseCode, Completion, OpId, Operation};
 use tungstenite::Message;
@@ -26,10 +26,10 @@ use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
 use crate::Runtime;
 use crate::liveness::{Due, Liveness};
-use crate::metered::WriteProgress;
 use crate::metrics::CloseReason;
 use crate::outbox::{Finish, Next, Outbox};
 use crate::state::{Admission, ServerState};
+use crate::wire::{Frame, Wire};
 
 /// Events handled in a row before the connection task yields to its executor.
 const YIELD_EVERY: u32 = 32;
@@ -44,22 +44,24 @@ const DROP_TIMEOUT: Duration = Duration::from_millis(200);
 /// Serves one upgraded WebSocket connection until it ends: greets it, feeds its messages
 /// to the hub, writes what the hub queues (everything queued, then one flush), pings it,
 /// and closes it on idle timeout, oversize (1009), invalid UTF-8 (1007), slow consumption
-/// or a stalled write (1008), or shutdown (1001). `progress` counts the bytes written to
-/// the connection's socket (see [`Metered`](crate::Metered)).
+/// or a stalled write (1008), or shutdown (1001). `wire` finds the connection's socket
+/// under the WebSocket: what the hub queues is written there, framed once per broadcast
+/// (see [`Wire`]); the WebSocket reads, and writes its own control frames.
 ///
 /// Not an `async fn`: the connection's state is built here and moved into the returned
 /// future once, so that the future holds the WebSocket once (an `async fn` keeps its
 /// arguments beside what they were moved into; idle connections are most of the memory).
-pub(crate) fn serve_connection<'a, S>(
+pub(crate) fn serve_connection<'a, S, W>(
     ws: S,
+    wire: fn(&mut S) -> &mut Wire<W>,
     peer: std::net::SocketAddr,
     admission: Admission,
-    progress: WriteProgress,
     state: &'a ServerState,
     runtime: &'a dyn Runtime,
 ) -> impl Future<Output = ()> + Send + 'a
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send + 'a,
+    W: AsyncWrite + Unpin + 'a,
 {
     let limits = state.limits();
     let outbox = Arc::new(Outbox::new(
@@ -70,15 +72,14 @@ where
     let connected = admission.hub.connect(token, Arc::clone(&outbox));
     let mut conn = connected.ok().map(|id| Connection {
         ws,
+        wire,
         id,
         admission,
         state,
         outbox,
         runtime,
-        progress,
         liveness: Liveness::new(limits, runtime.now()),
-        unsent: VecDeque::new(),
-        unflushed: false,
+        taken: false,
         closing: None,
         operation: None,
     });
@@ -167,20 +168,20 @@ impl std::fmt::Display for Outcome {
 /// An operation run for the connection's client, resolving to its id and result.
 type PendingOp<'a> = Pin<Box<dyn Future<Output = (OpId, Completion)> + Send + 'a>>;
 
-struct Connection<'a, S> {
+struct Connection<'a, S, W> {
     ws: S,
+    /// The socket under `ws`, where the outbox's frames are written.
+    wire: fn(&mut S) -> &mut Wire<W>,
     id: ClientId,
     /// The hub, and the connection's place under `MaxConnections`.
     admission: Admission,
     state: &'a ServerState,
     outbox: Arc<Outbox>,
     runtime: &'a dyn Runtime,
-    progress: WriteProgress,
     liveness: Liveness,
-    /// Messages taken from the outbox (and pings), not yet handed to the WebSocket.
-    unsent: VecDeque<Message>,
-    /// Messages were handed to the WebSocket since its last completed flush.
-    unflushed: bool,
+    /// Frames taken from the outbox are not all written yet: their bytes still count
+    /// against `SendQueueBytes`.
+    taken: bool,
     /// The outbox asked to close once everything queued is written.
     closing: Option<(u16, Cow<'static, str>)>,
     /// An operation started on the client's behalf; its next frame waits for it.
@@ -197,9 +198,10 @@ enum Event {
     Tick,
 }
 
-impl<'a, S> Connection<'a, S>
+impl<'a, S, W> Connection<'a, S, W>
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
+    W: AsyncWrite + Unpin,
 {
     /// The connection's life. Rare, large steps (closing) are boxed so that they do not
     /// size every connection's task: idle connections are most of a server's memory.
@@ -265,10 +267,12 @@ where
                 }
                 Event::Incoming(Some(Err(e))) => return Box::pin(self.read_failed(e)).await,
                 Event::Tick => {
-                    let writing = self.is_writing().then(|| self.progress.get());
+                    let writing = self
+                        .is_writing()
+                        .then(|| (self.wire)(&mut self.ws).written());
                     match self.liveness.handle_timeout(self.runtime.now(), writing) {
                         Due::Nothing => {}
-                        Due::Ping => self.unsent.push_back(Message::Ping(Default::default())),
+                        Due::Ping => (self.wire)(&mut self.ws).push(Frame::ping()),
                         Due::IdleTimeout => {
                             let (code, reason) = (CloseCode::GOING_AWAY.0, IDLE_TIMEOUT);
                             Box::pin(self.close(code, reason)).await;
@@ -293,8 +297,10 @@ where
     ) -> Poll<Event> {
         if self.closing.is_none() {
             match self.outbox.poll_next(cx) {
-                Poll::Ready(Next::Batch(batch)) if self.unsent.is_empty() => self.unsent = batch,
-                Poll::Ready(Next::Batch(batch)) => self.unsent.extend(batch),
+                Poll::Ready(Next::Batch(batch)) => {
+                    (self.wire)(&mut self.ws).queue(batch);
+                    self.taken = true;
+                }
                 Poll::Ready(Next::Finish(Finish::SlowConsumer)) => {
                     return Poll::Ready(Event::SlowConsumer);
                 }
@@ -331,38 +337,19 @@ where
         Poll::Pending
     }
 
-    /// Hands unsent messages to the WebSocket as far as it accepts them, then flushes.
-    /// Never waits: whatever cannot be written yet stays for the next poll.
+    /// Writes what is queued on the wire as far as the socket takes it (the WebSocket's
+    /// own frames, such as pongs, are queued there too when the socket was full). Never
+    /// waits: what cannot be written yet stays for the next poll, which the socket wakes.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), WsError> {
-        if !self.unsent.is_empty() {
-            while !self.unsent.is_empty() {
-                match self.ws.poll_ready_unpin(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => return Err(e),
-                    Poll::Pending => return Ok(()),
-                }
-                // Not empty: checked by the loop condition.
-                let message = self.unsent.pop_front().expect("an unsent message");
-                self.ws.start_send_unpin(message)?;
-                self.unflushed = true;
-            }
-            // Everything taken is with the WebSocket now; an idle connection keeps no
-            // queue allocation.
-            self.unsent = VecDeque::new();
+        if (self.wire)(&mut self.ws).poll_send(cx)?.is_ready() && self.taken {
+            self.taken = false;
             self.outbox.handed_over();
-        }
-        if self.unflushed {
-            match self.ws.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => {}
-            }
         }
         Ok(())
     }
 
-    fn is_writing(&self) -> bool {
-        self.unflushed || !self.unsent.is_empty()
+    fn is_writing(&mut self) -> bool {
+        (self.wire)(&mut self.ws).is_sending()
     }
 
     /// Runs `operation` off the hub's lock. A PHC secret is checked off the executor, a
@@ -393,7 +380,7 @@ where
 
     /// Drops a client that does not read: close 1008 with `reason` is attempted briefly.
     async fn drop_with(&mut self, reason: &str) {
-        self.unsent = VecDeque::new();
+        (self.wire)(&mut self.ws).discard();
         let frame = close_frame(CloseCode::POLICY.0, reason);
         let attempt = self.ws.send(Message::Close(Some(frame)));
         let _ = futures_util::future::select(attempt, self.runtime.sleep(DROP_TIMEOUT)).await;
@@ -418,7 +405,7 @@ where
     /// Sends a close frame, then waits for the client's close reply; both within
     /// [`CLOSE_TIMEOUT`], since the client may not read at all.
     async fn close(&mut self, code: u16, reason: &str) {
-        self.unsent = VecDeque::new();
+        (self.wire)(&mut self.ws).discard();
         let ws = &mut self.ws;
         let handshake = async {
             if ws

@@ -21,9 +21,9 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::driver::serve_connection;
 use crate::gate::Full;
 use crate::http::{self, Closed};
-use crate::metered::{Metered, WriteProgress};
 use crate::metrics::Refused;
 use crate::state::{Admission, ServerState};
+use crate::wire::Wire;
 use crate::{Runtime, TlsError};
 
 /// A Rocket server, configured but not yet listening. Frontends start it:
@@ -246,7 +246,8 @@ impl ServerHandle {
 /// first), runs `secure` (the frontend's TLS handshake, or nothing), serves plain HTTP
 /// requests (see `http.rs`) until one upgrades to WebSocket on a hub path,
 /// then runs `upgrade` (the frontend's WebSocket stream over the connection, with the
-/// bytes already read past the request head) and serves the connection.
+/// bytes already read past the request head) and serves the connection. `wire` finds the
+/// [`Wire`] inside the frontend's WebSocket stream: the server writes its frames there.
 ///
 /// Not an `async fn`: what the connection keeps for its whole life is moved into the
 /// returned future once (an `async fn` keeps its arguments beside what they were moved
@@ -259,29 +260,22 @@ pub fn serve_socket<'a, R, T, S, FS, U, FU, W>(
     runtime: R,
     secure: impl FnOnce(T) -> FS + Send + 'a,
     upgrade: U,
+    wire: fn(&mut W) -> &mut Wire<S>,
 ) -> impl Future<Output = ()> + Send + 'a
 where
     R: Runtime + Clone,
     T: Send + 'a,
     FS: Future<Output = io::Result<S>> + Send + 'a,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
-    U: FnOnce(Metered<S>, Vec<u8>, WebSocketConfig) -> FU + Send + 'a,
+    U: FnOnce(Wire<S>, Vec<u8>, WebSocketConfig) -> FU + Send + 'a,
     FU: Future<Output = W> + Send + 'a,
     W: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send + 'a,
 {
     let pending = state.begin_handshake(peer.ip());
-    let progress = WriteProgress::default();
     // Boxed: the HTTP phase's state (a TLS session in the making, the request buffer)
     // would otherwise size the connection's task for its whole life.
     let front = pending.is_ok().then(|| {
-        let front = http_front(
-            socket,
-            peer,
-            Arc::clone(&state),
-            runtime.clone(),
-            secure,
-            progress.clone(),
-        );
+        let front = http_front(socket, peer, Arc::clone(&state), runtime.clone(), secure);
         Box::pin(front)
     });
     async move {
@@ -306,7 +300,7 @@ where
         // not at the capacity the HTTP reads gave it.
         leftover.shrink_to_fit();
         let ws = upgrade(stream, leftover, state.websocket_config()).await;
-        serve_connection(ws, peer, admission, progress, &state, &runtime).await;
+        serve_connection(ws, wire, peer, admission, &state, &runtime).await;
     }
 }
 
@@ -319,8 +313,7 @@ async fn http_front<T, S, FS>(
     state: Arc<ServerState>,
     runtime: impl Runtime,
     secure: impl FnOnce(T) -> FS,
-    progress: WriteProgress,
-) -> io::Result<(Metered<S>, Vec<u8>, Admission)>
+) -> io::Result<(Wire<S>, Vec<u8>, Admission)>
 where
     FS: Future<Output = io::Result<S>>,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -334,7 +327,7 @@ where
                 state.counters().refused(Refused::Timeout);
             }
         })?;
-    let mut stream = Metered::new(stream, progress);
+    let mut stream = Wire::new(stream);
     let mut buf = Vec::new();
     let mut failed_auth = 0u32;
     // The connection's place under MaxConnections, taken at its first request and held

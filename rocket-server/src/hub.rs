@@ -26,14 +26,13 @@ use rocket_proto::{
     ClientId, Completion, ConnectError, Engine, EngineConfig, EngineStats, Message, OpId,
     Operation, Output, Payload, Protocol, Publication, Reloaded, Token, Topic,
 };
-use tungstenite::Message as WsMessage;
-use tungstenite::protocol::frame::Utf8Bytes;
 
 use crate::Runtime;
 use crate::cluster::Backplane;
 use crate::metrics::HubCounters;
 use crate::outbox::Outbox;
 use crate::runtime::Task;
+use crate::wire::Frame;
 
 /// One hub: a request path served by one protocol instance.
 pub struct Hub {
@@ -456,24 +455,25 @@ fn dispatch(
     outputs: &mut Vec<Output>,
 ) -> Option<(OpId, Operation)> {
     let mut started = None;
-    // Consecutive sends of one broadcast share a payload: convert it to a message once.
-    let mut last: Option<(Payload, WsMessage)> = None;
+    // Consecutive sends of one broadcast share a payload: frame it once, and share the
+    // frame's bytes.
+    let mut last: Option<(Payload, Frame)> = None;
     for output in outputs.drain(..) {
         match output {
             Output::Send { client, payload } => {
                 let Some(outbox) = peers.get(&client) else {
                     continue;
                 };
-                let message = match &last {
-                    Some((p, m)) if same_bytes(p, &payload) => m.clone(),
+                let frame = match &last {
+                    Some((p, f)) if same_bytes(p, &payload) => f.clone(),
                     _ => {
-                        let m = to_message(&payload);
-                        last = Some((payload, m.clone()));
-                        m
+                        let f = Frame::message(&payload);
+                        last = Some((payload, f.clone()));
+                        f
                     }
                 };
                 // On overflow the connection's driver closes it and logs why.
-                let _ = outbox.push(message);
+                let _ = outbox.push(frame);
             }
             Output::Close {
                 client,
@@ -528,18 +528,6 @@ fn dispatch(
 fn same_bytes(a: &Payload, b: &Payload) -> bool {
     let (a, b) = (a.bytes(), b.bytes());
     a.as_ptr() == b.as_ptr() && a.len() == b.len()
-}
-
-/// The WebSocket message for a payload.
-fn to_message(payload: &Payload) -> WsMessage {
-    if payload.is_text() {
-        // Text payloads are UTF-8 by construction; the check runs once per broadcast.
-        WsMessage::Text(
-            Utf8Bytes::try_from(payload.bytes().clone()).expect("text payload is UTF-8"),
-        )
-    } else {
-        WsMessage::Binary(payload.bytes().clone())
-    }
 }
 
 /// Draws a fresh client token from the operating system's secure generator.
@@ -672,10 +660,9 @@ pub(crate) mod tests {
     /// The texts `outbox` holds now (none while it waits), for tests.
     pub(crate) fn received(outbox: &Outbox) -> Vec<String> {
         match outbox.poll_next(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Next::Batch(batch)) => batch
-                .into_iter()
-                .map(|m| m.into_text().unwrap().as_str().to_owned())
-                .collect(),
+            Poll::Ready(Next::Batch(batch)) => {
+                batch.into_iter().map(|frame| frame.to_text()).collect()
+            }
             Poll::Pending => Vec::new(),
             Poll::Ready(other) => panic!("{other:?}"),
         }

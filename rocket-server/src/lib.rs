@@ -68,7 +68,6 @@ mod gate;
 mod http;
 mod hub;
 mod liveness;
-mod metered;
 mod metrics;
 mod origin;
 mod outbox;
@@ -78,15 +77,16 @@ mod state;
 mod static_files;
 mod tls;
 mod verifier;
+mod wire;
 
 pub use config::{ClusterConfig, Config, HubConfig, Limits};
 pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};
 pub use hub::Hub;
-pub use metered::Metered;
 pub use runtime::{Runtime, Task};
 pub use secrets::{hash_secret, verify_phc};
 pub use state::{HubReload, ReloadReport, ServerState};
 pub use static_files::{StaticFile, StaticFiles};
 pub use tls::TlsError;
+pub use wire::Wire;
 // The public signatures carry rustls and tungstenite types: adapters build on these.
 pub use {rustls, tungstenite};

@@ -1,4 +1,4 @@
-//! A connection's outbound queue and its slow-consumer policy.
+//! A connection's outbound queue (of frames, see `wire.rs`) and its slow-consumer policy.
 //!
 //! The hub pushes messages without ever waiting; the connection's driver drains everything
 //! queued in one go and writes it with a single flush. A queue that reaches its bound — in
@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use tungstenite::Message;
+use crate::wire::Frame;
 
 /// How a connection ends, as decided by the server side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub(crate) enum Finish {
 pub(crate) enum Next {
     /// Everything queued, in order. The queue's allocation leaves with it, so an idle
     /// connection holds none.
-    Batch(VecDeque<Message>),
+    Batch(VecDeque<Frame>),
     /// The connection must end.
     Finish(Finish),
 }
@@ -48,7 +48,7 @@ pub(crate) struct Overflow;
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Message>,
+    queue: VecDeque<Frame>,
     /// Bytes of the messages in `queue`.
     queued_bytes: usize,
     /// Bytes the driver took with the last batches and has not yet handed to the socket.
@@ -79,12 +79,12 @@ impl Outbox {
     /// Queues `message`. Never waits. On overflow the queue is dropped and the connection
     /// marked as a slow consumer (reported once). Messages pushed after the connection
     /// was told to end are discarded.
-    pub(crate) fn push(&self, message: Message) -> Result<(), Overflow> {
+    pub(crate) fn push(&self, message: Frame) -> Result<(), Overflow> {
         let mut s = self.lock();
         if s.end.is_some() {
             return Ok(());
         }
-        let len = message.len();
+        let len = message.payload_len();
         let pending = s.queued_bytes + s.taken_bytes;
         if s.queue.len() >= self.max_messages || (pending > 0 && pending + len > self.max_bytes) {
             s.queue = VecDeque::new();
@@ -194,11 +194,11 @@ mod tests {
         let o = Outbox::new(3, 1 << 20);
         assert_eq!(poll(&o), Poll::Pending);
         for m in ["a", "b"] {
-            o.push(Message::text(m)).unwrap();
+            o.push(Frame::text(m)).unwrap();
         }
         o.close(1000, "bye");
-        o.push(Message::text("after close")).unwrap();
-        let batch = VecDeque::from([Message::text("a"), Message::text("b")]);
+        o.push(Frame::text("after close")).unwrap();
+        let batch = VecDeque::from([Frame::text("a"), Frame::text("b")]);
         assert_eq!(poll(&o), Poll::Ready(Next::Batch(batch)));
         let end = Finish::Close {
             code: 1000,
@@ -210,11 +210,11 @@ mod tests {
     #[test]
     fn overflow_makes_a_slow_consumer_and_drops_the_queue() {
         let o = Outbox::new(2, 1 << 20);
-        o.push(Message::text("1")).unwrap();
-        o.push(Message::text("2")).unwrap();
-        assert_eq!(o.push(Message::text("3")), Err(Overflow));
+        o.push(Frame::text("1")).unwrap();
+        o.push(Frame::text("2")).unwrap();
+        assert_eq!(o.push(Frame::text("3")), Err(Overflow));
         assert!(o.is_empty());
-        assert_eq!(o.push(Message::text("4")), Ok(()), "reported once");
+        assert_eq!(o.push(Frame::text("4")), Ok(()), "reported once");
         assert_eq!(poll(&o), Poll::Ready(Next::Finish(Finish::SlowConsumer)));
     }
 
@@ -232,9 +232,9 @@ mod tests {
         let waker = Waker::from(count.clone());
         let cx = &mut Context::from_waker(&waker);
         let o = Outbox::new(8, 1 << 20);
-        o.push(Message::text("a")).unwrap();
+        o.push(Frame::text("a")).unwrap();
         assert!(matches!(o.poll_next(cx), Poll::Ready(Next::Batch(_))));
-        o.push(Message::text("b")).unwrap();
+        o.push(Frame::text("b")).unwrap();
         assert_eq!(
             count.0.load(Ordering::SeqCst),
             1,
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn bytes_not_handed_to_the_socket_are_bounded() {
         let o = Outbox::new(100, 10);
-        o.push(Message::text("x".repeat(25))).unwrap();
+        o.push(Frame::text("x".repeat(25))).unwrap();
         assert_eq!(
             o.pending_bytes(),
             25,
@@ -262,10 +262,10 @@ mod tests {
         );
         o.handed_over();
         assert_eq!(o.pending_bytes(), 0);
-        o.push(Message::text("1234")).unwrap();
-        o.push(Message::text("123456")).unwrap();
+        o.push(Frame::text("1234")).unwrap();
+        o.push(Frame::text("123456")).unwrap();
         assert_eq!(o.pending_bytes(), 10, "exactly at the bound is allowed");
-        assert_eq!(o.push(Message::text("1")), Err(Overflow));
+        assert_eq!(o.push(Frame::text("1")), Err(Overflow));
         assert_eq!(o.pending_bytes(), 0, "the queue is freed");
         assert_eq!(poll(&o), Poll::Ready(Next::Finish(Finish::SlowConsumer)));
     }
@@ -273,10 +273,10 @@ mod tests {
     #[test]
     fn a_taken_batch_counts_until_handed_over() {
         let o = Outbox::new(100, 10);
-        o.push(Message::text("12345678")).unwrap();
+        o.push(Frame::text("12345678")).unwrap();
         let Poll::Ready(Next::Batch(_)) = poll(&o) else {
             panic!("a batch")
         };
-        assert_eq!(o.push(Message::text("123")), Err(Overflow));
+        assert_eq!(o.push(Frame::text("123")), Err(Overflow));
     }
 }

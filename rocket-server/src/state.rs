@@ -285,8 +285,9 @@ impl ServerState {
     }
 
     /// The tungstenite settings for every connection: a small read buffer
-    /// (256 bytes; it grows to hold a larger message while it is read), writes
-    /// buffered up to 16 KiB before they go to the socket, a bounded write buffer, and
+    /// (256 bytes; it grows to hold a larger message while it is read), a bounded write
+    /// buffer (tungstenite writes only its control frames, pongs and close: the server's
+    /// messages are written by the connection's [`Wire`](crate::Wire)), and
     /// `MaxMessageBytes` as the message and frame size limit.
     pub fn websocket_config(&self) -> WebSocketConfig {
         let max = self.config.limits.max_message_bytes;

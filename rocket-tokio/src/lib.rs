@@ -31,10 +31,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
-use rocket_server::{Metered, Runtime, Task};
+use rocket_server::{Runtime, Task, Wire};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -80,16 +81,16 @@ fn connection(
     let runtime = TokioRuntime;
     match tls {
         None => {
-            let plain = |tcp: TcpStream| std::future::ready(Ok(tcp.compat()));
+            let plain = |tcp: TcpStream| std::future::ready(Ok(Bridge(tcp.compat())));
             Either::Left(rocket_server::serve_socket(
-                tcp, peer, state, runtime, plain, websocket,
+                tcp, peer, state, runtime, plain, websocket, wire,
             ))
         }
         Some(acceptor) => {
-            let secure = |tcp| async move { Ok(acceptor.accept(tcp).await?.compat()) };
+            let secure = |tcp| async move { Ok(Bridge(acceptor.accept(tcp).await?.compat())) };
             // Boxed: the TLS stream is large, and plain connections should not pay for it.
             Either::Right(Box::pin(rocket_server::serve_socket(
-                tcp, peer, state, runtime, secure, websocket,
+                tcp, peer, state, runtime, secure, websocket, wire,
             )))
         }
     }
@@ -98,14 +99,64 @@ fn connection(
 /// The WebSocket over a connection whose upgrade was answered; `read` holds the bytes
 /// the client sent after its request head.
 async fn websocket<S>(
-    stream: Metered<S>,
+    stream: Wire<S>,
     read: Vec<u8>,
     config: WebSocketConfig,
-) -> WebSocketStream<Compat<Metered<S>>>
+) -> WebSocketStream<Compat<Wire<S>>>
 where
     S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin,
 {
     WebSocketStream::from_partially_read(stream.compat(), read, Role::Server, Some(config)).await
+}
+
+/// The [`Wire`] under the WebSocket stream, where the server writes its frames.
+fn wire<S>(ws: &mut WebSocketStream<Compat<Wire<S>>>) -> &mut Wire<S>
+where
+    S: futures_util::io::AsyncRead + futures_util::io::AsyncWrite + Unpin,
+{
+    ws.get_mut().get_mut()
+}
+
+/// A tokio socket (or TLS stream) as the `futures` IO stream `rocket-server` writes to:
+/// tokio-util's [`Compat`], which does not pass vectored writes on (it would write one
+/// frame per system call), with vectored writes passed on.
+#[derive(Debug)]
+struct Bridge<T>(Compat<T>);
+
+impl<T: tokio::io::AsyncRead + Unpin> futures_util::io::AsyncRead for Bridge<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> futures_util::io::AsyncWrite for Bridge<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write_vectored(Pin::new(self.0.get_mut()), cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
 }
 
 /// tokio's executor, clock, timer and blocking pool, for `rocket-server`. Zero-sized: a

@@ -1,0 +1,395 @@
+//! What a connection writes, and the socket wrapper that writes it.
+//!
+//! A server's WebSocket frame is not masked, so its bytes (header and payload) are the same
+//! for every recipient. The hub frames a broadcast once ([`Frame`]) and queues the shared
+//! bytes to each subscriber; the connection's driver hands them to its [`Wire`], which
+//! writes whatever is queued with vectored writes, straight from the shared bytes, without
+//! framing or copying per recipient. Under TLS the shared bytes are encrypted per
+//! recipient, but still framed once.
+//!
+//! tungstenite keeps the read side (unmasking, UTF-8, control frames) and writes its own
+//! control frames (pongs, close) through the same [`Wire`], which accepts each of its
+//! writes whole or not at all, so that frames never interleave.
+//!
+//! Memory: frames leave the queue as they are written, and the queue's allocation with its
+//! last frame, so a connection holds write memory only while something is unwritten (a
+//! WebSocket library's write buffer, by contrast, keeps the largest size it ever reached).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_util::io::{AsyncRead, AsyncWrite};
+use rocket_proto::Payload;
+use tungstenite::protocol::frame::Frame as WsFrame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+/// One complete, unmasked WebSocket frame as it goes on the wire. Cloning shares the
+/// bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Frame(Bytes);
+
+impl Frame {
+    /// The frame of a protocol payload: a text frame for a text payload, else binary.
+    pub(crate) fn message(payload: &Payload) -> Self {
+        let opcode = if payload.is_text() {
+            Data::Text
+        } else {
+            Data::Binary
+        };
+        Self::format(WsFrame::message(
+            payload.bytes().clone(),
+            OpCode::Data(opcode),
+            true,
+        ))
+    }
+
+    /// A ping with no payload.
+    pub(crate) fn ping() -> Self {
+        Self::format(WsFrame::ping(Bytes::new()))
+    }
+
+    /// A text frame, for tests.
+    #[cfg(test)]
+    pub(crate) fn text(text: impl Into<String>) -> Self {
+        Self::format(WsFrame::message(
+            text.into(),
+            OpCode::Data(Data::Text),
+            true,
+        ))
+    }
+
+    /// The payload of a data frame as text, for tests.
+    #[cfg(test)]
+    pub(crate) fn to_text(&self) -> String {
+        let mut cursor = io::Cursor::new(&self.0[..]);
+        let (header, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cursor)
+            .expect("a well-formed frame")
+            .expect("a complete header");
+        let start = cursor.position() as usize;
+        assert_eq!(start as u64 + len, self.0.len() as u64, "one whole frame");
+        assert!(header.is_final && header.mask.is_none());
+        String::from_utf8(self.0[start..].to_vec()).expect("a text payload")
+    }
+
+    fn format(frame: WsFrame) -> Self {
+        let mut bytes = Vec::with_capacity(frame.len());
+        // Writing to a vector cannot fail.
+        frame.format(&mut bytes).expect("framing into memory");
+        Self(bytes.into())
+    }
+
+    /// Bytes on the wire, header included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Bytes of the message, without the frame header (what `SendQueueBytes` counts).
+    pub(crate) fn payload_len(&self) -> usize {
+        // An unmasked server frame's header is 2 bytes, with 2 or 8 more for a 16- or
+        // 64-bit length (RFC 6455, 5.2).
+        let header = match self.0[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        self.0.len() - header
+    }
+}
+
+/// How many frames one vectored write takes at most (Linux's `IOV_MAX` is 1,024; beyond a
+/// few dozen small frames a write is already as large as a socket buffer takes at once).
+const MAX_SLICES: usize = 64;
+
+/// A connection's socket as the server writes to it: [`Frame`]s queued by the driver,
+/// written with vectored writes in order, and a count of the bytes written (which tells a
+/// slow write from a stalled one, `WriteTimeoutMs`).
+///
+/// As a `futures` IO stream (for the HTTP front, and for tungstenite's own frames), it
+/// writes after what is queued: a write waits until the queue is out, then is accepted
+/// whole (what the socket did not take is queued).
+#[derive(Debug)]
+pub struct Wire<S> {
+    inner: S,
+    queue: VecDeque<Bytes>,
+    /// Bytes of the queue's first frame already written.
+    offset: usize,
+    /// Bytes were written since the last flush of `inner` (a TLS stream holds records
+    /// until flushed).
+    unflushed: bool,
+    written: u64,
+}
+
+impl<S> Wire<S> {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner,
+            queue: VecDeque::new(),
+            offset: 0,
+            unflushed: false,
+            written: 0,
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Bytes written to the socket so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Whether queued bytes are not yet written, or written and not yet flushed.
+    pub(crate) fn is_sending(&self) -> bool {
+        !self.queue.is_empty() || self.unflushed
+    }
+
+    /// Queues `frames` after what is queued. Nothing is written until [`Wire::poll_send`].
+    pub(crate) fn queue(&mut self, frames: impl IntoIterator<Item = Frame>) {
+        self.queue.extend(frames.into_iter().map(|f| f.0));
+    }
+
+    /// Queues one frame.
+    pub(crate) fn push(&mut self, frame: Frame) {
+        self.queue.push_back(frame.0);
+    }
+
+    /// Drops what is queued and not yet begun (a frame partly written is finished first,
+    /// so that a close frame can still follow it).
+    pub(crate) fn discard(&mut self) {
+        let started = (self.offset > 0).then(|| self.queue.pop_front()).flatten();
+        self.queue = started.into_iter().collect();
+    }
+
+    fn record(&mut self, mut n: usize) {
+        self.written += n as u64;
+        self.unflushed |= n > 0;
+        while n > 0 {
+            let front = self.queue.front().expect("written bytes were queued").len();
+            let left = front - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.offset = 0;
+            self.queue.pop_front();
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Wire<S> {
+    /// Writes what is queued, then flushes: `Ready` once everything is written, `Pending`
+    /// (to be woken when the socket takes more) otherwise.
+    pub(crate) fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.queue.is_empty() {
+            let n = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let mut count = 0;
+                for (i, bytes) in self.queue.iter().take(MAX_SLICES).enumerate() {
+                    let skip = if i == 0 { self.offset } else { 0 };
+                    slices[i] = IoSlice::new(&bytes[skip..]);
+                    count += 1;
+                }
+                ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count]))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.record(n);
+        }
+        // An idle connection keeps no queue allocation.
+        self.queue = VecDeque::new();
+        if self.unflushed {
+            ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Wire<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if !this.queue.is_empty() {
+            ready!(this.poll_send(cx))?;
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.written += n as u64;
+        this.unflushed |= n > 0;
+        if n < buf.len() {
+            // Accepted whole: a caller's frame is never split by frames queued after it.
+            this.queue.push_back(Bytes::copy_from_slice(&buf[n..]));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send(cx))?;
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    /// A socket that takes at most `room` bytes per write, and `budget` bytes in all
+    /// before it blocks.
+    #[derive(Default)]
+    struct Socket {
+        out: Vec<u8>,
+        room: usize,
+        budget: usize,
+        flushes: usize,
+    }
+
+    impl AsyncWrite for Socket {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.room).min(self.budget);
+            if n == 0 {
+                return Poll::Pending;
+            }
+            self.budget -= n;
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.as_mut().poll_write(cx, &joined)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn cx() -> Context<'static> {
+        Context::from_waker(Waker::noop())
+    }
+
+    fn wire(room: usize, budget: usize) -> Wire<Socket> {
+        Wire::new(Socket {
+            room,
+            budget,
+            ..Socket::default()
+        })
+    }
+
+    fn frames(texts: &[&str]) -> Vec<u8> {
+        texts
+            .iter()
+            .flat_map(|t| Frame::text(*t).0.to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn frames_go_out_in_order_through_partial_writes_then_the_queue_is_freed() {
+        let mut w = wire(7, 1000);
+        w.queue(["hello", "world", "!"].map(Frame::text));
+        assert!(w.poll_send(&mut cx()).is_ready());
+        assert_eq!(w.inner.out, frames(&["hello", "world", "!"]));
+        assert_eq!(w.written(), w.inner.out.len() as u64);
+        assert!(!w.is_sending());
+        assert_eq!(w.queue.capacity(), 0, "no allocation kept");
+        assert_eq!(w.inner.flushes, 1);
+    }
+
+    #[test]
+    fn a_blocked_socket_keeps_the_rest_and_counts_what_left() {
+        let mut w = wire(100, 9);
+        w.queue(["hello", "world"].map(Frame::text));
+        assert!(w.poll_send(&mut cx()).is_pending());
+        assert!(w.is_sending());
+        assert_eq!(w.written(), 9);
+        w.inner.budget = 1000;
+        assert!(w.poll_send(&mut cx()).is_ready());
+        assert_eq!(w.inner.out, frames(&["hello", "world"]));
+    }
+
+    #[test]
+    fn a_write_from_tungstenite_waits_for_the_queue_and_is_taken_whole() {
+        let mut w = wire(4, 6);
+        w.push(Frame::text("queued"));
+        let close = Frame::text("close frame").0;
+        let mut wp = Pin::new(&mut w);
+        assert!(wp.as_mut().poll_write(&mut cx(), &close).is_pending());
+        wp.inner.budget = 100;
+        let taken = wp.as_mut().poll_write(&mut cx(), &close);
+        assert!(
+            matches!(taken, Poll::Ready(Ok(n)) if n == close.len()),
+            "whole"
+        );
+        // Whatever the socket did not take is queued after the frames before it.
+        wp.push(Frame::text("later"));
+        assert!(wp.as_mut().poll_flush(&mut cx()).is_ready());
+        assert_eq!(w.inner.out, frames(&["queued", "close frame", "later"]));
+    }
+
+    #[test]
+    fn discard_finishes_a_frame_begun() {
+        let mut w = wire(3, 3);
+        w.queue(["begun", "never"].map(Frame::text));
+        assert!(w.poll_send(&mut cx()).is_pending());
+        w.discard();
+        w.inner.budget = 100;
+        assert!(w.poll_send(&mut cx()).is_ready());
+        assert_eq!(w.inner.out, frames(&["begun"]));
+        let mut untouched = wire(3, 0);
+        untouched.queue(["a", "b"].map(Frame::text));
+        untouched.discard();
+        assert!(!untouched.is_sending());
+    }
+
+    #[test]
+    fn frames_match_tungstenites_encoding() {
+        let payload = "x".repeat(300);
+        let frame = Frame::text(payload.clone());
+        assert_eq!(frame.to_text(), payload);
+        assert_eq!(frame.len(), 4 + 300, "a 16-bit length header");
+        for len in [0, 125, 126, 65_535, 65_536] {
+            assert_eq!(Frame::text("y".repeat(len)).payload_len(), len);
+        }
+        assert_eq!(Frame::ping().0.as_ref(), [0x89, 0x00]);
+    }
+}
