@@ -217,6 +217,19 @@ fn per_cpu(r: &RunResult) -> f64 {
         .map_or(0.0, |s| s.deliveries_per_cpu_second)
 }
 
+/// Rocket's run and the ceiling's, when both ran and Rocket's was clean.
+fn both<'a>(
+    rocket: Option<&'a RunResult>,
+    ceiling: Option<&'a RunResult>,
+) -> Option<(&'a RunResult, &'a RunResult)> {
+    rocket.zip(ceiling).filter(|(r, _)| clean(r))
+}
+
+/// Server CPU time per delivery, in microseconds (infinite without a CPU reading).
+fn cpu_us_per_delivery(r: &RunResult) -> f64 {
+    1e6 / per_cpu(r)
+}
+
 fn rss_per_conn(r: &RunResult) -> f64 {
     r.server.as_ref().map_or(0.0, |s| s.rss_per_connection_kib)
 }
@@ -711,7 +724,7 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
     md.push('\n');
 
     // Goals.
-    md.push_str("## Goals (issue 6)\n\n| goal | measured | met |\n|---|---|---|\n");
+    md.push_str("## Goals (issues 6 and 15)\n\n| goal | measured | met |\n|---|---|---|\n");
     let mut goal = |what: &str, measured: String, met: Option<bool>| {
         let verdict = match met {
             Some(true) => "yes",
@@ -793,6 +806,55 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
         "`wss://` fan-out (issue 15): ≥ 50% of plain `ws://`'s deliveries per server CPU-second",
         tls_ratio(plain, wss).map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
         tls_ratio(plain, wss).map(|r| r >= TLS_GOAL && wss.is_some_and(clean)),
+    );
+    // Issue 15: against the physical ceiling, in the same run.
+    let versus = |a: f64, b: f64| format!("{} ({} vs {})", ratio(a, b), grouped(a), grouped(b));
+    let ceiling_fan = both(fan, get("ceiling-fanout"));
+    goal(
+        "flat out (issue 15): deliveries per server CPU-second ≥ 1.0× the ceiling's",
+        ceiling_fan.map_or("-".into(), |(a, c)| versus(per_cpu(a), per_cpu(c))),
+        ceiling_fan.map(|(a, c)| per_cpu(a) >= per_cpu(c)),
+    );
+    goal(
+        "… deliveries/s ≥ 1.2× the ceiling's",
+        ceiling_fan.map_or("-".into(), |(a, c)| {
+            versus(a.load.deliveries_per_second, c.load.deliveries_per_second)
+        }),
+        ceiling_fan
+            .map(|(a, c)| a.load.deliveries_per_second >= 1.2 * c.load.deliveries_per_second),
+    );
+    let ceiling_lat = both(lat, get("ceiling-latency"));
+    goal(
+        "100 publishes/s × 1,000 (issue 15): p99 ≤ the ceiling's p99",
+        ceiling_lat.map_or("-".into(), |(a, c)| {
+            format!("{} ms vs {} ms", ms(a.latency.p99_ms), ms(c.latency.p99_ms))
+        }),
+        ceiling_lat.map(|(a, c)| a.latency.p99_ms <= c.latency.p99_ms),
+    );
+    goal(
+        "… ≤ 4 µs of server CPU per delivery",
+        lat.map_or("-".into(), |r| format!("{:.1} µs", cpu_us_per_delivery(r))),
+        lat.map(|r| cpu_us_per_delivery(r) <= 4.0 && clean(r)),
+    );
+    let ceiling_many = both(get("rocket-channels"), get("ceiling-channels"));
+    goal(
+        "1,000 channels × 10 (issue 15): ≥ the ceiling's deliveries/s",
+        ceiling_many.map_or("-".into(), |(a, c)| {
+            versus(a.load.deliveries_per_second, c.load.deliveries_per_second)
+        }),
+        ceiling_many.map(|(a, c)| a.load.deliveries_per_second >= c.load.deliveries_per_second),
+    );
+    goal(
+        "… p99 ≤ 2× the ceiling's",
+        ceiling_many.map_or("-".into(), |(a, c)| {
+            format!("{} ms vs {} ms", ms(a.latency.p99_ms), ms(c.latency.p99_ms))
+        }),
+        ceiling_many.map(|(a, c)| a.latency.p99_ms <= 2.0 * c.latency.p99_ms),
+    );
+    goal(
+        "idle (issue 15): ≤ 3.0 KiB server RSS per connection",
+        idle.map_or("-".into(), |r| format!("{:.2} KiB", rss_per_conn(r))),
+        idle.map(|r| rss_per_conn(r) <= 3.0 && r.setup.ready == r.subscribers),
     );
     md.push('\n');
 
