@@ -177,8 +177,8 @@ fn parse(buf: &[u8]) -> Parsed {
 
 /// Decides what `head` gets. Consumes the head's bytes from `buf`.
 /// `place` is the connection's place under `MaxConnections` (taken here if it has none
-/// yet): without one, every request is answered `503` and the connection closed; an
-/// upgrade hands it to the WebSocket.
+/// yet): without one, every request but the probes and `/metrics` is answered `503`, and
+/// the connection is closed after the answer; an upgrade hands it to the WebSocket.
 pub(crate) fn route(
     head: Head,
     buf: &mut Vec<u8>,
@@ -196,16 +196,22 @@ pub(crate) fn route(
     let keep_alive = head.http11 && !has_token(headers, http::header::CONNECTION, "close");
     // Without a body to skip, the next request follows directly.
     let keep_alive = keep_alive && !has_body;
-    let respond = |status, text: &str, extra: &[(&str, &str)]| Step::Respond {
-        response: plain(status, text, !keep_alive, extra),
-        keep_alive,
-    };
     let path = request.uri().path();
     let method = request.method();
     if place.is_none() {
         *place = state.take_place(peer);
     }
-    if place.is_none() {
+    // A server at MaxConnections still answers its probes and its metrics, when they are
+    // needed most (a failed liveness probe would get a healthy, full server restarted),
+    // on a connection closed after the answer: it holds no place. Such sockets stay
+    // bounded by the cap on unfinished handshakes, which lasts until an upgrade.
+    let probe = matches!(path, "/health" | "/ready" | "/metrics");
+    let keep_alive = keep_alive && place.is_some();
+    let respond = |status, text: &str, extra: &[(&str, &str)]| Step::Respond {
+        response: plain(status, text, !keep_alive, extra),
+        keep_alive,
+    };
+    if place.is_none() && !probe {
         if has_token(headers, http::header::UPGRADE, "websocket") {
             state.counters().refused(Refused::Unavailable);
         }
@@ -580,6 +586,45 @@ mod tests {
                 ..
             } => (format!("publish {kind:?} {length}"), keep_alive),
         }
+    }
+
+    #[test]
+    fn a_full_server_still_answers_its_probes_and_metrics_then_closes() {
+        let state = ServerState::new(
+            Config::from_json(r#"{"Hubs":[{"Path":"/echo"}],"Limits":{"MaxConnections":1}}"#)
+                .unwrap(),
+        );
+        let peer = [127, 0, 0, 1].into();
+        let held = state.take_place(peer).expect("the one place");
+        let answer = |raw: &str| {
+            let mut buf = raw.as_bytes().to_vec();
+            let Parsed::Complete(head) = parse(&buf) else {
+                panic!("a complete head")
+            };
+            match route(*head, &mut buf, &state, peer, &mut None) {
+                Step::Respond {
+                    response,
+                    keep_alive,
+                } => (status_of(&response).into_owned(), keep_alive),
+                _ => panic!("a response"),
+            }
+        };
+        for path in ["/health", "/ready", "/metrics"] {
+            let (status, keep_alive) = answer(&format!("GET {path} HTTP/1.1\r\n\r\n"));
+            assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+            assert!(!keep_alive, "{path}: closed, since it holds no place");
+        }
+        let upgrade = format!("GET /echo HTTP/1.1\r\n{UPGRADE}\r\n");
+        assert_eq!(answer(&upgrade).0, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(
+            answer("GET /nope HTTP/1.1\r\n\r\n").0,
+            "HTTP/1.1 503 Service Unavailable"
+        );
+        drop(held);
+        assert_eq!(
+            answer("GET /nope HTTP/1.1\r\n\r\n").0,
+            "HTTP/1.1 404 Not Found"
+        );
     }
 
     #[test]
