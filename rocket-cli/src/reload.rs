@@ -4,9 +4,10 @@
 //! ([`config::load`]). A file that cannot be read or is not a valid config is reported in
 //! the log and the running config keeps serving. A valid one is applied with
 //! [`ServerState::reload`]: users, secrets, permissions, `MaxSubscriptionsPerClient`,
-//! `MaxFailedAuth` and `AllowedOrigins` of the hubs already served; what needs a restart
-//! (a hub added or removed, `Host`, `Port`, TLS files, `Log`, transport limits) is logged
-//! as not applied. With the built-in demo config there is no file: SIGHUP only reopens
+//! `MaxFailedAuth` and `AllowedOrigins` of the hubs already served, and the TLS
+//! certificate, read again from its files; what needs a restart (a hub added or removed,
+//! `Host`, `Port`, turning TLS on or off, `Log`, transport limits) is logged as not
+//! applied. With the built-in demo config there is no file: SIGHUP only reopens
 //! the log.
 
 use rocket_server::ServerState;
@@ -39,6 +40,13 @@ pub fn on_hangup(args: &Args, source: &Source, log: &Log, state: &ServerState) {
     let report = state.reload(&loaded.config);
     for line in &report.not_applied {
         warn!("SIGHUP: not applied: {line}");
+    }
+    if let Some((cert, key)) = &report.tls_reloaded {
+        info!(
+            "SIGHUP: TLS certificate reloaded from {} and {}: new handshakes present it",
+            cert.display(),
+            key.display()
+        );
     }
     if !report.changed() {
         return info!("SIGHUP: config {} reloaded: no change", path.display());

@@ -1220,3 +1220,112 @@ fn hash_secret_does_not_echo_the_secret_on_a_terminal() {
         .unwrap();
     assert!(rocket_server::verify_phc(phc, "open sesame"), "{phc}");
 }
+
+// ---------------------------------------------------------------------------------------
+// SIGHUP reloads the TLS certificate from its files (certificates are renewed in place).
+
+/// A fresh self-signed certificate for `localhost`: its PEM certificate and key, and its
+/// DER certificate (for a client that trusts only it).
+fn self_signed() -> (
+    String,
+    String,
+    rocket_server::rustls::pki_types::CertificateDer<'static>,
+) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let der = cert.cert.der().clone();
+    (cert.cert.pem(), cert.signing_key.serialize_pem(), der)
+}
+
+/// A TLS connection to `address` from a client that trusts only `trusted`, and the
+/// answer to `GET /health` over it; `Err` when the handshake fails.
+async fn health_over_tls(
+    address: &str,
+    trusted: &rocket_server::rustls::pki_types::CertificateDer<'static>,
+) -> std::io::Result<(
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    String,
+)> {
+    use rocket_server::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await?;
+    let answer = health_on(&mut tls).await;
+    Ok((tls, answer))
+}
+
+/// `GET /health` on an open (keep-alive) connection: the response's status line.
+async fn health_on(tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !response.ends_with(br#"{"status":"ok"}"#) {
+        let n = tls.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&response)
+        );
+        response.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8(response).unwrap();
+    text.lines().next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_pair_is_bad() {
+    let (cert_a, key_a, der_a) = self_signed();
+    let cert = scratch_file("reload-tls-cert.pem", &cert_a);
+    let key = scratch_file("reload-tls-key.pem", &key_a);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let config = config_with(
+        "reload-tls.json",
+        r#"{"Host":"127.0.0.1","Port":0,"Hubs":[{"Path":"/echo"}]}"#,
+    );
+    let mut server = Server::start(&[&config, "--tls-cert", cert, "--tls-key", key]);
+    let line = server.wait_for("listening on wss://");
+    let rest = &line[line.find("wss://").unwrap() + "wss://".len()..];
+    let address = rest.split_whitespace().next().unwrap().to_owned();
+
+    let (mut before, status) = health_over_tls(&address, &der_a).await.expect("serves A");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+
+    // The certificate is renewed in place, then SIGHUP.
+    let (cert_b, key_b, der_b) = self_signed();
+    std::fs::write(cert, &cert_b).unwrap();
+    std::fs::write(key, &key_b).unwrap();
+    server.signal("HUP");
+    server.wait_for("TLS certificate reloaded");
+    let (_, status) = health_over_tls(&address, &der_b).await.expect("serves B");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        health_over_tls(&address, &der_a).await.is_err(),
+        "A is no longer presented"
+    );
+    assert_eq!(
+        health_on(&mut before).await,
+        "HTTP/1.1 200 OK",
+        "a connection made with A stays open"
+    );
+
+    // A key that is not the certificate's: reported, and B stays.
+    std::fs::write(key, &key_a).unwrap();
+    server.signal("HUP");
+    let line = server.wait_for("TLS certificate not reloaded");
+    assert!(line.contains("the running one is kept"), "{line}");
+    let (_, status) = health_over_tls(&address, &der_b).await.expect("still B");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    server.signal("TERM");
+    assert!(server.exit_status(Duration::from_secs(10)).success());
+}

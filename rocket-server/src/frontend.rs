@@ -64,13 +64,13 @@ impl Server {
     }
 
     /// Serves `wss://` with the config's `TLSCertFile` and `TLSKeyFile`, if they are set.
+    /// [`ServerState::reload`] reads them again (certificates are renewed while a server
+    /// runs).
     pub fn with_config_tls(self) -> Result<Self, TlsError> {
-        let c = self.state.config();
-        if c.tls_cert_file.is_empty() {
-            return Ok(self);
-        }
-        let tls = crate::tls::load_tls_config(c.tls_cert_file.as_ref(), c.tls_key_file.as_ref())?;
-        Ok(self.with_tls(tls))
+        Ok(match self.state.config_tls()? {
+            Some(tls) => self.with_tls(tls),
+            None => self,
+        })
     }
 
     /// The shared server state.

@@ -2,8 +2,8 @@
 //! admission rules of the handshake, and shutdown.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use rocket_proto::{ConfigError, Engine, HashSeed, Protocol};
 use tungstenite::handshake::server::Request;
@@ -17,6 +17,7 @@ use crate::hub::Hub;
 use crate::metrics::{Refused, ServerCounters};
 use crate::origin::AllowedOrigins;
 use crate::static_files::StaticFiles;
+use crate::tls::{CertificateFiles, TlsError};
 use crate::verifier::{MAX_CONCURRENT_VERIFICATIONS, MAX_WAITING_PER_ADDRESS, Slot, Verifier};
 
 mod reload;
@@ -36,6 +37,8 @@ pub struct ServerState {
     counters: ServerCounters,
     /// The link to the other nodes, with a `Cluster` setting.
     cluster: Option<Arc<Backplane>>,
+    /// The certificate served from `TLSCertFile`/`TLSKeyFile`, which a reload replaces.
+    tls_files: OnceLock<Arc<CertificateFiles>>,
 }
 
 #[derive(Debug)]
@@ -103,7 +106,27 @@ impl ServerState {
             static_files: None,
             counters: ServerCounters::default(),
             cluster,
+            tls_files: OnceLock::new(),
         }
+    }
+
+    /// Loads the config's `TLSCertFile` and `TLSKeyFile` (a reload loads them again): the
+    /// rustls configuration to serve `wss://` with. `None` when the config sets no TLS.
+    pub(crate) fn config_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
+        let c = &self.config;
+        if c.tls_cert_file.is_empty() {
+            return Ok(None);
+        }
+        let (tls, files) =
+            crate::tls::load_tls_config(c.tls_cert_file.as_ref(), c.tls_key_file.as_ref())?;
+        // Loaded at most once per server: a second load would serve the first files.
+        let _ = self.tls_files.set(files);
+        Ok(Some(tls))
+    }
+
+    /// The certificate files a reload reloads, once [`ServerState::config_tls`] loaded them.
+    pub(crate) fn tls_files(&self) -> Option<&CertificateFiles> {
+        self.tls_files.get().map(|f| &**f)
     }
 
     /// The cluster backplane, with a `Cluster` setting.

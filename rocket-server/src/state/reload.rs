@@ -2,6 +2,7 @@
 //! reload applies, what it leaves for a restart, and the report of what changed.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use rocket_proto::Reloaded;
 
@@ -18,12 +19,15 @@ pub struct ReloadReport {
     /// (e.g. `hub "/new" is new: adding a hub needs a restart`). The running server keeps
     /// what it had there.
     pub not_applied: Vec<String>,
+    /// The TLS certificate and key files the certificate was reloaded from, when it was:
+    /// handshakes from now on present it.
+    pub tls_reloaded: Option<(PathBuf, PathBuf)>,
 }
 
 impl ReloadReport {
     /// Whether anything was applied.
     pub fn changed(&self) -> bool {
-        self.hubs.iter().any(HubReload::changed)
+        self.hubs.iter().any(HubReload::changed) || self.tls_reloaded.is_some()
     }
 }
 
@@ -101,8 +105,12 @@ impl ServerState {
     /// - what a reload cannot do is left as it runs and listed in
     ///   [`ReloadReport::not_applied`]: adding or removing a hub (a changed path is both),
     ///   a hub served by a custom protocol, and the settings fixed at startup (`Host`,
-    ///   `Port`, `TLSCertFile`, `TLSKeyFile`, `Log`, `MetricsToken`, and the transport
-    ///   limits).
+    ///   `Port`, `Log`, `MetricsToken`, and the transport limits).
+    /// - a server whose certificate came from `TLSCertFile` and `TLSKeyFile` reads the
+    ///   files (the new config's) again: handshakes that follow present the new
+    ///   certificate, connections already open keep theirs, and a pair that fails to load
+    ///   is reported in `not_applied` and leaves the running certificate. Turning TLS on
+    ///   or off needs a restart.
     ///
     /// The hubs that can be reloaded are, even when the config also asks for what needs a
     /// restart. Each hub changes atomically (between two of its inputs); call one reload at
@@ -112,6 +120,7 @@ impl ServerState {
             not_applied: fixed_at_startup(&self.config, config),
             ..ReloadReport::default()
         };
+        self.reload_tls(config, &mut report);
         for hub in &config.hubs {
             let Some(entry) = self.hubs.iter().find(|e| e.hub.path() == hub.path) else {
                 report.not_applied.push(format!(
@@ -148,6 +157,31 @@ impl ServerState {
     }
 }
 
+impl ServerState {
+    /// Reloads the certificate from the new config's TLS files (see [`ServerState::reload`]).
+    fn reload_tls(&self, config: &Config, report: &mut ReloadReport) {
+        let (cert, key) = (&config.tls_cert_file, &config.tls_key_file);
+        match self.tls_files() {
+            Some(_) if cert.is_empty() => report
+                .not_applied
+                .push("TLSCertFile removed: turning TLS off needs a restart".to_owned()),
+            Some(files) => match files.reload(Path::new(cert), Path::new(key)) {
+                Ok(()) => report.tls_reloaded = Some(files.paths()),
+                Err(e) => report.not_applied.push(format!(
+                    "TLS certificate not reloaded, the running one is kept: {e}"
+                )),
+            },
+            None if cert.is_empty() => {}
+            None if self.config.tls_cert_file.is_empty() => report
+                .not_applied
+                .push("TLSCertFile set: turning TLS on needs a restart".to_owned()),
+            // TLS from files this server did not load itself (an embedder's own rustls
+            // configuration): nothing to reload.
+            None => {}
+        }
+    }
+}
+
 /// The settings that differ between `running` and `new` but apply only at startup.
 fn fixed_at_startup(running: &Config, new: &Config) -> Vec<String> {
     let mut changed = Vec::new();
@@ -159,16 +193,6 @@ fn fixed_at_startup(running: &Config, new: &Config) -> Vec<String> {
     let text = |s: &str| format!("{s:?}");
     check("Host", text(&running.host), text(&new.host));
     check("Port", running.port.to_string(), new.port.to_string());
-    check(
-        "TLSCertFile",
-        text(&running.tls_cert_file),
-        text(&new.tls_cert_file),
-    );
-    check(
-        "TLSKeyFile",
-        text(&running.tls_key_file),
-        text(&new.tls_key_file),
-    );
     check("Log", text(&running.log), text(&new.log));
     for ((key, old), (_, new)) in transport_limits(&running.limits)
         .into_iter()
