@@ -735,10 +735,25 @@ pub async fn plain_http_connections_count_against_max_connections<F: Frontend>()
     let r = http_exchange(
         &mut other,
         &mut Vec::new(),
-        "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     .await;
     assert_eq!((r.status, r.header("connection")), (503, Some("close")));
+    // The probes and the metrics are still answered, on a connection closed after it.
+    for path in ["/health", "/ready", "/metrics"] {
+        let mut probe = TcpStream::connect(s.addr).await.unwrap();
+        let r = http_exchange(
+            &mut probe,
+            &mut Vec::new(),
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.header("connection")),
+            (200, Some("close")),
+            "{path}"
+        );
+    }
     // The HTTP connection goes: its place is free again, and a WebSocket takes it.
     drop(http);
     eventually("the HTTP connection's place is free", || {

@@ -79,7 +79,6 @@ where
         outbox,
         runtime,
         liveness: Liveness::new(limits, runtime.now()),
-        taken: false,
         closing: None,
         operation: None,
     });
@@ -179,9 +178,6 @@ struct Connection<'a, S, W> {
     outbox: Arc<Outbox>,
     runtime: &'a dyn Runtime,
     liveness: Liveness,
-    /// Frames taken from the outbox are not all written yet: their bytes still count
-    /// against `SendQueueBytes`.
-    taken: bool,
     /// The outbox asked to close once everything queued is written.
     closing: Option<(u16, Cow<'static, str>)>,
     /// An operation started on the client's behalf; its next frame waits for it.
@@ -297,10 +293,7 @@ where
     ) -> Poll<Event> {
         if self.closing.is_none() {
             match self.outbox.poll_next(cx) {
-                Poll::Ready(Next::Batch(batch)) => {
-                    (self.wire)(&mut self.ws).queue(batch);
-                    self.taken = true;
-                }
+                Poll::Ready(Next::Batch(batch)) => (self.wire)(&mut self.ws).queue(batch),
                 Poll::Ready(Next::Finish(Finish::SlowConsumer)) => {
                     return Poll::Ready(Event::SlowConsumer);
                 }
@@ -341,11 +334,16 @@ where
     /// own frames, such as pongs, are queued there too when the socket was full). Never
     /// waits: what cannot be written yet stays for the next poll, which the socket wakes.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<(), WsError> {
-        if (self.wire)(&mut self.ws).poll_send(cx)?.is_ready() && self.taken {
-            self.taken = false;
-            self.outbox.handed_over();
+        let wire = (self.wire)(&mut self.ws);
+        let sent = wire.poll_send(cx);
+        let released = wire.take_released();
+        if released > 0 {
+            self.outbox.handed_over(released);
         }
-        Ok(())
+        match sent {
+            Poll::Ready(Err(e)) => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     fn is_writing(&mut self) -> bool {

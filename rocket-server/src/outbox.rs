@@ -8,7 +8,8 @@
 //! stays bounded.
 //!
 //! Bytes count from the push until the driver has handed them to the socket: a batch the
-//! driver took but could not write yet still counts ([`Outbox::handed_over`] ends that).
+//! driver took but has not written to the socket yet still counts ([`Outbox::handed_over`]
+//! releases each message's bytes once it is written whole).
 //! One message is always accepted into an empty queue, whatever its size.
 
 use std::borrow::Cow;
@@ -136,10 +137,11 @@ impl Outbox {
         Poll::Pending
     }
 
-    /// The driver handed every message it took to the socket: their bytes stop counting
-    /// against `SendQueueBytes`.
-    pub(crate) fn handed_over(&self) {
-        self.lock().taken_bytes = 0;
+    /// Messages the driver took, of `bytes` in all, are written to the socket: their bytes
+    /// stop counting against `SendQueueBytes`.
+    pub(crate) fn handed_over(&self, bytes: usize) {
+        let mut s = self.lock();
+        s.taken_bytes = s.taken_bytes.saturating_sub(bytes);
     }
 
     /// Messages queued now.
@@ -260,7 +262,9 @@ mod tests {
             25,
             "taken but not handed over still counts"
         );
-        o.handed_over();
+        o.handed_over(20);
+        assert_eq!(o.pending_bytes(), 5, "released as they are written");
+        o.handed_over(5);
         assert_eq!(o.pending_bytes(), 0);
         o.push(Frame::text("1234")).unwrap();
         o.push(Frame::text("123456")).unwrap();

@@ -114,13 +114,34 @@ const MAX_SLICES: usize = 64;
 #[derive(Debug)]
 pub struct Wire<S> {
     inner: S,
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Queued>,
     /// Bytes of the queue's first frame already written.
     offset: usize,
     /// Bytes were written since the last flush of `inner` (a TLS stream holds records
     /// until flushed).
     unflushed: bool,
     written: u64,
+    /// Message bytes (`SendQueueBytes`' measure) of the frames written whole since
+    /// [`Wire::take_released`] last took them.
+    released: usize,
+}
+
+/// Bytes to write: a frame taken from the send queue, or what the socket did not take of a
+/// write from tungstenite.
+#[derive(Debug)]
+struct Queued {
+    bytes: Bytes,
+    /// Its message bytes counted against `SendQueueBytes` (0 for tungstenite's).
+    counted: usize,
+}
+
+impl Queued {
+    fn frame(frame: Frame) -> Self {
+        Self {
+            counted: frame.payload_len(),
+            bytes: frame.0,
+        }
+    }
 }
 
 impl<S> Wire<S> {
@@ -132,6 +153,7 @@ impl<S> Wire<S> {
             offset: 0,
             unflushed: false,
             written: 0,
+            released: 0,
         }
     }
 
@@ -152,12 +174,18 @@ impl<S> Wire<S> {
 
     /// Queues `frames` after what is queued. Nothing is written until [`Wire::poll_send`].
     pub(crate) fn queue(&mut self, frames: impl IntoIterator<Item = Frame>) {
-        self.queue.extend(frames.into_iter().map(|f| f.0));
+        self.queue.extend(frames.into_iter().map(Queued::frame));
     }
 
     /// Queues one frame.
     pub(crate) fn push(&mut self, frame: Frame) {
-        self.queue.push_back(frame.0);
+        self.queue.push_back(Queued::frame(frame));
+    }
+
+    /// The message bytes of the queued frames written whole since the last call: they no
+    /// longer count against `SendQueueBytes`.
+    pub(crate) fn take_released(&mut self) -> usize {
+        std::mem::take(&mut self.released)
     }
 
     /// Drops what is queued and not yet begun (a frame partly written is finished first,
@@ -171,14 +199,15 @@ impl<S> Wire<S> {
         self.written += n as u64;
         self.unflushed |= n > 0;
         while n > 0 {
-            let front = self.queue.front().expect("written bytes were queued").len();
-            let left = front - self.offset;
+            let front = self.queue.front().expect("written bytes were queued");
+            let left = front.bytes.len() - self.offset;
             if n < left {
                 self.offset += n;
                 return;
             }
             n -= left;
             self.offset = 0;
+            self.released += front.counted;
             self.queue.pop_front();
         }
     }
@@ -192,9 +221,9 @@ impl<S: AsyncWrite + Unpin> Wire<S> {
             let n = {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let mut count = 0;
-                for (i, bytes) in self.queue.iter().take(MAX_SLICES).enumerate() {
+                for (i, queued) in self.queue.iter().take(MAX_SLICES).enumerate() {
                     let skip = if i == 0 { self.offset } else { 0 };
-                    slices[i] = IoSlice::new(&bytes[skip..]);
+                    slices[i] = IoSlice::new(&queued.bytes[skip..]);
                     count += 1;
                 }
                 ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count]))?
@@ -239,7 +268,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
         this.unflushed |= n > 0;
         if n < buf.len() {
             // Accepted whole: a caller's frame is never split by frames queued after it.
-            this.queue.push_back(Bytes::copy_from_slice(&buf[n..]));
+            this.queue.push_back(Queued {
+                bytes: Bytes::copy_from_slice(&buf[n..]),
+                counted: 0,
+            });
         }
         Poll::Ready(Ok(buf.len()))
     }
@@ -342,9 +374,19 @@ mod tests {
         assert!(w.poll_send(&mut cx()).is_pending());
         assert!(w.is_sending());
         assert_eq!(w.written(), 9);
+        assert_eq!(w.take_released(), 5, "the first frame is out, whole");
         w.inner.budget = 1000;
+        w.push(Frame::ping());
         assert!(w.poll_send(&mut cx()).is_ready());
-        assert_eq!(w.inner.out, frames(&["hello", "world"]));
+        assert_eq!(
+            w.take_released(),
+            5,
+            "then the second (a ping counts nothing)"
+        );
+        assert_eq!(w.take_released(), 0);
+        let mut out = frames(&["hello", "world"]);
+        out.extend_from_slice(&Frame::ping().0);
+        assert_eq!(w.inner.out, out);
     }
 
     #[test]
