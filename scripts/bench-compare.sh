@@ -7,6 +7,7 @@
 #   scripts/bench-compare.sh BASE_REV NEW_REV    # two git revisions
 #   QUICK=1 scripts/bench-compare.sh HEAD~1      # short runs, for trying the script out
 #   REPEAT=5 scripts/bench-compare.sh HEAD~1     # five rounds (default 3; 1 with QUICK)
+#   PORT=9882 scripts/bench-compare.sh HEAD~1    # the servers' port (default 9772)
 #
 # A git revision is checked out with `git worktree add --detach` under
 # target/bench-compare/<commit>/ (reused if present) and built there with
@@ -30,7 +31,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 usage() {
-  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 if (($# < 1 || $# > 2)); then
   usage
@@ -47,7 +48,7 @@ if [[ -n "${QUICK:-}" ]]; then
   REPEAT=${REPEAT:-1}
 fi
 REPEAT=${REPEAT:-3}
-PORT=9772
+PORT=${PORT:-9772}
 USERS=(--user bench --secret bench)
 
 # One process may hold ~19,900 sockets here (the hard limit is 20,000).
