@@ -192,6 +192,22 @@ impl Runtime for TokioRuntime {
 mod tests {
     use super::*;
 
+    /// The server's frames go out in vectored writes: one call takes every slice (tokio-util's
+    /// `Compat` alone would take only the first).
+    #[tokio::test]
+    async fn the_bridge_passes_vectored_writes_on() {
+        use futures_util::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let _peer = listener.accept().await.unwrap();
+        let mut bridge = Bridge(tcp.compat());
+        let slices = [io::IoSlice::new(b"first "), io::IoSlice::new(b"second")];
+        let written = bridge.write_vectored(&slices).await.unwrap();
+        assert_eq!(written, 12, "both slices in one call");
+    }
+
     /// Idle connections are most of a server's memory, and each is one task: the handshake
     /// and TLS state are boxed so that they do not size every task for its whole life.
     #[tokio::test]
