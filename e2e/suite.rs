@@ -739,6 +739,10 @@ pub async fn plain_http_connections_count_against_max_connections<F: Frontend>()
     )
     .await;
     assert_eq!((r.status, r.header("connection")), (503, Some("close")));
+    // Each socket still in its HTTP phase also holds one of the MaxConnections places for
+    // unfinished handshakes (the keep-alive `http` holds one): wait for the server to close
+    // a connection before opening the next.
+    assert!(closed_by_server(&mut other).await, "closed after the 503");
     // The probes and the metrics are still answered, on a connection closed after it.
     for path in ["/health", "/ready", "/metrics"] {
         let mut probe = TcpStream::connect(s.addr).await.unwrap();
@@ -753,6 +757,7 @@ pub async fn plain_http_connections_count_against_max_connections<F: Frontend>()
             (200, Some("close")),
             "{path}"
         );
+        assert!(closed_by_server(&mut probe).await, "{path}: closed");
     }
     // The HTTP connection goes: its place is free again, and a WebSocket takes it.
     drop(http);
