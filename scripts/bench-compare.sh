@@ -148,10 +148,6 @@ record_machine_busy
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
 wait_port() {
   for _ in $(seq 1 100); do
     if port_open "$1"; then

@@ -46,10 +46,15 @@ stop_server() {
   fi
 }
 
+# port_open PORT: whether something listens on 127.0.0.1:PORT.
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 # free_port FROM: the first port from FROM up where nothing listens on 127.0.0.1.
 free_port() {
   local port=$1
-  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+  while port_open "$port"; do
     port=$((port + 1))
   done
   echo "$port"
@@ -58,7 +63,7 @@ free_port() {
 # listening PORT: waits up to 10 s for a listener on 127.0.0.1:PORT.
 listening() {
   for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    if port_open "$1"; then
       return 0
     fi
     sleep 0.1

@@ -43,10 +43,6 @@ record_machine_busy
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
 # start PORT ARGS...: a fresh rocket-cli on PORT; sets SERVER_PID.
 start() {
   local port=$1
@@ -57,10 +53,7 @@ start() {
   fi
   "$CLI" --port "$port" --log-level warn "$@" "$CONFIG" 2>>"$RESULTS/rocket.log" &
   SERVER_PID=$!
-  for _ in $(seq 1 100); do
-    port_open "$port" && break
-    sleep 0.1
-  done
+  listening "$port" || exit 1
   sleep 0.5 # let the server settle before its RSS baseline is read
 }
 

@@ -53,16 +53,6 @@ record_machine_busy
 
 trap 'stop_server; stop_nodes' EXIT
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "server on port $1 did not start" >&2
-  exit 1
-}
 
 # start SERVER: starts rocket, peer or ceiling; sets SERVER_PID and URL.
 start() {
@@ -71,26 +61,26 @@ start() {
       "$CLI" --port $ROCKET_PORT --log-level warn "$CONFIG" 2>>"$RESULTS/rocket.log" &
       SERVER_PID=$!
       URL=ws://127.0.0.1:$ROCKET_PORT/bench
-      wait_port $ROCKET_PORT
+      listening $ROCKET_PORT || exit 1
       ;;
     rocket-tls)
       "$CLI" --port $TLS_PORT --log-level warn --tls-cert "$RESULTS/tls/cert.pem" \
         --tls-key "$RESULTS/tls/key.pem" "$CONFIG" 2>>"$RESULTS/rocket.log" &
       SERVER_PID=$!
       URL=wss://127.0.0.1:$TLS_PORT/bench
-      wait_port $TLS_PORT
+      listening $TLS_PORT || exit 1
       ;;
     peer)
       node scripts/peer/server.js --port $PEER_PORT "$CONFIG" 2>>"$RESULTS/peer.log" &
       SERVER_PID=$!
       URL=ws://127.0.0.1:$PEER_PORT/bench
-      wait_port $PEER_PORT
+      listening $PEER_PORT || exit 1
       ;;
     ceiling)
       "$BENCH" ceiling --listen 127.0.0.1:$CEILING_PORT 2>>"$RESULTS/ceiling.log" &
       SERVER_PID=$!
       URL=ws://127.0.0.1:$CEILING_PORT/bench
-      wait_port $CEILING_PORT
+      listening $CEILING_PORT || exit 1
       ;;
   esac
   sleep 0.5 # let the server settle before its RSS baseline is read

@@ -60,20 +60,6 @@ if ! git diff --quiet HEAD -- rocket-proto rocket-server rocket-tokio rocket-asy
   COMMIT="$COMMIT+uncommitted"
 fi
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-  local p
-  for p in $(seq 9850 9949); do
-    if ! port_open "$p"; then
-      echo "$p"
-      return 0
-    fi
-  done
-  echo "no free port in 9850-9949" >&2
-  return 1
-}
-
 failed=0
 for runtime in tokio async-std; do
   case $runtime in
@@ -83,14 +69,10 @@ for runtime in tokio async-std; do
   if ((duration <= 0)); then
     continue
   fi
-  port=$(free_port)
+  port=$(free_port 9850)
   "$CLI" --runtime "$runtime" --port "$port" --log-level warn "$CONFIG" 2>>"$LOGS/rocket-$runtime.log" &
   SERVER_PID=$!
-  for _ in $(seq 1 100); do
-    port_open "$port" && break
-    sleep 0.1
-  done
-  port_open "$port" || { echo "rocket-cli ($runtime) did not start on port $port" >&2; exit 1; }
+  listening "$port" || { echo "rocket-cli ($runtime) did not start on port $port" >&2; exit 1; }
   sleep 0.5 # let the server settle
   echo "== soak on $runtime: $duration s, port $port, server pid $SERVER_PID, commit $COMMIT"
   if "$BENCH" run --url "ws://127.0.0.1:$port/bench" --user bench --secret bench \
