@@ -813,7 +813,7 @@ pub fn write(args: &ReportArgs) -> Result<(), String> {
     goal(
         "flat out (issue 15): deliveries per server CPU-second ≥ 1.0× the ceiling's",
         ceiling_fan.map_or("-".into(), |(a, c)| versus(per_cpu(a), per_cpu(c))),
-        ceiling_fan.map(|(a, c)| per_cpu(a) >= per_cpu(c)),
+        ceiling_fan.map(|(a, c)| per_cpu(c) > 0.0 && per_cpu(a) >= per_cpu(c)),
     );
     goal(
         "… deliveries/s ≥ 1.2× the ceiling's",
@@ -1290,6 +1290,15 @@ mod tests {
             )
             .unwrap();
         }
+        // The ceiling's fan-out, for issue 15's goals: Rocket's 450,000/s is 1.5× its 300,000.
+        r.label = "ceiling-fanout".into();
+        r.load.deliveries_per_second = 300_000.0;
+        std::fs::write(
+            results.join("ceiling-fanout.json"),
+            serde_json::to_string(&r).unwrap(),
+        )
+        .unwrap();
+        r.load.deliveries_per_second = 450_000.0;
         // Scenario 7: TLS at 60% of plain's deliveries per server CPU-second.
         for (label, per_cpu_second) in [
             ("rocket-fanout-ws", 1_000_000.0),
@@ -1323,6 +1332,22 @@ mod tests {
         };
         write(&args).unwrap();
         let md = std::fs::read_to_string(&args.out).unwrap();
+        assert!(
+            md.contains(
+                "| … deliveries/s ≥ 1.2× the ceiling's | 1.50× (450,000 vs 300,000) | yes |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("≥ 1.0× the ceiling's | n/a (0 vs 0) | **no** |"),
+            "without CPU readings the goal is not met: {md}"
+        );
+        assert!(
+            md.contains(
+                "| 100 publishes/s × 1,000 (issue 15): p99 ≤ the ceiling's p99 | - | not run |"
+            ),
+            "{md}"
+        );
         assert!(
             md.contains(
                 "| fan-out, 1,000 subscribers, flat out: ≥ 400,000 deliveries/s | 450,000/s | yes |"
