@@ -2,7 +2,9 @@
 //! smol) and one real `redis-server`, each started by the test on free loopback ports
 //! (`docs/PROTOCOL.md`, "Cluster"). Every action of the protocol across nodes, each
 //! publisher's order seen on every node, Redis killed mid-stream and restarted, and a node
-//! killed without warning.
+//! killed without warning; and on a hub with History, Presence and JoinLeave, all three
+//! cluster-wide: recovery on another node with a publisher flat out, presence and
+//! join/leave across nodes, a killed node's leaves, and a new epoch after a Redis restart.
 //!
 //! Needs `redis-server` (Debian package `redis-server`; `scripts/test` installs it): a test
 //! fails, saying so, when it is missing.
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Server, Ws, connect, http_get, next_json, scratch_file, send};
+use support::{Server, Ws, connect, http_get, next_json, next_json_within, scratch_file, send};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The protocol's bound for a subscribe, unsubscribe, connect or departure to be visible
@@ -121,6 +123,15 @@ const CONFIG: &str = r#"{
             "backend": {"Secret": "secret", "Permission": 7},
             "frontend": {"Secret": "", "Permission": 3}
         }
+    }, {
+        "Path": "/live",
+        "Users": {
+            "backend": {"Secret": "secret", "Permission": 7},
+            "frontend": {"Secret": "", "Permission": 3}
+        },
+        "History": {"Size": 20000, "TtlMs": 60000},
+        "Presence": true,
+        "JoinLeave": true
     }],
     "Limits": {"SendQueueMessages": 100000, "SendQueueBytes": 104857600}
 }"#;
@@ -185,7 +196,11 @@ impl Node {
     }
 
     async fn client(&self) -> Client {
-        let mut ws = connect(&self.address, "/echo").await;
+        self.client_on("/echo").await
+    }
+
+    async fn client_on(&self, hub: &str) -> Client {
+        let mut ws = connect(&self.address, hub).await;
         let greeting = next_json(&mut ws).await;
         let token = greeting["connected"].as_str().unwrap().to_owned();
         send(
@@ -839,4 +854,331 @@ async fn pauses_of_redis_mid_stream_never_duplicate_or_reorder() {
         remote_numbers.last() == accepted.last(),
         "cross-node delivery resumed after the pauses"
     );
+}
+
+/// A delivery on the shared hub `/live`, as JSON.
+fn live_event(channel: &str, data: Value, offset: u64, epoch: &str) -> Value {
+    json!({"event": "e", "channel": channel, "data": data, "offset": offset, "epoch": epoch})
+}
+
+fn presence_tokens(reply: &Value) -> Vec<String> {
+    let mut tokens: Vec<String> = reply["presence"]["clients"]
+        .as_object()
+        .unwrap_or_else(|| panic!("a presence reply: {reply}"))
+        .keys()
+        .cloned()
+        .collect();
+    tokens.sort();
+    tokens
+}
+
+fn sorted(mut tokens: Vec<String>) -> Vec<String> {
+    tokens.sort();
+    tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_presence_and_join_leave_are_cluster_wide() {
+    let redis = Redis::start();
+    let mut nodes = vec![
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "async-std"),
+        Node::start(&redis, "smol"),
+    ];
+    let mut a = nodes[0].client_on("/live").await;
+    let mut b = nodes[1].client_on("/live").await;
+    let mut c = nodes[2].client_on("/live").await;
+
+    let reply = a.request(json!({"subscribe": {"channel": "room"}})).await;
+    let epoch = reply["epoch"].as_str().expect("an epoch").to_owned();
+    assert_eq!(
+        reply,
+        json!({"subscribed": "room", "offset": 0, "epoch": epoch})
+    );
+    let reply = b.request(json!({"subscribe": {"channel": "room"}})).await;
+    assert_eq!(
+        reply,
+        json!({"subscribed": "room", "offset": 0, "epoch": epoch}),
+        "one epoch"
+    );
+    let join_b = json!({"join": {"channel": "room", "client": b.token, "user": "backend"}});
+    assert_eq!(a.next().await, join_b, "a hears of b, on another node");
+
+    // Presence lists both, asked from a third node.
+    let reply = c.request(json!({"presence": {"channel": "room"}})).await;
+    assert_eq!(
+        presence_tokens(&reply),
+        sorted(vec![a.token.clone(), b.token.clone()])
+    );
+    assert_eq!(
+        reply["presence"]["clients"][&a.token],
+        json!({"user": "backend"})
+    );
+
+    // Offsets are the cluster's: the same on every node, from any publisher.
+    for i in 1..=3 {
+        assert_eq!(
+            c.broadcast("room", json!(i)).await,
+            json!({"broadcasted": "room"})
+        );
+    }
+    for i in 1..=3 {
+        assert_eq!(a.next().await, live_event("room", json!(i), i, &epoch));
+        assert_eq!(b.next().await, live_event("room", json!(i), i, &epoch));
+    }
+    for i in 4..=5 {
+        send(
+            &mut a.ws,
+            json!({"broadcast": {"event": "e", "channel": "room", "data": i}}),
+        )
+        .await;
+        let mut got = vec![a.next().await, a.next().await];
+        got.sort_by_key(|v| v.to_string());
+        assert_eq!(
+            got,
+            [
+                json!({"broadcasted": "room"}),
+                live_event("room", json!(i), i, &epoch)
+            ],
+            "the reply and the sender's own copy, in either order"
+        );
+        assert_eq!(b.next().await, live_event("room", json!(i), i, &epoch));
+    }
+    let reply = c
+        .request(json!({"history": {"channel": "room", "limit": 2}}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"history": {"channel": "room", "offset": 5, "epoch": epoch, "events": [
+            live_event("room", json!(4), 4, &epoch), live_event("room", json!(5), 5, &epoch)]}})
+    );
+
+    // A client recovers on another node than the one it read from.
+    let mut d = nodes[2].client_on("/live").await;
+    let reply = d
+        .request(json!({"subscribe": {"channel": "room", "since": {"offset": 2, "epoch": epoch}}}))
+        .await;
+    let missed: Vec<Value> = (3..=5)
+        .map(|i| live_event("room", json!(i), i, &epoch))
+        .collect();
+    assert_eq!(
+        reply,
+        json!({"subscribed": "room", "offset": 5, "epoch": epoch, "recovered": true, "events": missed})
+    );
+    let reply = c
+        .request(
+            json!({"subscribe": {"channel": "room", "since": {"offset": 2, "epoch": "other"}}}),
+        )
+        .await;
+    assert_eq!(
+        reply,
+        json!({"subscribed": "room", "offset": 5, "epoch": epoch, "recovered": false})
+    );
+    let join_d = json!({"join": {"channel": "room", "client": d.token, "user": "backend"}});
+    let join_c = json!({"join": {"channel": "room", "client": c.token, "user": "backend"}});
+    for x in [&mut a, &mut b] {
+        assert_eq!(x.next().await, join_d);
+        assert_eq!(x.next().await, join_c);
+    }
+    assert_eq!(d.next().await, join_c, "d hears of c, which came after it");
+
+    // Leaves on every path: unsubscribe, logout, a closed connection.
+    assert_eq!(
+        c.request(json!({"unsubscribe": {"channel": "room"}})).await,
+        json!({"unsubscribed": "room"})
+    );
+    let leave =
+        |x: &Client| json!({"leave": {"channel": "room", "client": x.token, "user": "backend"}});
+    for x in [&mut a, &mut b, &mut d] {
+        assert_eq!(x.next().await, leave(&c));
+    }
+    assert_eq!(
+        d.request(json!({"logout": true})).await,
+        json!({"loggedOut": true})
+    );
+    for x in [&mut a, &mut b] {
+        assert_eq!(x.next().await, leave(&d));
+    }
+    let gone_b = leave(&b);
+    drop(b);
+    assert_eq!(a.next().await, gone_b);
+
+    // A node killed without warning: its subscribers leave within 5 s, told by the store.
+    let mut e = nodes[1].client_on("/live").await;
+    assert_eq!(
+        e.request(json!({"subscribe": {"channel": "room"}})).await,
+        json!({"subscribed": "room", "offset": 5, "epoch": epoch})
+    );
+    assert_eq!(
+        a.next().await,
+        json!({"join": {"channel": "room", "client": e.token, "user": "backend"}})
+    );
+    let mut node = nodes.remove(1);
+    node.server.child.kill().unwrap();
+    node.server.child.wait().unwrap();
+    let killed = Instant::now();
+    let got = next_json_within(&mut a.ws, Duration::from_secs(6)).await;
+    assert_eq!(
+        got,
+        json!({"leave": {"channel": "room", "client": e.token, "user": "backend"}})
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    let reply = c.request(json!({"presence": {"channel": "room"}})).await;
+    assert_eq!(presence_tokens(&reply), vec![a.token.clone()]);
+    drop(e);
+    a.nothing(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_recovers_on_another_node_with_a_publisher_flat_out() {
+    const MESSAGES: u64 = 10_000;
+    let redis = Redis::start();
+    let nodes = [
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "async-std"),
+        Node::start(&redis, "smol"),
+    ];
+    // A steady subscriber keeps the channel alive while the other one is away (a channel
+    // without subscribers refuses broadcasts: nothing is kept for nobody).
+    let mut steady = nodes[0].client_on("/live").await;
+    let reply = steady
+        .request(json!({"subscribe": {"channel": "flat"}}))
+        .await;
+    let epoch = reply["epoch"].as_str().unwrap().to_owned();
+    let mut first = nodes[1].client_on("/live").await;
+    let reply = first
+        .request(json!({"subscribe": {"channel": "flat"}}))
+        .await;
+    assert_eq!(reply["epoch"], json!(epoch));
+    assert_eq!(steady.next().await["join"]["client"], json!(first.token));
+
+    // The publisher runs flat out on node 0 throughout: each broadcast as soon as the
+    // last was answered.
+    let mut publisher = nodes[0].client_on("/live").await;
+    let publishing = tokio::spawn(async move {
+        for i in 1..=MESSAGES {
+            let reply = publisher.broadcast("flat", json!(i)).await;
+            assert_eq!(reply, json!({"broadcasted": "flat"}), "message {i}");
+        }
+    });
+
+    let mut seen: Vec<u64> = Vec::new();
+    let read = |v: Value, seen: &mut Vec<u64>| {
+        assert_eq!(v["epoch"], json!(epoch), "{v}");
+        assert_eq!(v["data"], v["offset"], "{v}");
+        seen.push(v["offset"].as_u64().unwrap());
+    };
+    // Read a while on node 1, then lose the connection mid-stream ...
+    while seen.len() < 2_000 {
+        let v = first.next().await;
+        read(v, &mut seen);
+    }
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ... and recover on node 2, where the stream goes on with no gap and no duplicate.
+    let mut second = nodes[2].client_on("/live").await;
+    let last = *seen.last().unwrap();
+    let reply = second
+        .request(
+            json!({"subscribe": {"channel": "flat", "since": {"offset": last, "epoch": epoch}}}),
+        )
+        .await;
+    assert_eq!(reply["recovered"], json!(true), "{}", reply["offset"]);
+    for v in reply["events"].as_array().unwrap().clone() {
+        read(v, &mut seen);
+    }
+    assert_eq!(reply["offset"].as_u64(), seen.last().copied());
+    while seen.last() != Some(&MESSAGES) {
+        let v = next_json_within(&mut second.ws, Duration::from_secs(20)).await;
+        read(v, &mut seen);
+    }
+    publishing.await.unwrap();
+    assert_eq!(
+        seen,
+        (1..=MESSAGES).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    second.nothing(Duration::from_millis(200)).await;
+    // The steady subscriber saw every message once, in order, and the comings and goings.
+    let mut offsets = Vec::new();
+    while offsets.last() != Some(&MESSAGES) {
+        let v = next_json_within(&mut steady.ws, Duration::from_secs(20)).await;
+        if let Some(offset) = v["offset"].as_u64() {
+            offsets.push(offset);
+        }
+    }
+    assert_eq!(offsets, (1..=MESSAGES).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_the_epoch_changes_and_presence_comes_back() {
+    let mut redis = Redis::start();
+    let nodes = [
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "async-std"),
+    ];
+    let mut a = nodes[0].client_on("/live").await;
+    let mut b = nodes[1].client_on("/live").await;
+    let reply = a.request(json!({"subscribe": {"channel": "r"}})).await;
+    let old = reply["epoch"].as_str().unwrap().to_owned();
+    for i in 1..=3 {
+        assert_eq!(
+            b.broadcast("r", json!(i)).await,
+            json!({"broadcasted": "r"})
+        );
+        assert_eq!(a.next().await, live_event("r", json!(i), i, &old));
+    }
+
+    redis.kill();
+    for node in &nodes {
+        node.wait_ready(false);
+    }
+    // While the store is down, what needs it says so; nothing is half done.
+    assert_eq!(
+        b.broadcast("r", json!(0)).await,
+        json!({"err": "UNAVAILABLE"})
+    );
+    assert_eq!(
+        b.request(json!({"presence": {"channel": "r"}})).await,
+        json!({"err": "UNAVAILABLE"})
+    );
+    assert_eq!(
+        b.request(json!({"subscribe": {"channel": "r"}})).await,
+        json!({"err": "UNAVAILABLE"})
+    );
+    redis.restart();
+    for node in &nodes {
+        node.wait_ready(true);
+    }
+
+    // The history is gone: a new epoch, offsets from 1, and no recovery across it.
+    assert_eq!(
+        b.broadcast("r", json!(4)).await,
+        json!({"broadcasted": "r"})
+    );
+    let got = a.next().await;
+    let new = got["epoch"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(got, live_event("r", json!(4), 1, &new));
+    let reply = b
+        .request(json!({"subscribe": {"channel": "r", "since": {"offset": 3, "epoch": old}}}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"subscribed": "r", "offset": 1, "epoch": new, "recovered": false})
+    );
+    // The nodes wrote their subscribers' presence again (within a heartbeat).
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        let reply = b.request(json!({"presence": {"channel": "r"}})).await;
+        if presence_tokens(&reply) == sorted(vec![a.token.clone(), b.token.clone()]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

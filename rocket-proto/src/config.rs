@@ -129,19 +129,6 @@ impl EngineConfig {
         if let Some(history) = &self.history {
             history.validate()?;
         }
-        if self.cluster {
-            let node_local = [
-                ("History", self.history.is_some()),
-                ("Presence", self.presence),
-                ("JoinLeave", self.join_leave),
-            ];
-            if let Some((key, _)) = node_local.iter().find(|(_, on)| *on) {
-                return Err(ConfigError::invalid(
-                    *key,
-                    "is kept per node and cannot be used in a cluster yet: remove it or the Cluster setting",
-                ));
-            }
-        }
         for (key, user) in &mut self.users {
             let at = |field: &str| format!("Users.{key}.{field}");
             if key.is_empty() || key.len() > crate::MAX_NAME_BYTES {

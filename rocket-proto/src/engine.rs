@@ -7,14 +7,14 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, HistoryConfig};
 use crate::history::Histories;
 use crate::publish::{Publish, Target};
 use crate::reply::{self, ErrorCode};
 use crate::request::{Request, Since};
 use crate::{
-    ClientId, CloseCode, Completion, Message, OpId, Operation, Output, Payload, Permissions,
-    Protocol, Publication, Token, Topic, Verification,
+    ClientId, CloseCode, Completion, Departure, Join, Message, OpId, Operation, Output, Payload,
+    Permissions, PresenceEntry, Protocol, Publication, Token, Topic, Verification,
 };
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -132,6 +132,17 @@ enum Pending {
         client: ClientId,
         publication: Publication,
     },
+    /// Cluster, shared hub: `client` (token, user) enters `channel` through the store;
+    /// `new` unless it was subscribed already.
+    Join {
+        client: ClientId,
+        channel: Arc<str>,
+        token: Token,
+        user: Arc<str>,
+        new: bool,
+    },
+    /// Cluster, shared hub: `client`'s `history` or `presence` request reads the store.
+    Read { client: ClientId, channel: Arc<str> },
 }
 
 impl Pending {
@@ -140,8 +151,29 @@ impl Pending {
         matches!(
             (self, completion),
             (Pending::VerifySecret { .. }, Completion::SecretVerified(_))
-                | (Pending::Publish { .. }, Completion::Published(_))
+                | (
+                    Pending::Publish { .. },
+                    Completion::Published(_) | Completion::Unavailable
+                )
+                | (
+                    Pending::Join { .. },
+                    Completion::Joined(_) | Completion::Unavailable
+                )
+                | (
+                    Pending::Read { .. },
+                    Completion::History(_) | Completion::Presence(_) | Completion::Unavailable
+                )
         )
+    }
+
+    /// The client on whose behalf the operation runs.
+    fn client(&self) -> ClientId {
+        match self {
+            Pending::VerifySecret { client, .. }
+            | Pending::Publish { client, .. }
+            | Pending::Join { client, .. }
+            | Pending::Read { client, .. } => *client,
+        }
     }
 }
 
@@ -181,8 +213,16 @@ pub struct Engine {
     next_op: u64,
     max_subscriptions: usize,
     max_failed_auth: u32,
-    /// Channel histories, on a History hub.
+    /// Channel histories, on a History hub of a single node (a cluster's are in its store).
     history: Option<Histories>,
+    /// `History`, single node or cluster.
+    history_config: Option<HistoryConfig>,
+    /// Cluster, with `History`, `Presence` or `JoinLeave`: channels are entered through the
+    /// shared store ([`Operation::Join`]), which also keeps history and presence.
+    shared: bool,
+    /// Shared hubs: per channel, the clients whose [`Operation::Join`] is under way (the
+    /// node holds the channel's topic meanwhile).
+    joining: Map<Arc<str>, usize>,
     /// `Presence`: answer `presence` requests.
     presence: bool,
     /// `JoinLeave`: tell subscribers who joins and leaves.
@@ -282,7 +322,12 @@ impl Engine {
             history: config
                 .history
                 .as_ref()
+                .filter(|_| !config.cluster)
                 .map(|h| Histories::new(h, hasher.clone())),
+            history_config: config.history,
+            shared: config.cluster
+                && (config.history.is_some() || config.presence || config.join_leave),
+            joining: Map::with_hasher(hasher.clone()),
             presence: config.presence,
             join_leave: config.join_leave,
             cluster: config.cluster,
@@ -335,6 +380,36 @@ impl Engine {
     /// Always 0 on a hub without history.
     pub fn history_count(&self) -> usize {
         self.history.as_ref().map_or(0, Histories::len)
+    }
+
+    /// Cluster, on a hub with `Presence` or `JoinLeave`: every local subscription, as the
+    /// store's presence records it. A driver writes them to the store again when the store
+    /// lost them (it restarted, or took this node for dead); empty on other hubs.
+    pub fn presence_entries(&self) -> Vec<PresenceEntry> {
+        if !(self.shared && (self.presence || self.join_leave)) {
+            return Vec::new();
+        }
+        let mut entries = Vec::new();
+        for (channel, members) in &self.channels {
+            for id in members {
+                // Members are live clients with a session.
+                let client = &self.clients[id];
+                let user = &client
+                    .session
+                    .as_ref()
+                    .expect("members have a session")
+                    .user;
+                entries.push(PresenceEntry {
+                    channel: Arc::clone(channel),
+                    token: client.token,
+                    user: Arc::clone(user),
+                    leave: self
+                        .join_leave
+                        .then(|| reply::join_leave("leave", channel, &client.token, user)),
+                });
+            }
+        }
+        entries
     }
 
     /// Whether the engine holds no client, channel, kept history, pending operation or
@@ -398,7 +473,7 @@ impl Engine {
             Request::Authenticate { user, secret } => self.authenticate(client, &user, &secret),
             Request::Subscribe { channel, since } => {
                 // `since` is read on a History hub only (elsewhere an ignored field).
-                let since = match (&self.history, since) {
+                let since = match (self.history_config, since) {
                     (Some(_), Some(raw)) => match Since::parse(raw) {
                         Some(since) => Some(since),
                         None => return self.error(client, ErrorCode::InvalidPayload),
@@ -408,13 +483,22 @@ impl Engine {
                 self.subscribe(client, &channel, since)
             }
             Request::History { channel, limit } => {
-                if self.history.is_none() {
+                if self.history_config.is_none() {
                     return self.error(client, ErrorCode::InvalidPayload);
                 }
                 if !self.may(client, Permissions::READ) {
                     return self.error(client, ErrorCode::AccessDenied);
                 }
-                // Checked just above.
+                if self.shared {
+                    let channel: Arc<str> = Arc::from(&*channel);
+                    let limit = limit.unwrap_or(0);
+                    let pending = Pending::Read {
+                        client,
+                        channel: Arc::clone(&channel),
+                    };
+                    return self.start(pending, Operation::History { channel, limit });
+                }
+                // A History hub of a single node.
                 let history = self.history.as_ref().expect("a History hub");
                 let (offset, epoch) = history.peek(&channel);
                 let events = history.last(&channel, limit.unwrap_or(0));
@@ -427,6 +511,14 @@ impl Engine {
                 }
                 if !self.may(client, Permissions::READ) {
                     return self.error(client, ErrorCode::AccessDenied);
+                }
+                if self.shared {
+                    let channel: Arc<str> = Arc::from(&*channel);
+                    let pending = Pending::Read {
+                        client,
+                        channel: Arc::clone(&channel),
+                    };
+                    return self.start(pending, Operation::Presence(channel));
                 }
                 let members = self.channels.get(&*channel).map_or(&[][..], Vec::as_slice);
                 let clients = members.iter().map(|id| {
@@ -717,6 +809,20 @@ impl Engine {
         self.conclude_publish(publication, reached)
     }
 
+    /// Concludes a publish of the publish API whose [`PublishStep::Publish`] could not
+    /// reach the cluster's store (as [`Completion::Unavailable`]): `UNAVAILABLE` for a
+    /// History hub's broadcast (nothing was delivered), else as
+    /// [`handle_publish_published`](Self::handle_publish_published) with `false`.
+    pub fn handle_publish_unavailable(
+        &mut self,
+        publication: &Publication,
+    ) -> Result<Payload, ErrorCode> {
+        match publication.history {
+            Some(_) => Err(ErrorCode::Unavailable),
+            None => self.conclude_publish(publication, false),
+        }
+    }
+
     fn publish(&mut self, publish: &Publish, permission: Permissions) -> PublishStep {
         if !permission.contains(Permissions::WRITE) {
             return PublishStep::Done(Err(ErrorCode::AccessDenied));
@@ -745,24 +851,28 @@ impl Engine {
     /// Cluster: `client`'s message goes to the other nodes; its reply waits for their
     /// answer ([`Completion::Published`]).
     fn start_publish(&mut self, client: ClientId, publication: Publication) {
+        let pending = Pending::Publish {
+            client,
+            publication: publication.clone(),
+        };
+        self.start(pending, Operation::Publish(publication));
+    }
+
+    /// Starts `operation` on behalf of the client of `pending`, which awaits its completion.
+    fn start(&mut self, pending: Pending, operation: Operation) {
         let op = OpId(self.next_op);
         self.next_op += 1;
+        let client = pending.client();
         // Called for a client whose request is being handled.
         self.clients
             .get_mut(&client)
             .expect("live client")
             .operation = Some(op);
-        self.pending.insert(
-            op,
-            Pending::Publish {
-                client,
-                publication: publication.clone(),
-            },
-        );
+        self.pending.insert(op, pending);
         self.outputs.push_back(Output::Start {
             client,
             op,
-            operation: Operation::Publish(publication),
+            operation,
         });
     }
 
@@ -774,6 +884,14 @@ impl Engine {
         reached: bool,
     ) -> Result<Payload, ErrorCode> {
         match &publication.topic {
+            Topic::Channel(channel) if publication.history.is_some() => {
+                // The store delivers it to every node holding the channel, this one too.
+                if !reached {
+                    return Err(ErrorCode::InvalidChannel);
+                }
+                self.stats.broadcasts += 1;
+                Ok(reply::keyed("broadcasted", channel))
+            }
             Topic::Channel(channel) => {
                 let members = self.channels.get(&**channel);
                 if !reached && members.is_none() {
@@ -853,6 +971,57 @@ impl Engine {
                     Err(error) => self.error(client, error),
                 }
             }
+            (
+                Pending::Publish {
+                    client,
+                    publication,
+                },
+                Completion::Unavailable,
+            ) => {
+                // Pending operations are forgotten with their client.
+                self.clients
+                    .get_mut(&client)
+                    .expect("live client")
+                    .operation = None;
+                // Without history the store's absence means no other node was reached.
+                match publication.history {
+                    Some(_) => self.error(client, ErrorCode::Unavailable),
+                    None => match self.conclude_publish(&publication, false) {
+                        Ok(reply) => self.send(client, reply),
+                        Err(error) => self.error(client, error),
+                    },
+                }
+            }
+            (
+                Pending::Join {
+                    client,
+                    channel,
+                    token,
+                    user,
+                    new,
+                },
+                completion,
+            ) if matches!(completion, Completion::Joined(_) | Completion::Unavailable) => {
+                self.conclude_join(client, channel, token, user, new, completion);
+            }
+            (Pending::Read { client, channel }, completion) => {
+                // Pending operations are forgotten with their client.
+                self.clients
+                    .get_mut(&client)
+                    .expect("live client")
+                    .operation = None;
+                let payload = match completion {
+                    Completion::History(read) => {
+                        reply::history(&channel, read.offset, &read.epoch, read.events.iter())
+                    }
+                    Completion::Presence(clients) => reply::presence(
+                        &channel,
+                        clients.iter().map(|(token, user)| (token, user.as_str())),
+                    ),
+                    _ => ErrorCode::Unavailable.payload(),
+                };
+                self.send(client, payload);
+            }
             _ => unreachable!("accepts() checked the kind"),
         }
     }
@@ -920,11 +1089,22 @@ impl Engine {
         channel: &str,
         data: Option<&serde_json::value::RawValue>,
     ) -> Result<Routed, ErrorCode> {
+        if self.shared
+            && let Some(history) = self.history_config
+        {
+            // The store gives it its offset and delivers it to every node, this one too.
+            return Ok(Routed::Remote(Publication {
+                topic: Topic::Channel(Arc::from(channel)),
+                payload: reply::event(event, "channel", channel, data),
+                history: Some(history),
+            }));
+        }
         let Some((name, members)) = self.channels.get_key_value(channel) else {
             if self.cluster {
                 return Ok(Routed::Remote(Publication {
                     topic: Topic::Channel(Arc::from(channel)),
                     payload: reply::event(event, "channel", channel, data),
+                    history: None,
                 }));
             }
             return Err(ErrorCode::InvalidChannel);
@@ -940,8 +1120,11 @@ impl Engine {
         Self::fan_out(&mut self.outputs, members, &payload);
         if self.cluster {
             let topic = Topic::Channel(Arc::clone(name));
-            self.outputs
-                .push_back(Output::Publish(Publication { topic, payload }));
+            self.outputs.push_back(Output::Publish(Publication {
+                topic,
+                payload,
+                history: None,
+            }));
         }
         Ok(Routed::Done)
     }
@@ -960,6 +1143,7 @@ impl Engine {
             None if self.cluster => Ok(Routed::Remote(Publication {
                 topic: Topic::Client(to),
                 payload,
+                history: None,
             })),
             None => Err(ErrorCode::InvalidClient),
         }
@@ -968,6 +1152,9 @@ impl Engine {
     fn subscribe(&mut self, id: ClientId, channel: &str, since: Option<Since<'_>>) {
         if !self.may(id, Permissions::READ) {
             return self.error(id, ErrorCode::AccessDenied);
+        }
+        if self.shared {
+            return self.join(id, channel, since);
         }
         // `may` just looked the client up; handle_message checked it is live.
         let client = self.clients.get_mut(&id).expect("live client");
@@ -1015,6 +1202,147 @@ impl Engine {
         self.send(id, payload);
     }
 
+    /// Shared hub: `id` (allowed to READ) enters `channel` through the store
+    /// ([`Operation::Join`]); its reply waits for the marker ([`Completion::Joined`]).
+    fn join(&mut self, id: ClientId, channel: &str, since: Option<Since<'_>>) {
+        // `may` just looked the client up; handle_message checked it is live.
+        let client = &self.clients[&id];
+        let new = !client.subscriptions.contains_key(channel);
+        if new
+            && self.max_subscriptions != 0
+            && client.subscriptions.len() >= self.max_subscriptions
+        {
+            return self.error(id, ErrorCode::LimitExceeded);
+        }
+        let token = client.token;
+        // `may` found a session.
+        let user = Arc::clone(&client.session.as_ref().expect("a session").user);
+        let name = match (
+            self.channels.get_key_value(channel),
+            self.joining.get_key_value(channel),
+        ) {
+            (Some((name, _)), _) | (None, Some((name, _))) => Arc::clone(name),
+            (None, None) => Arc::from(channel),
+        };
+        if new {
+            let count = self.joining.entry(Arc::clone(&name)).or_insert(0);
+            if *count == 0 && !self.channels.contains_key(&name) {
+                // The node receives the channel's events from before the marker on.
+                let topic = Topic::Channel(Arc::clone(&name));
+                self.outputs.push_back(Output::Watch(topic));
+            }
+            *count += 1;
+        }
+        let announce = |kind| reply::join_leave(kind, channel, &token, &user);
+        let join = Join {
+            channel: Arc::clone(&name),
+            token,
+            user: Arc::clone(&user),
+            history: self.history_config,
+            since: since.map(|s| (s.offset, s.epoch.into_owned())),
+            presence: self.presence || self.join_leave,
+            join: (self.join_leave && new).then(|| announce("join")),
+            leave: self.join_leave.then(|| announce("leave")),
+        };
+        let pending = Pending::Join {
+            client: id,
+            channel: name,
+            token,
+            user,
+            new,
+        };
+        self.start(pending, Operation::Join(join));
+    }
+
+    /// Shared hub: the end of `client`'s join of `channel` (`new` unless it was subscribed
+    /// already): the marker's position, or the store's absence.
+    fn conclude_join(
+        &mut self,
+        id: ClientId,
+        channel: Arc<str>,
+        token: Token,
+        user: Arc<str>,
+        new: bool,
+        completion: Completion,
+    ) {
+        // Pending operations are forgotten with their client.
+        self.clients.get_mut(&id).expect("live client").operation = None;
+        if new {
+            self.joined_no_more(&channel);
+        }
+        let joined = match completion {
+            // A reload may have taken READ (or the user) away meanwhile.
+            Completion::Joined(joined) if self.may(id, Permissions::READ) => joined,
+            other => {
+                if new {
+                    // The store may have let it in: it leaves again.
+                    self.unwatch_if_unheld(&channel);
+                    self.depart(&channel, &token, &user);
+                }
+                let error = match other {
+                    Completion::Joined(_) => ErrorCode::AccessDenied,
+                    _ => ErrorCode::Unavailable,
+                };
+                return self.error(id, error);
+            }
+        };
+        if new {
+            let members = self.channels.entry(Arc::clone(&channel)).or_default();
+            let client = self.clients.get_mut(&id).expect("live client");
+            client
+                .subscriptions
+                .insert(Arc::clone(&channel), members.len());
+            members.push(id);
+        }
+        let payload = match self.history_config {
+            Some(_) => {
+                let recovery = joined
+                    .recovery
+                    .as_ref()
+                    .map(|r| r.as_ref().map(|e| e.iter()));
+                reply::subscribed_at(&channel, joined.offset, &joined.epoch, recovery)
+            }
+            None => reply::keyed("subscribed", &channel),
+        };
+        self.send(id, payload);
+    }
+
+    /// Shared hub: one join of `channel` is over.
+    fn joined_no_more(&mut self, channel: &str) {
+        if let Some(count) = self.joining.get_mut(channel) {
+            *count -= 1;
+            if *count == 0 {
+                self.joining.remove(channel);
+            }
+        }
+    }
+
+    /// Cluster: the node no longer holds `channel` unless a subscriber or a join remains.
+    fn unwatch_if_unheld(&mut self, channel: &Arc<str>) {
+        if self.cluster
+            && !self.channels.contains_key(channel)
+            && !self.joining.contains_key(channel)
+        {
+            let topic = Topic::Channel(Arc::clone(channel));
+            self.outputs.push_back(Output::Unwatch(topic));
+        }
+    }
+
+    /// Shared hub with `Presence` or `JoinLeave`: the store forgets the client (token,
+    /// user) in `channel` and tells the channel's holders.
+    fn depart(&mut self, channel: &Arc<str>, token: &Token, user: &str) {
+        if self.presence || self.join_leave {
+            let leave = self
+                .join_leave
+                .then(|| reply::join_leave("leave", channel, token, user));
+            self.outputs.push_back(Output::Left(Departure {
+                channel: Arc::clone(channel),
+                token: *token,
+                leave,
+            }));
+        }
+    }
+
     /// Removes `id` from `channel` if subscribed; removes the channel when it empties.
     fn unsubscribe(&mut self, id: ClientId, channel: &str) {
         let Some(client) = self.clients.get_mut(&id) else {
@@ -1051,16 +1379,18 @@ impl Engine {
                 .get_mut(name)
                 .expect("member is subscribed") = index;
         }
-        if members.is_empty() {
+        let emptied = members.is_empty();
+        if emptied {
             self.channels.remove(name);
             if let Some(history) = &mut self.history {
                 history.channel_emptied(name);
             }
-            if self.cluster {
-                let topic = Topic::Channel(Arc::clone(name));
-                self.outputs.push_back(Output::Unwatch(topic));
-            }
-        } else if self.join_leave {
+            self.unwatch_if_unheld(name);
+        }
+        if self.shared {
+            self.depart(name, token, user);
+        } else if !emptied && self.join_leave {
+            let members = &self.channels[name];
             let leave = reply::join_leave("leave", name, token, user);
             self.stats.deliveries += members.len() as u64;
             Self::fan_out(&mut self.outputs, members, &leave);
@@ -1108,8 +1438,19 @@ impl Engine {
         self.end_session(id);
         if let Some(client) = self.clients.remove(&id) {
             self.tokens.remove(&client.token);
-            if let Some(op) = client.operation {
-                self.pending.remove(&op);
+            if let Some(op) = client.operation
+                && let Some(Pending::Join {
+                    channel,
+                    token,
+                    user,
+                    new: true,
+                    ..
+                }) = self.pending.remove(&op)
+            {
+                // The store may have let it in already: it leaves like a subscriber.
+                self.joined_no_more(&channel);
+                self.unwatch_if_unheld(&channel);
+                self.depart(&channel, &token, &user);
             }
             if self.cluster {
                 let topic = Topic::Client(client.token);

@@ -175,7 +175,7 @@ mod reply;
 mod request;
 
 pub use client::{ClientId, Token};
-pub use cluster::{Publication, Topic};
+pub use cluster::{Departure, HistoryRead, Join, Joined, PresenceEntry, Publication, Topic};
 pub use config::{ConfigError, EngineConfig, EngineLimits, HistoryConfig, UserConfig, is_phc};
 pub use engine::{ConnectError, Engine, EngineStats, HashSeed, PublishStep, Reloaded};
 pub use message::{CloseCode, Message, Output, Payload};

@@ -146,6 +146,10 @@ pub enum Output {
     /// [`Operation::Publish`](crate::Operation::Publish)), which keeps each publisher's
     /// order across nodes. Nothing to report back: the engine has answered the publisher.
     Publish(crate::Publication),
+    /// Cluster, on a hub with `Presence` or `JoinLeave`: a client left a channel (see
+    /// [`Departure`](crate::Departure)); send it in order with the rest. Nothing to report
+    /// back.
+    Left(crate::Departure),
     /// For the log only: `client` failed to authenticate as `user`. Nothing to send; the
     /// error reply is a separate [`Output::Send`].
     AuthFailed {

@@ -30,11 +30,26 @@ pub enum Operation {
     /// channel or client this node does not hold). Completes with
     /// [`Completion::Published`].
     Publish(crate::Publication),
+    /// Cluster, on a hub with `History`, `Presence` or `JoinLeave`: enter a channel through
+    /// the shared store (see [`Join`](crate::Join)). Completes with
+    /// [`Completion::Joined`] when its marker arrives, or [`Completion::Unavailable`].
+    Join(crate::Join),
+    /// Cluster, on a History hub: read the channel's last `limit` kept events (all for 0).
+    /// Completes with [`Completion::History`] or [`Completion::Unavailable`].
+    History {
+        /// The channel.
+        channel: std::sync::Arc<str>,
+        /// How many of the last events (0: all).
+        limit: u64,
+    },
+    /// Cluster, on a Presence hub: read who is subscribed to the channel on every node.
+    /// Completes with [`Completion::Presence`] or [`Completion::Unavailable`].
+    Presence(std::sync::Arc<str>),
 }
 
 /// The result of an [`Operation`], fed back with
 /// [`Protocol::handle_completion`](crate::Protocol::handle_completion).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Completion {
     /// The result of [`Operation::VerifySecret`]: whether the secret matched the hash.
@@ -42,6 +57,18 @@ pub enum Completion {
     /// The result of [`Operation::Publish`]: whether another node held the topic when the
     /// publication reached the backplane (`false` too when the backplane is unreachable).
     Published(bool),
+    /// The marker of an [`Operation::Join`]: where the subscription begins.
+    Joined(crate::Joined),
+    /// The result of [`Operation::History`].
+    History(crate::HistoryRead),
+    /// The result of [`Operation::Presence`]: every subscriber's token and user.
+    Presence(Vec<(crate::Token, String)>),
+    /// The shared store of a cluster could not be reached: the operation did not happen
+    /// (an [`Operation::Publish`] of a History hub, [`Operation::Join`],
+    /// [`Operation::History`], [`Operation::Presence`]); the client is answered
+    /// `UNAVAILABLE`. An [`Operation::Publish`] without history completes with
+    /// `Published(false)` instead.
+    Unavailable,
     /// A completion that no operation expects; it exists only in rocket-proto's own unit
     /// tests, to check that a completion of the wrong kind is ignored.
     #[cfg(test)]

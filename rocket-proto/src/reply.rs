@@ -23,11 +23,14 @@ pub enum ErrorCode {
     InvalidUser,
     /// `authenticate` with the wrong secret.
     InvalidCredentials,
+    /// Cluster: the store that holds the hub's shared state (history, presence) cannot be
+    /// reached; nothing happened, the request may be retried.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::InvalidPayload,
         Self::AccessDenied,
         Self::LimitExceeded,
@@ -35,6 +38,7 @@ impl ErrorCode {
         Self::InvalidClient,
         Self::InvalidUser,
         Self::InvalidCredentials,
+        Self::Unavailable,
     ];
 
     /// The name on the wire, e.g. `INVALID_PAYLOAD`.
@@ -47,6 +51,7 @@ impl ErrorCode {
             Self::InvalidClient => "INVALID_CLIENT",
             Self::InvalidUser => "INVALID_USER",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -60,6 +65,7 @@ impl ErrorCode {
             Self::InvalidClient => r#"{"err":"INVALID_CLIENT"}"#,
             Self::InvalidUser => r#"{"err":"INVALID_USER"}"#,
             Self::InvalidCredentials => r#"{"err":"INVALID_CREDENTIALS"}"#,
+            Self::Unavailable => r#"{"err":"UNAVAILABLE"}"#,
         })
     }
 }

@@ -6,8 +6,8 @@
 mod support;
 
 use rocket_proto::{
-    ClientId, Completion, EngineConfig, ErrorCode, HashSeed, Output, Payload, Publication, Publish,
-    PublishKind, PublishStep, Topic,
+    ClientId, Completion, Departure, EngineConfig, ErrorCode, HashSeed, HistoryRead, Joined, OpId,
+    Operation, Output, Payload, Publication, Publish, PublishKind, PublishStep, Token, Topic,
 };
 use serde_json::{Value, json};
 use support::{Sim, token_for};
@@ -107,6 +107,7 @@ fn a_broadcast_with_local_subscribers_is_answered_at_once_and_published_once() {
         [Output::Publish(Publication {
             topic: channel("news"),
             payload: Payload::text(delivered[0].clone()),
+            history: None,
         })],
         "the other nodes get the same event bytes, once"
     );
@@ -325,18 +326,229 @@ fn a_single_node_engine_says_nothing_of_clusters() {
     assert!(sim.publications.is_empty());
 }
 
+/// A shared hub (History, Presence and JoinLeave in a cluster).
+fn shared_sim() -> Sim {
+    let json = r#"{"Users": {"admin": {"Secret": "s3cret", "Permission": 7}},
+        "History": {"Size": 10, "TtlMs": 1000}, "Presence": true, "JoinLeave": true}"#;
+    Sim::with_config(&clustered(json), HashSeed::default())
+}
+
+/// The last shared-store operation started, taken.
+fn last_shared(sim: &mut Sim) -> (ClientId, OpId, Operation) {
+    sim.shared.pop().expect("an operation on the store")
+}
+
+/// What a subscriber's departure from `channel` asks of the store.
+fn departure_of(channel: &str, token: Token, join_leave: bool) -> Departure {
+    let hex = token.to_string();
+    let leave = format!(r#"{{"leave":{{"channel":"{channel}","client":"{hex}","user":"admin"}}}}"#);
+    Departure::new(
+        channel.into(),
+        token,
+        join_leave.then(|| Payload::text(leave)),
+    )
+}
+
+fn joined(offset: u64, epoch: &str, recovery: Option<Option<Vec<&str>>>) -> Completion {
+    let recovery = recovery.map(|r| r.map(|e| e.into_iter().map(Payload::text).collect()));
+    Completion::Joined(Joined::new(offset, epoch.into(), recovery))
+}
+
 #[test]
-fn node_local_features_are_refused_in_a_cluster() {
-    for (setting, key) in [
-        (r#""History": {"Size": 10, "TtlMs": 1000}"#, "History"),
-        (r#""Presence": true"#, "Presence"),
-        (r#""JoinLeave": true"#, "JoinLeave"),
+fn a_shared_hub_subscribes_at_the_marker_and_leaves_through_the_store() {
+    let mut sim = shared_sim();
+    let a = admin(&mut sim);
+    let ta = token_for(a.0);
+    sim.cluster.clear();
+    sim.send(a, json!({"subscribe": {"channel": "news"}}));
+    assert!(sim.take(a).is_empty(), "the reply waits for the marker");
+    assert_eq!(sim.cluster, [Output::Watch(channel("news"))]);
+    let (client, op, Operation::Join(join)) = last_shared(&mut sim) else {
+        panic!("a join")
+    };
+    assert_eq!(client, a);
+    assert_eq!(
+        (&*join.channel, join.token, &*join.user),
+        ("news", ta, "admin")
+    );
+    assert!(join.presence && join.history.is_some() && join.since.is_none());
+    let hex = ta.to_string();
+    let join_event = json!({"join": {"channel": "news", "client": hex, "user": "admin"}});
+    let leave_event = json!({"leave": {"channel": "news", "client": hex, "user": "admin"}});
+    let text = |p: &Option<Payload>| {
+        serde_json::from_str::<Value>(p.as_ref().unwrap().as_text().unwrap()).unwrap()
+    };
+    assert_eq!(text(&join.join), join_event);
+    assert_eq!(text(&join.leave), leave_event);
+
+    // What the channel carried before the marker is not the new subscriber's.
+    sim.remote_broadcast(
+        "news",
+        Payload::text(r#"{"event":"e","channel":"news","offset":3,"epoch":"E"}"#),
+    );
+    assert!(sim.take(a).is_empty());
+    sim.complete(op, joined(3, "E", None));
+    assert_eq!(
+        sim.take(a),
+        [json!({"subscribed": "news", "offset": 3, "epoch": "E"})]
+    );
+    sim.remote_broadcast(
+        "news",
+        Payload::text(r#"{"event":"e","channel":"news","offset":4,"epoch":"E"}"#),
+    );
+    assert_eq!(sim.take(a).len(), 1, "after the marker it is");
+    sim.complete(op, joined(9, "X", None));
+    assert!(sim.take(a).is_empty(), "a second completion is ignored");
+
+    // A broadcast goes to the store, which delivers it to every node, this one too.
+    sim.send(a, broadcast("news", json!(1)));
+    let (_, op, publication) = sim.publications.pop().unwrap();
+    assert!(publication.history.is_some());
+    sim.complete(op, Completion::Published(true));
+    assert_eq!(
+        sim.take(a),
+        [json!({"broadcasted": "news"})],
+        "no local delivery"
+    );
+    for (completion, reply) in [
+        (
+            Completion::Published(false),
+            json!({"err": "INVALID_CHANNEL"}),
+        ),
+        (Completion::Unavailable, json!({"err": "UNAVAILABLE"})),
     ] {
-        let json = format!(r#"{{"Users": {{}}, {setting}}}"#);
-        let mut config = EngineConfig::from_json(&json).unwrap();
-        config.cluster = true;
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains(key), "{error}");
-        assert!(error.contains("cluster"), "{error}");
+        sim.send(a, broadcast("news", json!(1)));
+        let (_, op, _) = sim.publications.pop().unwrap();
+        sim.complete(op, completion);
+        assert_eq!(sim.take(a), [reply]);
     }
+
+    // History and presence are read from the store.
+    sim.send(a, json!({"history": {"channel": "news", "limit": 2}}));
+    let (_, op, operation) = last_shared(&mut sim);
+    assert_eq!(
+        operation,
+        Operation::History {
+            channel: "news".into(),
+            limit: 2
+        }
+    );
+    let event = r#"{"event":"e","channel":"news","offset":4,"epoch":"E"}"#;
+    sim.complete(
+        op,
+        Completion::History(HistoryRead::new(4, "E".into(), vec![Payload::text(event)])),
+    );
+    assert_eq!(
+        sim.take(a),
+        [
+            json!({"history": {"channel": "news", "offset": 4, "epoch": "E",
+                            "events": [serde_json::from_str::<Value>(event).unwrap()]}})
+        ]
+    );
+    sim.send(a, json!({"presence": {"channel": "news"}}));
+    let (_, op, operation) = last_shared(&mut sim);
+    assert_eq!(operation, Operation::Presence("news".into()));
+    sim.complete(op, Completion::Presence(vec![(ta, "admin".into())]));
+    assert_eq!(
+        sim.take(a),
+        [json!({"presence": {"channel": "news", "clients": {hex.clone(): {"user": "admin"}}}})]
+    );
+    sim.send(a, json!({"presence": {"channel": "news"}}));
+    let (_, op, _) = last_shared(&mut sim);
+    sim.complete(op, Completion::Unavailable);
+    assert_eq!(sim.take(a), [json!({"err": "UNAVAILABLE"})]);
+
+    // A second subscriber recovers; a re-subscribe announces no join.
+    let b = admin(&mut sim);
+    sim.cluster.clear();
+    sim.send(
+        b,
+        json!({"subscribe": {"channel": "news", "since": {"offset": 3, "epoch": "E"}}}),
+    );
+    assert!(sim.cluster.is_empty(), "the node holds the channel already");
+    let (_, op, Operation::Join(join)) = last_shared(&mut sim) else {
+        panic!("a join")
+    };
+    assert_eq!(join.since, Some((3, "E".into())));
+    sim.complete(op, joined(4, "E", Some(Some(vec![event]))));
+    assert_eq!(
+        sim.take(b),
+        [
+            json!({"subscribed": "news", "offset": 4, "epoch": "E", "recovered": true,
+                "events": [serde_json::from_str::<Value>(event).unwrap()]})
+        ]
+    );
+    sim.send(
+        b,
+        json!({"subscribe": {"channel": "news", "since": {"offset": 1, "epoch": "old"}}}),
+    );
+    let (_, op, Operation::Join(join)) = last_shared(&mut sim) else {
+        panic!("a join")
+    };
+    assert_eq!(join.join, None, "subscribed already: no join");
+    sim.complete(op, joined(4, "E", Some(None)));
+    assert_eq!(
+        sim.take(b),
+        [json!({"subscribed": "news", "offset": 4, "epoch": "E", "recovered": false})]
+    );
+
+    // Leaving goes through the store; the node lets go of the channel with its last one.
+    let tb = token_for(b.0);
+    sim.send(b, json!({"unsubscribe": {"channel": "news"}}));
+    assert_eq!(sim.take(b), [json!({"unsubscribed": "news"})]);
+    assert!(
+        sim.take(a).is_empty(),
+        "the leave comes back from the store"
+    );
+    let [Output::Left(departure)] = &sim.cluster[..] else {
+        panic!("{:?}", sim.cluster)
+    };
+    assert_eq!((&*departure.channel, departure.token), ("news", tb));
+    sim.cluster.clear();
+    sim.disconnect(a);
+    assert_eq!(
+        sim.cluster[..2],
+        [
+            Output::Unwatch(channel("news")),
+            Output::Left(departure_of("news", ta, true))
+        ]
+    );
+}
+
+#[test]
+fn a_join_that_fails_or_whose_client_goes_is_undone() {
+    let mut sim = shared_sim();
+    let a = admin(&mut sim);
+    let ta = token_for(a.0);
+    sim.cluster.clear();
+    sim.send(a, json!({"subscribe": {"channel": "c"}}));
+    let (_, op, _) = last_shared(&mut sim);
+    sim.complete(op, Completion::Unavailable);
+    assert_eq!(sim.take(a), [json!({"err": "UNAVAILABLE"})]);
+    assert_eq!(
+        sim.cluster,
+        [
+            Output::Watch(channel("c")),
+            Output::Unwatch(channel("c")),
+            Output::Left(departure_of("c", ta, true))
+        ]
+    );
+    assert_eq!(sim.engine().subscriber_count("c"), 0);
+
+    sim.cluster.clear();
+    sim.send(a, json!({"subscribe": {"channel": "c"}}));
+    let (_, op, _) = last_shared(&mut sim);
+    sim.disconnect(a);
+    assert_eq!(
+        sim.cluster,
+        [
+            Output::Watch(channel("c")),
+            Output::Unwatch(channel("c")),
+            Output::Left(departure_of("c", ta, true)),
+            Output::Unwatch(Topic::Client(ta)),
+        ],
+        "a join under way is undone with its client"
+    );
+    sim.complete(op, joined(0, "E", None));
+    assert!(sim.engine().is_idle());
 }

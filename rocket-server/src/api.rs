@@ -34,6 +34,7 @@ impl Answer {
             ErrorCode::InvalidUser | ErrorCode::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
             ErrorCode::InvalidChannel | ErrorCode::InvalidClient => StatusCode::NOT_FOUND,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             // Publishing has no other error; keep the protocol's answer if one appears.
             _ => StatusCode::BAD_REQUEST,
         };
@@ -84,8 +85,11 @@ pub(crate) async fn publish(
         // A cluster node without a local holder of the target asks the other nodes.
         PublishStep::Publish(publication) => {
             let reached = hub.publish_and_ask(&publication).await;
-            hub.with_engine(|engine| engine.handle_publish_published(&publication, reached))
-                .expect("a Rocket hub")
+            hub.with_engine(|engine| match reached {
+                Some(reached) => engine.handle_publish_published(&publication, reached),
+                None => engine.handle_publish_unavailable(&publication),
+            })
+            .expect("a Rocket hub")
         }
         // Verified already: the engine asks for one verification at most.
         _ => Err(ErrorCode::InvalidCredentials),
@@ -161,6 +165,7 @@ mod tests {
             (ErrorCode::AccessDenied, 403),
             (ErrorCode::InvalidChannel, 404),
             (ErrorCode::InvalidClient, 404),
+            (ErrorCode::Unavailable, 503),
         ] {
             let a = Answer::error(code);
             assert_eq!(a.status.as_u16(), status, "{code:?}");

@@ -30,6 +30,12 @@
 //!   same ordered stream), so the rest is the number of *other* nodes holding the target,
 //!   and `INVALID_CHANNEL` / `INVALID_CLIENT` come only when no node holds it.
 //!
+//! ## Shared state
+//! Hubs with `History`, `Presence` or `JoinLeave` keep them in Redis, changed by Lua
+//! scripts that publish on the channel's topic too (see [`store`]). Their messages start
+//! with `*` (an event every node delivers, the publishing node included) or `!` (a join's
+//! marker, for the node that asked), never with a node id's hex digit.
+//!
 //! ## Failure
 //! The connection is lost on a disconnection push, an error, or when it goes silent: a
 //! command or PING (one is sent after [`HEARTBEAT`] without traffic) waits
@@ -42,15 +48,19 @@
 //! with backoff (doubling from 100 ms to at most [`MAX_BACKOFF`]), subscribes again to
 //! every topic the hubs hold, and is up.
 
+mod store;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, select};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
-use rocket_proto::{Payload, Publication, Token, Topic};
+use rocket_proto::{
+    Completion, Departure, HistoryRead, Join, OpId, Payload, Publication, Token, Topic,
+};
 
 use crate::Runtime;
 use crate::config::ClusterConfig;
@@ -74,6 +84,8 @@ const SUBSCRIBE_CHUNK: usize = 1000;
 const MAX_QUEUED: usize = 1 << 16;
 /// Length of a node id in a message: 16 hex digits.
 const NODE_ID_LEN: usize = 16;
+/// Length of a join's number in its marker: 16 hex digits.
+const JOIN_ID_LEN: usize = 16;
 
 /// The node's link to the other nodes: one per server with a `Cluster` setting.
 pub(crate) struct Backplane {
@@ -97,7 +109,21 @@ pub(crate) struct Backplane {
     /// Pushes received on the current connection: proof that it is alive while an answer
     /// waits behind them.
     pushes: AtomicU64,
+    /// Joins whose marker is awaited, by number.
+    joins: Mutex<HashMap<u64, Joining>>,
+    /// The last join's number.
+    last_join: AtomicU64,
+    /// The last epoch candidate's number.
+    last_epoch: AtomicU64,
     pub(crate) counters: ClusterCounters,
+}
+
+/// A join whose marker is awaited: the hub and operation to complete, and the driver to
+/// tell (dropped unsent when the join failed).
+struct Joining {
+    hub: Weak<Hub>,
+    op: OpId,
+    done: async_channel::Sender<()>,
 }
 
 /// What the cluster metrics read.
@@ -127,14 +153,41 @@ impl std::fmt::Debug for Backplane {
 enum Command {
     Watch(Vec<u8>),
     Unwatch(Vec<u8>),
-    Publish {
-        topic: Vec<u8>,
-        message: Vec<u8>,
-        /// Told whether another node held the topic, for a publication that awaits it.
-        answer: Option<async_channel::Sender<bool>>,
-    },
+    /// A PUBLISH or a script, pipelined with its neighbours.
+    Run(Job),
     /// The connection of this generation reported its loss.
     Lost(u64),
+}
+
+/// A command to pipeline, and what becomes of its reply.
+struct Job {
+    cmd: redis::Cmd,
+    then: Then,
+    /// It publishes a message (counted in `rocket_cluster_published_total`).
+    publication: bool,
+}
+
+impl Job {
+    fn new(cmd: redis::Cmd, then: Then) -> Self {
+        Self {
+            cmd,
+            then,
+            publication: false,
+        }
+    }
+}
+
+/// What becomes of a [`Job`]'s reply.
+enum Then {
+    Nothing,
+    /// A PUBLISH to `topic`: tell whether another node held it (this node's connection
+    /// counts among the receivers while subscribed). `false` when Redis is unreachable.
+    Reach {
+        topic: Vec<u8>,
+        answer: async_channel::Sender<bool>,
+    },
+    /// Hand the reply over; `None` when Redis could not be reached or the command failed.
+    Reply(async_channel::Sender<Option<Value>>),
 }
 
 impl Backplane {
@@ -172,6 +225,9 @@ impl Backplane {
             generation: AtomicU64::new(0),
             current: AtomicU64::new(0),
             pushes: AtomicU64::new(0),
+            joins: Mutex::new(HashMap::new()),
+            last_join: AtomicU64::new(0),
+            last_epoch: AtomicU64::new(0),
             counters: ClusterCounters::default(),
         }))
     }
@@ -229,9 +285,12 @@ impl Backplane {
         if self.overloaded() {
             return;
         }
-        let _ = self
-            .commands
-            .try_send(self.publication(hub, publication, None));
+        let job = Job {
+            cmd: self.publication(hub, publication),
+            then: Then::Nothing,
+            publication: true,
+        };
+        let _ = self.commands.try_send(Command::Run(job));
     }
 
     /// Whether the queue is full: counts the publication the caller drops.
@@ -253,36 +312,313 @@ impl Backplane {
     }
 
     /// As [`publish`](Self::publish), and resolves to whether another node held the
-    /// topic (`false` while Redis is unreachable).
+    /// topic (`false` while Redis is unreachable). A History hub's broadcast resolves to
+    /// whether any node (this one included) held the channel, and to `None` when Redis could
+    /// not be reached: it was not delivered anywhere.
     pub(crate) fn publish_and_ask(
         &self,
         hub: &str,
         publication: &Publication,
-    ) -> impl Future<Output = bool> + Send + 'static {
-        let (answer, answered) = async_channel::bounded(1);
-        let sent = !self.overloaded()
-            && self
-                .commands
-                .try_send(self.publication(hub, publication, Some(answer)))
-                .is_ok();
-        async move { sent && answered.recv().await.unwrap_or(false) }
+    ) -> impl Future<Output = Option<bool>> + Send + 'static {
+        let history = publication.history.is_some();
+        let cmd = self.publication(hub, publication);
+        let (reach, reached) = async_channel::bounded(1);
+        let (reply, replied) = async_channel::bounded(1);
+        let then = if history {
+            Then::Reply(reply)
+        } else {
+            Then::Reach {
+                topic: self.key(hub, &publication.topic),
+                answer: reach,
+            }
+        };
+        let job = Job {
+            cmd,
+            then,
+            publication: true,
+        };
+        let sent = !self.overloaded() && self.commands.try_send(Command::Run(job)).is_ok();
+        async move {
+            if history {
+                let reply = if sent {
+                    replied.recv().await.ok().flatten()
+                } else {
+                    None
+                };
+                match reply? {
+                    Value::Int(receivers) => Some(receivers > 0),
+                    _ => None,
+                }
+            } else {
+                Some(sent && reached.recv().await.unwrap_or(false))
+            }
+        }
     }
 
-    fn publication(
+    /// The command that sends `publication` of hub `hub`: a PUBLISH of the node id and the
+    /// event, or on a History hub the [`store::APPEND`] script.
+    fn publication(&self, hub: &str, publication: &Publication) -> redis::Cmd {
+        let topic = self.key(hub, &publication.topic);
+        let payload = publication.payload.as_bytes();
+        match (&publication.history, &publication.topic) {
+            (Some(history), Topic::Channel(channel)) => {
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(store::APPEND)
+                    .arg(3)
+                    .arg(self.channel_key(hub, b'o', channel))
+                    .arg(self.channel_key(hub, b'e', channel))
+                    .arg(self.channel_key(hub, b'h', channel))
+                    .arg(topic)
+                    .arg(payload)
+                    .arg(history.size)
+                    .arg(history.ttl_ms)
+                    .arg(self.epoch_candidate());
+                cmd
+            }
+            _ => {
+                let mut message = Vec::with_capacity(NODE_ID_LEN + payload.len());
+                message.extend_from_slice(&self.node);
+                message.extend_from_slice(payload);
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(topic).arg(message);
+                cmd
+            }
+        }
+    }
+
+    /// A new epoch, should the channel need one: this node's id and a number it never
+    /// gave before, so no two epochs of a channel are the same.
+    fn epoch_candidate(&self) -> String {
+        let n = self.last_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}{n:x}", self.node())
+    }
+
+    /// Runs `cmd` in order after everything asked before; resolves to its reply, `None` when
+    /// Redis could not be reached or the command failed.
+    fn ask(&self, cmd: redis::Cmd) -> impl Future<Output = Option<Value>> + Send + 'static {
+        let (reply, replied) = async_channel::bounded(1);
+        let sent = self
+            .commands
+            .try_send(Command::Run(Job::new(cmd, Then::Reply(reply))))
+            .is_ok();
+        async move {
+            if !sent {
+                return None;
+            }
+            replied.recv().await.ok().flatten()
+        }
+    }
+
+    /// Client `join.token` of `hub` enters `join.channel` (operation `op`, see
+    /// [`store::JOIN`]). The hub is given [`Completion::Joined`] when the marker arrives;
+    /// resolves then to `None`, or to [`Completion::Unavailable`] when Redis could not be
+    /// reached (nothing was completed).
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        hub: &Arc<Hub>,
+        op: OpId,
+        join: &Join,
+    ) -> impl Future<Output = Option<Completion>> + Send + 'static {
+        let path = hub.path();
+        let id = self.last_join.fetch_add(1, Ordering::Relaxed) + 1;
+        let (done, marked) = async_channel::bounded(1);
+        let waiting = Joining {
+            hub: Arc::downgrade(hub),
+            op,
+            done,
+        };
+        lock(&self.joins).insert(id, waiting);
+        let channel = &join.channel;
+        let topic = self.key(path, &Topic::Channel(Arc::clone(channel)));
+        let presence_key = self.channel_key(path, b'p', channel);
+        let mut head = Vec::with_capacity(1 + NODE_ID_LEN + JOIN_ID_LEN);
+        head.push(b'!');
+        head.extend_from_slice(&self.node);
+        head.extend_from_slice(format!("{id:016x}").as_bytes());
+        let token = join.token.to_hex();
+        let presence = if join.presence {
+            let mut value = self.node.to_vec();
+            value.extend_from_slice(join.user.as_bytes());
+            value
+        } else {
+            Vec::new()
+        };
+        let (since_offset, since_epoch) = match &join.since {
+            Some((offset, epoch)) => (offset.to_string(), epoch.as_str()),
+            None => (String::new(), ""),
+        };
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(store::JOIN)
+            .arg(5)
+            .arg(self.channel_key(path, b'o', channel))
+            .arg(self.channel_key(path, b'e', channel))
+            .arg(self.channel_key(path, b'h', channel))
+            .arg(&presence_key)
+            .arg(self.index_key())
+            .arg(&topic)
+            .arg(head)
+            .arg(if join.history.is_some() { "1" } else { "0" })
+            .arg(join.history.map_or(1, |h| h.ttl_ms))
+            .arg(self.epoch_candidate())
+            .arg(since_offset)
+            .arg(since_epoch)
+            .arg(&token[..])
+            .arg(presence)
+            .arg(join.join.as_ref().map_or(&b""[..], Payload::as_bytes))
+            .arg(index_field(&presence_key, &token))
+            .arg(index_value(&topic, join.leave.as_ref()));
+        let reply = self.ask(cmd);
+        let joins = Arc::clone(self);
+        async move {
+            let failed = reply.await.is_none();
+            // The marker, if it came, was handled as it arrived (before the reply, or
+            // after it on a server that defers pushes to the caller until its reply).
+            if failed && lock(&joins.joins).remove(&id).is_some() {
+                return Some(Completion::Unavailable);
+            }
+            match marked.recv().await {
+                Ok(()) => None,
+                // Given up with the connection that should have carried the marker.
+                Err(_) => Some(Completion::Unavailable),
+            }
+        }
+    }
+
+    /// Channel `channel`'s last `limit` kept events on History hub `hub` (0: all).
+    pub(crate) fn read_history(
         &self,
         hub: &str,
-        publication: &Publication,
-        answer: Option<async_channel::Sender<bool>>,
-    ) -> Command {
-        let payload = publication.payload.as_bytes();
-        let mut message = Vec::with_capacity(NODE_ID_LEN + payload.len());
-        message.extend_from_slice(&self.node);
-        message.extend_from_slice(payload);
-        Command::Publish {
-            topic: self.key(hub, &publication.topic),
-            message,
-            answer,
+        channel: &str,
+        limit: u64,
+    ) -> impl Future<Output = Completion> + Send + 'static {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(store::HISTORY)
+            .arg(3)
+            .arg(self.channel_key(hub, b'o', channel))
+            .arg(self.channel_key(hub, b'e', channel))
+            .arg(self.channel_key(hub, b'h', channel))
+            .arg(limit.min(i64::MAX as u64));
+        let reply = self.ask(cmd);
+        async move {
+            let parsed = reply.await.and_then(|value| {
+                let mut parts = redis::from_redis_value::<Vec<Vec<u8>>>(value)
+                    .ok()?
+                    .into_iter();
+                let offset = std::str::from_utf8(&parts.next()?).ok()?.parse().ok()?;
+                let epoch = String::from_utf8(parts.next()?).ok()?;
+                let events = parts
+                    .map(|e| String::from_utf8(e).ok().map(Payload::text))
+                    .collect::<Option<Vec<_>>>()?;
+                Some(HistoryRead::new(offset, epoch, events))
+            });
+            parsed.map_or(Completion::Unavailable, Completion::History)
         }
+    }
+
+    /// Who is subscribed to `channel` of hub `hub`, on every node.
+    pub(crate) fn read_presence(
+        &self,
+        hub: &str,
+        channel: &str,
+    ) -> impl Future<Output = Completion> + Send + 'static {
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.channel_key(hub, b'p', channel));
+        let reply = self.ask(cmd);
+        async move {
+            reply
+                .await
+                .and_then(|value| redis::from_redis_value::<Vec<(Vec<u8>, Vec<u8>)>>(value).ok())
+                .map_or(Completion::Unavailable, |entries| {
+                    Completion::Presence(store::parse_presence(entries))
+                })
+        }
+    }
+
+    /// A client of hub `hub` left a channel ([`store::LEAVE`]), in order after what was
+    /// asked before.
+    pub(crate) fn leave(&self, hub: &str, departure: &Departure) {
+        let channel = &departure.channel;
+        let presence_key = self.channel_key(hub, b'p', channel);
+        let token = departure.token.to_hex();
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(store::LEAVE)
+            .arg(2)
+            .arg(&presence_key)
+            .arg(self.index_key())
+            .arg(&token[..])
+            .arg(index_field(&presence_key, &token))
+            .arg(self.key(hub, &Topic::Channel(Arc::clone(channel))))
+            .arg(departure.leave.as_ref().map_or(&b""[..], Payload::as_bytes));
+        let _ = self
+            .commands
+            .try_send(Command::Run(Job::new(cmd, Then::Nothing)));
+    }
+
+    /// Writes the presence entries of every hub's local subscribers again (the store lost
+    /// them), as commands to pipeline.
+    fn presence_again(&self) -> Vec<redis::Cmd> {
+        let mut cmds = Vec::new();
+        let Some(hubs) = self.hubs.get() else {
+            return cmds;
+        };
+        for hub in hubs.values().filter_map(Weak::upgrade) {
+            let path = hub.path();
+            for entry in hub.presence_entries() {
+                let presence_key = self.channel_key(path, b'p', &entry.channel);
+                let topic = self.key(path, &Topic::Channel(Arc::clone(&entry.channel)));
+                let token = entry.token.to_hex();
+                let mut value = self.node.to_vec();
+                value.extend_from_slice(entry.user.as_bytes());
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(&presence_key).arg(&token[..]).arg(value);
+                cmds.push(cmd);
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(self.index_key())
+                    .arg(index_field(&presence_key, &token))
+                    .arg(index_value(&topic, entry.leave.as_ref()));
+                cmds.push(cmd);
+            }
+        }
+        cmds
+    }
+
+    /// The heartbeat ([`store::BEAT`]).
+    fn beat(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        let mut index_prefix = self.prefix.clone();
+        index_prefix.extend_from_slice(b"node:");
+        cmd.arg(store::BEAT)
+            .arg(1)
+            .arg(self.nodes_key())
+            .arg(&self.node[..])
+            .arg(store::DEAD_AFTER.as_millis() as u64)
+            .arg(index_prefix);
+        cmd
+    }
+
+    /// `{Prefix}:nodes`: every node's last heartbeat.
+    fn nodes_key(&self) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(b"nodes");
+        key
+    }
+
+    /// `{Prefix}:node:{id}`: this node's presence entries.
+    fn index_key(&self) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(b"node:");
+        key.extend_from_slice(&self.node);
+        key
+    }
+
+    /// The key of `channel`'s state of kind `kind` on hub `hub` (`o` offset, `e` epoch,
+    /// `h` events, `p` presence).
+    fn channel_key(&self, hub: &str, kind: u8, channel: &str) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(&encode_hub(hub));
+        key.extend_from_slice(&[b':', kind, b':']);
+        key.extend_from_slice(channel.as_bytes());
+        key
     }
 
     /// The Redis channel of `topic` on hub `hub`.
@@ -342,6 +678,11 @@ impl Backplane {
     }
 
     fn handle_message(&self, key: &[u8], message: &[u8]) {
+        match message.first() {
+            Some(b'*') => return self.deliver(key, &message[1..]),
+            Some(b'!') => return self.handle_marker(&message[1..]),
+            _ => {}
+        }
         let Some((node, event)) = message.split_at_checked(NODE_ID_LEN) else {
             tracing::warn!("cluster: a message without a node id ignored");
             return;
@@ -349,6 +690,11 @@ impl Backplane {
         if node == self.node {
             return; // our own: delivered locally already
         }
+        self.deliver(key, event);
+    }
+
+    /// An event for this node's holders of `key`'s topic.
+    fn deliver(&self, key: &[u8], event: &[u8]) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let Some((hub, topic)) = self.route(key) else {
             tracing::debug!(key = %String::from_utf8_lossy(key), "cluster: message for no hub");
@@ -363,6 +709,41 @@ impl Backplane {
             return;
         };
         hub.handle_remote(&topic, Payload::text(text));
+    }
+
+    /// A join's marker (after its `!`): this node's? Then its client becomes a subscriber
+    /// here, between the messages before and after it.
+    fn handle_marker(&self, marker: &[u8]) {
+        let Some((node, rest)) = marker.split_at_checked(NODE_ID_LEN) else {
+            return;
+        };
+        if node != self.node {
+            return; // another node's join
+        }
+        let Some((id, data)) = rest.split_at_checked(JOIN_ID_LEN) else {
+            return;
+        };
+        let Some(id) = std::str::from_utf8(id)
+            .ok()
+            .and_then(|id| u64::from_str_radix(id, 16).ok())
+        else {
+            return;
+        };
+        // Taken first: a join given up meanwhile stays given up.
+        let Some(joining) = lock(&self.joins).remove(&id) else {
+            return;
+        };
+        let completion = match store::parse_marker(data) {
+            Some(joined) => Completion::Joined(joined),
+            None => {
+                tracing::warn!("cluster: a malformed join marker");
+                Completion::Unavailable
+            }
+        };
+        if let Some(hub) = joining.hub.upgrade() {
+            hub.handle_joined(joining.op, completion);
+        }
+        let _ = joining.done.try_send(());
     }
 
     fn set_up(&self, up: bool) {
@@ -389,6 +770,7 @@ impl Backplane {
             backoff: MIN_BACKOFF,
             retry_at: runtime.now(),
             last_io: runtime.now(),
+            next_beat: runtime.now(),
         };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -397,7 +779,7 @@ impl Backplane {
             }
             let now = runtime.now();
             let until = match link.conn {
-                Some(_) => link.last_io + HEARTBEAT,
+                Some(_) => (link.last_io + HEARTBEAT).min(link.next_beat),
                 None => link.retry_at,
             };
             let news = self.queue.recv();
@@ -418,6 +800,9 @@ impl Backplane {
             } else {
                 link.carry_out(&mut batch).await;
             }
+            if link.conn.is_some() && runtime.now() >= link.next_beat {
+                link.beat().await;
+            }
         }
     }
 }
@@ -434,6 +819,8 @@ struct Link<'a> {
     backoff: Duration,
     retry_at: Instant,
     last_io: Instant,
+    /// When this node next records its heartbeat in the store ([`store::BEAT`]).
+    next_beat: Instant,
 }
 
 impl Link<'_> {
@@ -491,6 +878,7 @@ impl Link<'_> {
             Ok(()) => {
                 self.backoff = MIN_BACKOFF;
                 self.last_io = self.runtime.now();
+                self.next_beat = self.last_io;
                 if std::mem::replace(&mut self.was_lost, false) {
                     b.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
@@ -528,11 +916,43 @@ impl Link<'_> {
     fn lose(&mut self, why: &str) {
         // From now on nothing the old connection still holds is delivered.
         self.backplane.current.store(0, Ordering::Release);
+        // Markers that connection still owed will not come: those joins fail.
+        lock(&self.backplane.joins).clear();
         if self.conn.take().is_some() {
             tracing::debug!("cluster: Redis connection lost: {why}");
             self.was_lost = true;
             self.retry_at = self.runtime.now();
             self.backplane.set_up(false);
+        }
+    }
+
+    /// Records this node's heartbeat and reaps dead nodes; writes this node's presence
+    /// entries again when the store had lost this node.
+    async fn beat(&mut self) {
+        self.next_beat = self.runtime.now() + store::BEAT_EVERY;
+        let b = self.backplane;
+        let (reply, replied) = async_channel::bounded(1);
+        self.run(vec![Job::new(b.beat(), Then::Reply(reply))]).await;
+        let Ok(Some(value)) = replied.try_recv() else {
+            return;
+        };
+        let Ok((missing, reaped)) = redis::from_redis_value::<(u64, u64)>(value) else {
+            tracing::warn!("cluster: unexpected heartbeat reply");
+            return;
+        };
+        if reaped > 0 {
+            tracing::info!(reaped, "cluster: removed the presence of nodes gone silent");
+        }
+        if missing == 1 {
+            let again: Vec<_> = b
+                .presence_again()
+                .into_iter()
+                .map(|cmd| Job::new(cmd, Then::Nothing))
+                .collect();
+            if !again.is_empty() {
+                tracing::info!(entries = again.len() / 2, "cluster: presence written again");
+                self.run(again).await;
+            }
         }
     }
 
@@ -583,12 +1003,14 @@ impl Link<'_> {
                     topics.retain(|t| self.wanted.remove(t));
                     self.subscription(false, &topics).await;
                 }
-                publish @ Command::Publish { .. } => {
-                    let mut run = vec![publish];
-                    run.extend(std::iter::from_fn(|| {
-                        commands.next_if(|c| matches!(c, Command::Publish { .. }))
-                    }));
-                    self.publish(run).await;
+                Command::Run(job) => {
+                    let mut run = vec![job];
+                    while let Some(Command::Run(job)) =
+                        commands.next_if(|c| matches!(c, Command::Run(_)))
+                    {
+                        run.push(job);
+                    }
+                    self.run(run).await;
                 }
             }
         }
@@ -612,33 +1034,29 @@ impl Link<'_> {
         }
     }
 
-    async fn publish(&mut self, run: Vec<Command>) {
-        let mut answers = Vec::with_capacity(run.len());
+    /// Sends `run` as one pipeline and hands each reply to its [`Then`]. A command that
+    /// fails alone (a script error) fails alone; when the pipeline cannot be sent or
+    /// answered, the connection is lost and every command counts as failed.
+    async fn run(&mut self, run: Vec<Job>) {
         let mut pipe = redis::pipe();
-        for command in run {
-            if let Command::Publish {
-                topic,
-                message,
-                answer,
-            } = command
-            {
-                pipe.cmd("PUBLISH").arg(&topic).arg(message);
-                // This node's connection counts among the receivers while it is subscribed.
-                answers.push((answer, u64::from(self.wanted.contains(&topic))));
-            }
+        pipe.ignore_errors();
+        let mut thens = Vec::with_capacity(run.len());
+        for Job {
+            cmd,
+            then,
+            publication,
+        } in run
+        {
+            pipe.add_command(cmd);
+            thens.push((then, publication));
         }
-        let counts = match &self.conn {
+        let replies = match &self.conn {
             Some(conn) => {
                 let mut conn = conn.clone();
-                match self.timed(pipe.query_async::<Vec<u64>>(&mut conn)).await {
-                    Ok(counts) => {
+                match self.timed(pipe.query_async::<Vec<Value>>(&mut conn)).await {
+                    Ok(replies) => {
                         self.last_io = self.runtime.now();
-                        let published = counts.len() as u64;
-                        self.backplane
-                            .counters
-                            .published
-                            .fetch_add(published, Ordering::Relaxed);
-                        Some(counts)
+                        Some(replies)
                     }
                     Err(e) => {
                         self.lose(&e);
@@ -648,13 +1066,60 @@ impl Link<'_> {
             }
             None => None,
         };
-        for (i, (answer, own)) in answers.into_iter().enumerate() {
-            if let Some(answer) = answer {
-                let others = counts.as_ref().map_or(0, |c| c[i].saturating_sub(own));
-                let _ = answer.try_send(others > 0);
+        let mut replies = replies.map(Vec::into_iter);
+        let mut published = 0;
+        for (then, publication) in thens {
+            let reply = replies.as_mut().and_then(Iterator::next);
+            if let Some(Value::ServerError(e)) = &reply {
+                tracing::warn!("cluster: Redis refused a command: {e:?}");
+            }
+            let reply = reply.filter(|r| !matches!(r, Value::ServerError(_)));
+            if publication && reply.is_some() {
+                published += 1;
+            }
+            match then {
+                Then::Nothing => {}
+                Then::Reach { topic, answer } => {
+                    // This node's connection counts among the receivers while subscribed.
+                    let own = u64::from(self.wanted.contains(&topic));
+                    let others = match reply {
+                        Some(Value::Int(count)) => {
+                            u64::try_from(count).unwrap_or(0).saturating_sub(own)
+                        }
+                        _ => 0,
+                    };
+                    let _ = answer.try_send(others > 0);
+                }
+                Then::Reply(answer) => {
+                    let _ = answer.try_send(reply);
+                }
             }
         }
+        self.backplane
+            .counters
+            .published
+            .fetch_add(published, Ordering::Relaxed);
     }
+}
+
+/// The index field of a presence entry: the presence hash's key, NUL, the token.
+fn index_field(presence_key: &[u8], token: &[u8]) -> Vec<u8> {
+    let mut field = presence_key.to_vec();
+    field.push(0);
+    field.extend_from_slice(token);
+    field
+}
+
+/// The index value of a presence entry: the channel's topic, NUL, its leave (if any).
+fn index_value(topic: &[u8], leave: Option<&Payload>) -> Vec<u8> {
+    let mut value = topic.to_vec();
+    value.push(0);
+    value.extend_from_slice(leave.map_or(&b""[..], Payload::as_bytes));
+    value
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A hub path as it appears in topic names: `%` and `:` percent-encoded.
@@ -740,6 +1205,7 @@ mod tests {
         let publication = Publication {
             topic: Topic::Channel("c".into()),
             payload: Payload::text("{}"),
+            history: None,
         };
         for _ in 0..MAX_QUEUED + 3 {
             b.publish("/h", &publication);
@@ -748,7 +1214,7 @@ mod tests {
         assert_eq!(b.counters.dropped.load(Ordering::Relaxed), 3);
         let answer = b.publish_and_ask("/h", &publication);
         assert!(
-            !futures_util::FutureExt::now_or_never(answer).expect("answered at once"),
+            futures_util::FutureExt::now_or_never(answer).expect("answered at once") == Some(false),
             "an overloaded backplane reaches no node"
         );
         b.watch("/h", &Topic::Channel("d".into()));

@@ -440,13 +440,12 @@ mod tests {
             r#"{{{hubs},"Cluster":{{"Redis":"redis://h/0","Db":1}}}}"#
         ));
         assert!(e.contains("Db"), "unknown keys are refused: {e}");
-        let e = err(
-            r#"{"Hubs":[{"Path":"/h","History":{"Size":1,"TtlMs":1}}],"Cluster":{"Redis":"redis://h/0"}}"#,
-        );
-        assert!(
-            e.contains("Hubs[0].History") && e.contains("cannot be used in a cluster"),
-            "{e}"
-        );
+        let shared = Config::from_json(
+            r#"{"Hubs":[{"Path":"/h","History":{"Size":1,"TtlMs":1},"Presence":true}],"Cluster":{"Redis":"redis://h/0"}}"#,
+        )
+        .unwrap();
+        let engine = shared.engine_config(&shared.hubs[0]);
+        assert!(engine.cluster && engine.presence && engine.history.is_some());
         assert_eq!(
             ClusterConfig::new("redis://h:1/2").unwrap().redis,
             "redis://h:1/2"

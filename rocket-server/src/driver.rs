@@ -165,7 +165,9 @@ impl std::fmt::Display for Outcome {
 }
 
 /// An operation run for the connection's client, resolving to its id and result.
-type PendingOp<'a> = Pin<Box<dyn Future<Output = (OpId, Completion)> + Send + 'a>>;
+/// An operation under way: resolves to its completion, or to `None` when it was fed to the
+/// hub already (a cluster join completes at its marker).
+type PendingOp<'a> = Pin<Box<dyn Future<Output = (OpId, Option<Completion>)> + Send + 'a>>;
 
 struct Connection<'a, S, W> {
     ws: S,
@@ -189,7 +191,7 @@ enum Event {
     Close(u16, Cow<'static, str>),
     SlowConsumer,
     WriteFailed(WsError),
-    Completed(OpId, Completion),
+    Completed(OpId, Option<Completion>),
     Incoming(Option<Result<Message, WsError>>),
     Tick,
 }
@@ -228,10 +230,11 @@ where
                 }
                 Event::WriteFailed(e) => return Outcome::Broken(format!("write failed: {e}")),
                 Event::Completed(op, completion) => {
-                    let next = self
-                        .admission
-                        .hub
-                        .handle_completion(self.id, op, completion);
+                    let next = completion.and_then(|completion| {
+                        self.admission
+                            .hub
+                            .handle_completion(self.id, op, completion)
+                    });
                     self.operation = next.and_then(|(op, operation)| self.start(op, operation));
                 }
                 Event::Incoming(None) => return Outcome::Broken("connection ended".into()),
@@ -361,13 +364,21 @@ where
         match operation {
             Operation::VerifySecret(v) => Some(Box::pin(async move {
                 let ok = state.verify(runtime, peer, v).await;
-                (op, Completion::SecretVerified(ok))
+                (op, Some(Completion::SecretVerified(ok)))
             })),
             Operation::Publish(publication) => {
                 let reached = self.admission.hub.publish_and_ask(&publication);
                 Some(Box::pin(async move {
-                    (op, Completion::Published(reached.await))
+                    let completion = match reached.await {
+                        Some(reached) => Completion::Published(reached),
+                        None => Completion::Unavailable,
+                    };
+                    (op, Some(completion))
                 }))
+            }
+            shared @ (Operation::Join(_) | Operation::History { .. } | Operation::Presence(_)) => {
+                let done = self.admission.hub.run_shared(op, shared);
+                Some(Box::pin(async move { (op, done.await) }))
             }
             other => {
                 tracing::error!(client = %self.id, %op, ?other, "unsupported operation");

@@ -372,11 +372,13 @@ impl Hub {
 
     /// Sends `publication` to the other nodes of the cluster, after every publication the
     /// hub sent before, and resolves to whether another node held its topic (`false`
-    /// without a cluster, or while Redis is unreachable).
+    /// without a cluster, or while Redis is unreachable). A History hub's broadcast
+    /// resolves to whether any node held the channel, `None` when Redis was unreachable
+    /// (see [`Backplane::publish_and_ask`]).
     pub(crate) fn publish_and_ask(
         &self,
         publication: &Publication,
-    ) -> impl Future<Output = bool> + Send + 'static {
+    ) -> impl Future<Output = Option<bool>> + Send + 'static {
         let asked = self
             .cluster
             .as_ref()
@@ -384,8 +386,49 @@ impl Hub {
         async move {
             match asked {
                 Some(answer) => answer.await,
-                None => false,
+                None => Some(false),
             }
+        }
+    }
+
+    /// Runs a cluster operation of this hub's engine on the backplane (a join, a history
+    /// or presence read); resolves to its completion, or to `None` for a join, which the
+    /// backplane completed through [`handle_joined`](Self::handle_joined) at its marker.
+    pub(crate) fn run_shared(
+        self: &Arc<Self>,
+        op: OpId,
+        operation: Operation,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Option<Completion>> + Send + 'static>> {
+        let Some(cluster) = self.cluster.clone() else {
+            return Box::pin(std::future::ready(Some(Completion::Unavailable)));
+        };
+        match operation {
+            Operation::Join(join) => Box::pin(cluster.join(self, op, &join)),
+            Operation::History { channel, limit } => {
+                let read = cluster.read_history(&self.path, &channel, limit);
+                Box::pin(async move { Some(read.await) })
+            }
+            Operation::Presence(channel) => {
+                let read = cluster.read_presence(&self.path, &channel);
+                Box::pin(async move { Some(read.await) })
+            }
+            _ => Box::pin(std::future::ready(Some(Completion::Unavailable))),
+        }
+    }
+
+    /// A join's marker arrived: the engine completes operation `op` now, in its place
+    /// among the channel's messages.
+    pub(crate) fn handle_joined(&self, op: OpId, completion: Completion) {
+        let started = self.run(None, |p| p.handle_completion(op, completion));
+        debug_assert!(started.is_none(), "a join's end starts no operation");
+    }
+
+    /// The engine's local subscriptions as the cluster's presence records them
+    /// ([`Engine::presence_entries`]); empty on a custom protocol.
+    pub(crate) fn presence_entries(&self) -> Vec<rocket_proto::PresenceEntry> {
+        match &lock(&self.state).protocol {
+            HubProtocol::Rocket(engine) => engine.presence_entries(),
+            HubProtocol::Custom(_) => Vec::new(),
         }
     }
 
@@ -524,6 +567,11 @@ fn dispatch(
             Output::Publish(publication) => {
                 if let Some(cluster) = cluster {
                     cluster.publish(hub, &publication);
+                }
+            }
+            Output::Left(departure) => {
+                if let Some(cluster) = cluster {
+                    cluster.leave(hub, &departure);
                 }
             }
             other => tracing::error!(?other, "unsupported protocol output ignored"),

@@ -99,6 +99,9 @@ pub struct Sim {
     pub cluster: Vec<Output>,
     /// Publications started as operations, in order: (client, op, publication).
     pub publications: Vec<(ClientId, OpId, rocket_proto::Publication)>,
+    /// Operations on a cluster's shared store (joins, history and presence reads), in
+    /// order: (client, op, operation).
+    pub shared: Vec<(ClientId, OpId, Operation)>,
 }
 
 impl Sim {
@@ -127,6 +130,7 @@ impl Sim {
             started: Vec::new(),
             cluster: Vec::new(),
             publications: Vec::new(),
+            shared: Vec::new(),
         }
     }
 
@@ -328,11 +332,17 @@ impl Sim {
                                 .push((client, v.phc.to_string(), v.secret));
                         }
                         Operation::Publish(p) => self.publications.push((client, op, p)),
+                        shared @ (Operation::Join(_)
+                        | Operation::History { .. }
+                        | Operation::Presence(_)) => self.shared.push((client, op, shared)),
                         other => panic!("unexpected operation {other:?}"),
                     }
                     continue;
                 }
-                cluster @ (Output::Watch(_) | Output::Unwatch(_) | Output::Publish(_)) => {
+                cluster @ (Output::Watch(_)
+                | Output::Unwatch(_)
+                | Output::Publish(_)
+                | Output::Left(_)) => {
                     self.cluster.push(cluster);
                     continue;
                 }

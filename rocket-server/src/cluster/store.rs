@@ -1,0 +1,233 @@
+//! The cluster's shared state in Redis, for hubs with `History`, `Presence` or `JoinLeave`
+//! (`docs/PROTOCOL.md`, "History, recovery and presence").
+//!
+//! ## Keys
+//! Per channel of a hub, beside its topic `{Prefix}:{hub}:c:{channel}`:
+//! `…:o:{channel}` the last offset, `…:e:{channel}` the epoch, `…:h:{channel}` the kept
+//! events (a list, oldest first), all three expiring `TtlMs` after the last broadcast; and
+//! `…:p:{channel}`, the presence hash (token → node id and user). Per node,
+//! `{Prefix}:node:{id}` indexes the node's presence entries (so that another node can remove
+//! them and send their leaves when it dies), and `{Prefix}:nodes` holds every node's last
+//! heartbeat. Hub paths begin with `/`, so these names cannot meet a hub's.
+//!
+//! ## Everything in order, through the channel's topic
+//! Each change is one Lua script, atomic in Redis, that also PUBLISHes on the channel's
+//! topic, so every node sees the channel's events, joins, leaves and markers in one order:
+//! - [`APPEND`]: a broadcast takes the next offset, is kept, and is published *to every
+//!   node, its own included* (the message starts with `*`); nothing is kept and the offset
+//!   is not taken when no node holds the channel.
+//! - [`JOIN`]: a subscribe records presence, publishes the join, reads the channel's
+//!   position and the events to recover, and publishes a *marker* (`!`, the node id, the
+//!   join's number, then the reply's data). The node makes the client a subscriber when the
+//!   marker arrives, in its place among the channel's messages: it receives exactly the
+//!   events after the position it was told, and the joins and leaves after its own.
+//! - [`LEAVE`]: removes a presence entry and, if it was there, publishes the leave.
+//! - [`BEAT`]: every second a node records its heartbeat and reaps the nodes silent for
+//!   [`DEAD_AFTER`]: their presence entries go and their leaves are published. A node that
+//!   finds itself missing from `nodes` (the store restarted, or took it for dead) writes
+//!   its presence entries again.
+
+use std::time::Duration;
+
+use rocket_proto::{Joined, Payload, Token};
+
+/// A node whose heartbeat is older than this is dead: its presence entries are removed and
+/// its leaves sent (the protocol's bound for a killed node is 5 s).
+pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(3);
+/// How often a node records its heartbeat (and reaps the dead).
+pub(crate) const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// KEYS: offset, epoch, events. ARGV: topic, event (a JSON object), size, ttl (ms), epoch
+/// candidate. Returns how many connections received the event (0: none, nothing kept).
+pub(crate) const APPEND: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+local e = redis.call('GET', KEYS[2])
+local made = false
+if not e then
+  e = ARGV[5]
+  made = true
+  redis.call('SET', KEYS[2], e)
+end
+local ev = string.sub(ARGV[2], 1, -2) .. ',"offset":' .. string.format('%d', n) .. ',"epoch":"' .. e .. '"}'
+local r = redis.call('PUBLISH', ARGV[1], '*' .. ev)
+if r == 0 then
+  if n == 1 then redis.call('DEL', KEYS[1]) else redis.call('DECR', KEYS[1]) end
+  if made then redis.call('DEL', KEYS[2]) end
+  return 0
+end
+redis.call('RPUSH', KEYS[3], ev)
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+return r
+"#;
+
+/// KEYS: offset, epoch, events, presence, node index. ARGV: topic, marker head, history
+/// ('1'/'0'), ttl (ms), epoch candidate, since offset ('' for none), since epoch, token,
+/// presence value ('' for none), join event ('' for none), index field, index value.
+pub(crate) const JOIN: &str = r#"
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[8], ARGV[9])
+  redis.call('HSET', KEYS[5], ARGV[11], ARGV[12])
+end
+if ARGV[10] ~= '' then redis.call('PUBLISH', ARGV[1], '*' .. ARGV[10]) end
+local n, e, rec, evs = 0, '', '-', {}
+if ARGV[3] == '1' then
+  n = tonumber(redis.call('GET', KEYS[1]) or '0')
+  e = redis.call('GET', KEYS[2])
+  if not e then
+    e = ARGV[5]
+    redis.call('SET', KEYS[2], e, 'PX', ARGV[4])
+  end
+  if ARGV[6] ~= '' then
+    rec = '0'
+    local since = tonumber(ARGV[6])
+    if ARGV[7] == e and since <= n then
+      local missed = n - since
+      if missed <= redis.call('LLEN', KEYS[3]) then
+        rec = '1'
+        if missed > 0 then evs = redis.call('LRANGE', KEYS[3], -missed, -1) end
+      end
+    end
+  end
+end
+local parts = {string.format('%d', n), e, rec}
+for _, ev in ipairs(evs) do parts[#parts + 1] = ev end
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. table.concat(parts, '\0'))
+return 1
+"#;
+
+/// KEYS: presence, node index. ARGV: token, index field, topic, leave event ('' for none).
+pub(crate) const LEAVE: &str = r#"
+redis.call('HDEL', KEYS[2], ARGV[2])
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[3], '*' .. ARGV[4])
+end
+return 1
+"#;
+
+/// KEYS: nodes. ARGV: this node, dead after (ms), node index prefix. Returns whether this
+/// node was missing (1/0) and how many dead nodes it reaped.
+pub(crate) const BEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local missing = redis.call('ZADD', KEYS[1], now, ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+for _, node in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], node)
+  local index = ARGV[3] .. node
+  local entries = redis.call('HGETALL', index)
+  for i = 1, #entries, 2 do
+    local f, v = entries[i], entries[i + 1]
+    local a = string.find(f, '\0', 1, true)
+    local b = string.find(v, '\0', 1, true)
+    if a and b then
+      local left = redis.call('HDEL', string.sub(f, 1, a - 1), string.sub(f, a + 1))
+      local leave = string.sub(v, b + 1)
+      if left == 1 and leave ~= '' then
+        redis.call('PUBLISH', string.sub(v, 1, b - 1), '*' .. leave)
+      end
+    end
+  end
+  redis.call('DEL', index)
+end
+return {missing, #dead}
+"#;
+
+/// KEYS: offset, epoch, events. ARGV: how many of the last events (0: all). Returns the
+/// offset, the epoch, then the events.
+pub(crate) const HISTORY: &str = r#"
+local out = {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or ''}
+local l = tonumber(ARGV[1])
+local evs
+if l == 0 then evs = redis.call('LRANGE', KEYS[3], 0, -1) else evs = redis.call('LRANGE', KEYS[3], -l, -1) end
+for _, ev in ipairs(evs) do out[#out + 1] = ev end
+return out
+"#;
+
+/// A join's marker data (after its head): offset, epoch, recovery flag (`-` none, `0`
+/// not recovered, `1` recovered) and the recovered events, separated by NUL (which JSON
+/// text cannot hold).
+pub(crate) fn parse_marker(data: &[u8]) -> Option<Joined> {
+    let mut parts = data.split(|&b| b == 0);
+    let offset = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let epoch = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let recovery = match parts.next()? {
+        b"-" => None,
+        b"0" => Some(None),
+        b"1" => Some(Some(
+            parts
+                .map(|e| std::str::from_utf8(e).ok().map(Payload::text))
+                .collect::<Option<Vec<_>>>()?,
+        )),
+        _ => return None,
+    };
+    Some(Joined::new(offset, epoch, recovery))
+}
+
+/// A presence hash's entries (token → node id, then user) as tokens and users.
+pub(crate) fn parse_presence(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Token, String)> {
+    let mut clients: Vec<(Token, String)> = entries
+        .into_iter()
+        .filter_map(|(token, value)| {
+            let token = Token::parse(std::str::from_utf8(&token).ok()?)?;
+            let user = value.get(super::NODE_ID_LEN..)?;
+            Some((token, String::from_utf8(user.to_vec()).ok()?))
+        })
+        .collect();
+    // The same answer on every node, whatever order the hash gives.
+    clients.sort_unstable_by_key(|(token, _)| token.to_hex());
+    clients
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_parse_back_to_the_reply_they_carry() {
+        assert_eq!(
+            parse_marker(b"0\0\0-"),
+            Some(Joined::new(0, String::new(), None))
+        );
+        assert_eq!(
+            parse_marker(b"18\0ep\x000"),
+            Some(Joined::new(18, "ep".into(), Some(None)))
+        );
+        let j = parse_marker(b"18\0ep\x001\0{\"a\":1}\0{\"b\":\n2}").unwrap();
+        let events = j.recovery.unwrap().unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].as_text(), Some("{\"b\":\n2}"));
+        assert_eq!(
+            parse_marker(b"18\0ep\x001"),
+            Some(Joined::new(18, "ep".into(), Some(Some(Vec::new())))),
+            "recovered, nothing missed"
+        );
+        for bad in [
+            &b""[..],
+            b"x\0e\0-",
+            b"1\0e",
+            b"1\0e\0?",
+            b"1\0e\x001\0\xff",
+        ] {
+            assert_eq!(parse_marker(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn presence_entries_parse_and_sort_and_skip_what_is_not_an_entry() {
+        let a = Token::from_bytes([0xaa; 16]);
+        let b = Token::from_bytes([0x11; 16]);
+        let entry = |t: &Token, user: &str| {
+            let mut v = b"0123456789abcdef".to_vec();
+            v.extend_from_slice(user.as_bytes());
+            (t.to_hex().to_vec(), v)
+        };
+        let got = parse_presence(vec![
+            entry(&a, "alice"),
+            entry(&b, "bob"),
+            (b"not-a-token".to_vec(), b"0123456789abcdefx".to_vec()),
+            (a.to_hex().to_vec(), b"short".to_vec()),
+        ]);
+        assert_eq!(got, vec![(b, "bob".into()), (a, "alice".into())]);
+    }
+}
