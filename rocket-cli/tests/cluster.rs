@@ -98,6 +98,36 @@ impl Redis {
             && &buf == b"+PONG\r\n"
     }
 
+    /// Closes the connection of the node that connected first (Redis numbers connections
+    /// in order; nodes name theirs `rocket-…`), as a network fault would: Redis and its
+    /// data stay.
+    fn cut_first_node(&self) {
+        let mut redis = redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut redis).unwrap();
+        let first = list
+            .lines()
+            .filter(|l| l.contains(" name=rocket-"))
+            .filter_map(|l| {
+                l.strip_prefix("id=")?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .min()
+            .expect("a node's connection");
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(first)
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(killed, 1);
+    }
+
     /// Kills the server (SIGKILL: no goodbye to its clients).
     fn kill(&mut self) {
         let mut child = self.child.take().expect("running");
@@ -1181,4 +1211,61 @@ async fn after_a_redis_restart_the_epoch_changes_and_presence_comes_back() {
         assert!(Instant::now() < deadline, "{reply}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_redis_for_a_moment_gives_its_subscribers_what_they_missed() {
+    const MESSAGES: u64 = 6_000;
+    let redis = Redis::start();
+    let first = Node::start(&redis, "tokio");
+    let second = Node::start(&redis, "async-std");
+    let mut s = first.client_on("/live").await;
+    let epoch = s.request(json!({"subscribe": {"channel": "gap"}})).await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut keeper = second.client_on("/live").await;
+    keeper
+        .request(json!({"subscribe": {"channel": "gap"}}))
+        .await;
+    let mut publisher = second.client_on("/live").await;
+    let publishing = tokio::spawn(async move {
+        for i in 1..=MESSAGES {
+            let reply = publisher.broadcast("gap", json!(i)).await;
+            assert_eq!(reply, json!({"broadcasted": "gap"}), "message {i}");
+        }
+        publisher
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 1_000 {
+        let v = s.next().await;
+        if let Some(offset) = v["offset"].as_u64() {
+            seen.push(offset);
+        }
+    }
+    // The first node's link to Redis breaks; the publisher, on the other, goes on.
+    redis.cut_first_node();
+    while seen.last() != Some(&MESSAGES) {
+        let v = next_json_within(&mut s.ws, Duration::from_secs(20)).await;
+        assert_eq!(v["epoch"], json!(epoch), "{v}");
+        seen.push(v["offset"].as_u64().unwrap());
+    }
+    publishing.await.unwrap();
+    assert!(
+        first.metric("rocket_cluster_reconnects_total") >= 1.0,
+        "the link was cut"
+    );
+    let out_of_place: Vec<(usize, u64)> = (1..)
+        .zip(&seen)
+        .filter(|&(i, offset)| i != *offset)
+        .map(|(i, &offset)| (i as usize, offset))
+        .take(5)
+        .collect();
+    assert!(
+        out_of_place.is_empty() && seen.len() as u64 == MESSAGES,
+        "a gap, a duplicate or disorder: (place, offset) {out_of_place:?} of {}",
+        seen.len()
+    );
+    s.nothing(Duration::from_millis(200)).await;
+    drop(keeper);
 }

@@ -33,8 +33,15 @@
 //! ## Shared state
 //! Hubs with `History`, `Presence` or `JoinLeave` keep them in Redis, changed by Lua
 //! scripts that publish on the channel's topic too (see [`store`]). Their messages start
-//! with `*` (an event every node delivers, the publishing node included) or `!` (a join's
-//! marker, for the node that asked), never with a node id's hex digit.
+//! with `*` (an event every node delivers, the publishing node included), `#` (a History
+//! channel's event with its offset and epoch), `!` (a join's marker, for the node that
+//! asked) or `%` (a resync's marker, see below), never with a node id's hex digit.
+//!
+//! A node keeps its place in each History channel it holds (the last offset and epoch it
+//! delivered) and drops an event it delivered already. When its connection was lost, it
+//! holds back the channels' events on the new connection until each channel's *resync*
+//! marker (a [`store::JOIN`] without a client) brings the events it missed meanwhile:
+//! local subscribers get them first, then the held ones, in offset order, none twice.
 //!
 //! ## Failure
 //! The connection is lost on a disconnection push, an error, or when it goes silent: a
@@ -115,7 +122,34 @@ pub(crate) struct Backplane {
     last_join: AtomicU64,
     /// The last epoch candidate's number.
     last_epoch: AtomicU64,
+    /// This node's place in each History channel it holds, by topic.
+    streams: Mutex<HashMap<Vec<u8>, Position>>,
     pub(crate) counters: ClusterCounters,
+}
+
+/// Where this node is in a History channel's stream.
+#[derive(Debug, Default)]
+struct Position {
+    offset: u64,
+    epoch: Vec<u8>,
+    /// While the channel resyncs after a reconnection: its events, held back until the
+    /// resync's marker (offset, epoch, event).
+    held: Option<Vec<Held>>,
+}
+
+/// An event held back while its channel resyncs: offset, epoch, event.
+type Held = (u64, Vec<u8>, Vec<u8>);
+
+impl Position {
+    /// Moves to `offset` in `epoch` unless the node was there already (a duplicate).
+    fn advance(&mut self, offset: u64, epoch: &[u8]) -> bool {
+        if self.epoch == epoch && offset <= self.offset {
+            return false;
+        }
+        self.offset = offset;
+        self.epoch = epoch.to_vec();
+        true
+    }
 }
 
 /// A join whose marker is awaited: the hub and operation to complete, and the driver to
@@ -188,6 +222,9 @@ enum Then {
     },
     /// Hand the reply over; `None` when Redis could not be reached or the command failed.
     Reply(async_channel::Sender<Option<Value>>),
+    /// The resync of the History channel with this topic: if it failed, the events held
+    /// back for it go out now (a gap remains; the subscribers see it in the offsets).
+    Resync(Vec<u8>),
 }
 
 impl Backplane {
@@ -228,6 +265,7 @@ impl Backplane {
             joins: Mutex::new(HashMap::new()),
             last_join: AtomicU64::new(0),
             last_epoch: AtomicU64::new(0),
+            streams: Mutex::new(HashMap::new()),
             counters: ClusterCounters::default(),
         }))
     }
@@ -680,7 +718,9 @@ impl Backplane {
     fn handle_message(&self, key: &[u8], message: &[u8]) {
         match message.first() {
             Some(b'*') => return self.deliver(key, &message[1..]),
-            Some(b'!') => return self.handle_marker(&message[1..]),
+            Some(b'!') => return self.handle_marker(key, &message[1..]),
+            Some(b'#') => return self.handle_event(key, &message[1..]),
+            Some(b'%') => return self.handle_resynced(key, &message[1..]),
             _ => {}
         }
         let Some((node, event)) = message.split_at_checked(NODE_ID_LEN) else {
@@ -711,9 +751,131 @@ impl Backplane {
         hub.handle_remote(&topic, Payload::text(text));
     }
 
+    /// A History channel's event (after its `#`): delivered unless the node delivered it
+    /// already, or held back while the channel resyncs.
+    fn handle_event(&self, key: &[u8], message: &[u8]) {
+        let Some((offset, epoch, event)) = store::parse_event(message) else {
+            tracing::warn!("cluster: a malformed history event ignored");
+            return;
+        };
+        {
+            let mut streams = lock(&self.streams);
+            let position = match streams.get_mut(key) {
+                Some(position) => position,
+                None => streams.entry(key.to_vec()).or_default(),
+            };
+            if let Some(held) = &mut position.held {
+                held.push((offset, epoch.to_vec(), event.to_vec()));
+                return;
+            }
+            if !position.advance(offset, epoch) {
+                return;
+            }
+        }
+        self.deliver(key, event);
+    }
+
+    /// A resync's marker (after its `%`): this node's? Then the events it missed go out,
+    /// then those held back, in offset order and none twice.
+    fn handle_resynced(&self, key: &[u8], marker: &[u8]) {
+        let Some((node, data)) = marker.split_at_checked(NODE_ID_LEN) else {
+            return;
+        };
+        if node != self.node {
+            return; // another node's resync
+        }
+        let Some(joined) = store::parse_marker(data) else {
+            tracing::warn!("cluster: a malformed resync marker");
+            return self.release(key);
+        };
+        let mut out = Vec::new();
+        {
+            let mut streams = lock(&self.streams);
+            let Some(position) = streams.get_mut(key) else {
+                return;
+            };
+            let held = position.held.take().unwrap_or_default();
+            match joined.recovery {
+                Some(Some(missed)) => {
+                    let first = joined.offset + 1 - missed.len() as u64;
+                    for (offset, event) in (first..).zip(missed) {
+                        if position.advance(offset, joined.epoch.as_bytes()) {
+                            out.push(event.as_bytes().to_vec());
+                        }
+                    }
+                }
+                _ => tracing::warn!(
+                    key = %String::from_utf8_lossy(key),
+                    "cluster: events missed while Redis was away are no longer kept (or its history was lost)"
+                ),
+            }
+            for (offset, epoch, event) in held {
+                if position.advance(offset, &epoch) {
+                    out.push(event);
+                }
+            }
+        }
+        for event in out {
+            self.deliver(key, &event);
+        }
+    }
+
+    /// Ends a resync that cannot complete: the events held back go out.
+    fn release(&self, key: &[u8]) {
+        let mut out = Vec::new();
+        if let Some(position) = lock(&self.streams).get_mut(key) {
+            for (offset, epoch, event) in position.held.take().unwrap_or_default() {
+                if position.advance(offset, &epoch) {
+                    out.push(event);
+                }
+            }
+        }
+        for event in out {
+            self.deliver(key, &event);
+        }
+    }
+
+    /// The resync of every History channel this node holds, after a reconnection: a
+    /// [`store::JOIN`] without a client, from the node's place in the channel.
+    fn resyncs(&self) -> Vec<Job> {
+        let streams = lock(&self.streams);
+        let mut jobs = Vec::with_capacity(streams.len());
+        for (topic, position) in streams.iter() {
+            let Some((hub, Topic::Channel(channel))) = self.route(topic) else {
+                continue;
+            };
+            let path = hub.path();
+            let mut head = vec![b'%'];
+            head.extend_from_slice(&self.node);
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(store::JOIN)
+                .arg(5)
+                .arg(self.channel_key(path, b'o', &channel))
+                .arg(self.channel_key(path, b'e', &channel))
+                .arg(self.channel_key(path, b'h', &channel))
+                .arg(self.channel_key(path, b'p', &channel))
+                .arg(self.index_key())
+                .arg(topic)
+                .arg(head)
+                .arg("1")
+                .arg(1)
+                .arg("") // no new epoch: a channel whose history is gone has none
+                .arg(position.offset.to_string())
+                .arg(&position.epoch)
+                .arg("")
+                .arg("")
+                .arg("")
+                .arg("")
+                .arg("");
+            jobs.push(Job::new(cmd, Then::Resync(topic.clone())));
+        }
+        jobs
+    }
+
     /// A join's marker (after its `!`): this node's? Then its client becomes a subscriber
-    /// here, between the messages before and after it.
-    fn handle_marker(&self, marker: &[u8]) {
+    /// here, between the messages before and after it; and the node is at least at the
+    /// channel's position in the stream.
+    fn handle_marker(&self, key: &[u8], marker: &[u8]) {
         let Some((node, rest)) = marker.split_at_checked(NODE_ID_LEN) else {
             return;
         };
@@ -734,7 +896,18 @@ impl Backplane {
             return;
         };
         let completion = match store::parse_marker(data) {
-            Some(joined) => Completion::Joined(joined),
+            Some(joined) => {
+                if !joined.epoch.is_empty() {
+                    let mut streams = lock(&self.streams);
+                    let position = streams.entry(key.to_vec()).or_default();
+                    if position.epoch != joined.epoch.as_bytes() || position.offset < joined.offset
+                    {
+                        position.offset = joined.offset;
+                        position.epoch = joined.epoch.as_bytes().to_vec();
+                    }
+                }
+                Completion::Joined(joined)
+            }
             None => {
                 tracing::warn!("cluster: a malformed join marker");
                 Completion::Unavailable
@@ -874,6 +1047,19 @@ impl Link<'_> {
             }
             Err(e) => Err(e),
         };
+        if result.is_ok() {
+            // Before any other command: each resync marker comes before the channel's
+            // next joins.
+            let resyncs = b.resyncs();
+            if !resyncs.is_empty() {
+                self.run(resyncs).await;
+            }
+        }
+        let result = if result.is_ok() && self.conn.is_none() {
+            Err("lost while resyncing".to_owned())
+        } else {
+            result
+        };
         match result {
             Ok(()) => {
                 self.backoff = MIN_BACKOFF;
@@ -900,12 +1086,17 @@ impl Link<'_> {
         }
     }
 
-    /// Subscribes a new connection to every topic the hubs hold.
+    /// Names a new connection after the node (`rocket-{id}` in `CLIENT LIST`) and subscribes
+    /// it to every topic the hubs hold.
     async fn resubscribe(&mut self) -> Result<(), String> {
         let topics: Vec<&Vec<u8>> = self.wanted.iter().collect();
         let Some(mut conn) = self.conn.clone() else {
             return Err("not connected".into());
         };
+        let name = format!("rocket-{}", self.backplane.node());
+        let mut setname = redis::cmd("CLIENT");
+        setname.arg("SETNAME").arg(name);
+        self.timed(setname.query_async::<()>(&mut conn)).await?;
         for chunk in topics.chunks(SUBSCRIBE_CHUNK) {
             self.timed(conn.subscribe(chunk)).await?;
         }
@@ -918,6 +1109,10 @@ impl Link<'_> {
         self.backplane.current.store(0, Ordering::Release);
         // Markers that connection still owed will not come: those joins fail.
         lock(&self.backplane.joins).clear();
+        // History channels hold their events back until they resync on the next one.
+        for position in lock(&self.backplane.streams).values_mut() {
+            position.held = Some(Vec::new());
+        }
         if self.conn.take().is_some() {
             tracing::debug!("cluster: Redis connection lost: {why}");
             self.was_lost = true;
@@ -1001,6 +1196,12 @@ impl Link<'_> {
                         topics.push(t);
                     }
                     topics.retain(|t| self.wanted.remove(t));
+                    {
+                        let mut streams = lock(&self.backplane.streams);
+                        for topic in &topics {
+                            streams.remove(topic);
+                        }
+                    }
                     self.subscription(false, &topics).await;
                 }
                 Command::Run(job) => {
@@ -1093,6 +1294,11 @@ impl Link<'_> {
                 Then::Reply(answer) => {
                     let _ = answer.try_send(reply);
                 }
+                // The connection is lost (and the resync starts over) or the script failed.
+                Then::Resync(topic) if reply.is_none() && self.conn.is_some() => {
+                    self.backplane.release(&topic);
+                }
+                Then::Resync(_) => {}
             }
         }
         self.backplane

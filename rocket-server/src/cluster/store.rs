@@ -49,7 +49,7 @@ if not e then
   redis.call('SET', KEYS[2], e)
 end
 local ev = string.sub(ARGV[2], 1, -2) .. ',"offset":' .. string.format('%d', n) .. ',"epoch":"' .. e .. '"}'
-local r = redis.call('PUBLISH', ARGV[1], '*' .. ev)
+local r = redis.call('PUBLISH', ARGV[1], '#' .. string.format('%d', n) .. '\0' .. e .. '\0' .. ev)
 if r == 0 then
   if n == 1 then redis.call('DEL', KEYS[1]) else redis.call('DECR', KEYS[1]) end
   if made then redis.call('DEL', KEYS[2]) end
@@ -62,7 +62,7 @@ return r
 "#;
 
 /// KEYS: offset, epoch, events, presence, node index. ARGV: topic, marker head, history
-/// ('1'/'0'), ttl (ms), epoch candidate, since offset ('' for none), since epoch, token,
+/// ('1'/'0'), ttl (ms), epoch candidate ('' to make none), since offset ('' for none), since epoch, token,
 /// presence value ('' for none), join event ('' for none), index field, index value.
 pub(crate) const JOIN: &str = r#"
 if ARGV[9] ~= '' then
@@ -76,7 +76,7 @@ if ARGV[3] == '1' then
   e = redis.call('GET', KEYS[2])
   if not e then
     e = ARGV[5]
-    redis.call('SET', KEYS[2], e, 'PX', ARGV[4])
+    if e ~= '' then redis.call('SET', KEYS[2], e, 'PX', ARGV[4]) end
   end
   if ARGV[6] ~= '' then
     rec = '0'
@@ -144,6 +144,13 @@ for _, ev in ipairs(evs) do out[#out + 1] = ev end
 return out
 "#;
 
+/// A History event's message (after its `#`): offset, NUL, epoch, NUL, the event.
+pub(crate) fn parse_event(message: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    let mut parts = message.splitn(3, |&b| b == 0);
+    let offset = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    Some((offset, parts.next()?, parts.next()?))
+}
+
 /// A join's marker data (after its head): offset, epoch, recovery flag (`-` none, `0`
 /// not recovered, `1` recovered) and the recovered events, separated by NUL (which JSON
 /// text cannot hold).
@@ -210,6 +217,17 @@ mod tests {
             b"1\0e\x001\0\xff",
         ] {
             assert_eq!(parse_marker(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn history_events_carry_offset_and_epoch_before_the_event() {
+        assert_eq!(
+            parse_event(b"18\0ep\0{\"a\":\"\\u0000\"}"),
+            Some((18, &b"ep"[..], &b"{\"a\":\"\\u0000\"}"[..]))
+        );
+        for bad in [&b""[..], b"18", b"18\0ep", b"x\0ep\0{}"] {
+            assert_eq!(parse_event(bad), None, "{bad:?}");
         }
     }
 
