@@ -124,8 +124,8 @@
 //!   [`Engine::handle_disconnect`] (so every close the frontend makes: lost connection, slow
 //!   consumer, idle timeout). Nobody gets a join for itself; a subscriber hears of changes
 //!   after its own subscribe reply.
-//! - **Single node.** History, presence and join/leave are kept per engine; a config with
-//!   [`cluster`](EngineConfig::cluster) set refuses them until they are cluster-wide.
+//! - **Single node.** History, presence and join/leave are kept per engine. In a cluster
+//!   they are kept in the cluster's shared store instead (below).
 //!
 //! ## Clusters
 //! With [`EngineConfig::cluster`] set, the engine runs as one node of several that share a
@@ -144,6 +144,17 @@
 //!   counterpart is [`PublishStep::Publish`] and [`Engine::handle_publish_published`].
 //! - [`Engine::handle_remote`]: what another node published to a topic this node holds,
 //!   delivered to its local holders as it is (it was encoded once, by the accepting node).
+//!
+//! - **Shared hubs.** On a hub with `History`, `Presence` or `JoinLeave`, those live in the
+//!   cluster's store. A subscribe is [`Operation::Join`]: the store orders it among the
+//!   channel's messages and returns a marker, which the driver feeds as
+//!   [`Completion::Joined`] in its place among them (the client receives exactly what
+//!   follows it). A History broadcast is an [`Operation::Publish`] whose
+//!   [`Publication::history`] is set: the store gives it its offset and delivers it to every
+//!   node, this one too. `history` and `presence` are [`Operation::History`] and
+//!   [`Operation::Presence`]; a departure is [`Output::Left`]; an unreachable store is
+//!   [`Completion::Unavailable`] (`UNAVAILABLE`). [`Engine::presence_entries`] lists what
+//!   the store must hold for this node.
 //!
 //! A driver keeps one publisher's order across nodes by sending publications in the order
 //! the engine produced them (outputs and operations alike) over one ordered link.
