@@ -418,6 +418,7 @@ impl Engine {
     pub fn is_idle(&self) -> bool {
         self.history_count() == 0
             && self.clients.is_empty()
+            && self.joining.is_empty()
             && self.tokens.is_empty()
             && self.channels.is_empty()
             && self.pending.is_empty()
@@ -1240,7 +1241,8 @@ impl Engine {
             user: Arc::clone(&user),
             history: self.history_config,
             since: since.map(|s| (s.offset, s.epoch.into_owned())),
-            presence: self.presence || self.join_leave,
+            // A subscriber's entry is there already (and a reload may be removing it).
+            presence: (self.presence || self.join_leave) && new,
             join: (self.join_leave && new).then(|| announce("join")),
             leave: self.join_leave.then(|| announce("leave")),
         };

@@ -34,8 +34,9 @@
 //! Hubs with `History`, `Presence` or `JoinLeave` keep them in Redis, changed by Lua
 //! scripts that publish on the channel's topic too (see [`store`]). Their messages start
 //! with `*` (an event every node delivers, the publishing node included), `#` (a History
-//! channel's event with its offset and epoch), `!` (a join's marker, for the node that
-//! asked) or `%` (a resync's marker, see below), never with a node id's hex digit.
+//! channel's event with its offset and epoch), never with a node id's hex digit. A node's
+//! own Redis channel `{Prefix}:m:{id}` carries its markers: `!` for a join, `%` for a
+//! resync (below).
 //!
 //! A node keeps its place in each History channel it holds (the last offset and epoch it
 //! delivered) and drops an event it delivered already. When its connection was lost, it
@@ -101,6 +102,8 @@ pub(crate) struct Backplane {
     prefix: Vec<u8>,
     /// This node's id, 16 hex digits (64 random bits).
     node: [u8; NODE_ID_LEN],
+    /// `{Prefix}:m:{id}`: where this node receives its markers.
+    markers: Vec<u8>,
     commands: async_channel::Sender<Command>,
     queue: async_channel::Receiver<Command>,
     /// The hubs by their encoded path, for routing what other nodes publish.
@@ -124,6 +127,8 @@ pub(crate) struct Backplane {
     last_epoch: AtomicU64,
     /// This node's place in each History channel it holds, by topic.
     streams: Mutex<HashMap<Vec<u8>, Position>>,
+    /// The task is carrying out a batch of commands.
+    busy: AtomicBool,
     pub(crate) counters: ClusterCounters,
 }
 
@@ -152,12 +157,27 @@ impl Position {
     }
 }
 
-/// A join whose marker is awaited: the hub and operation to complete, and the driver to
-/// tell (dropped unsent when the join failed).
+/// A join whose marker is awaited: the hub and operation to complete, the channel's topic,
+/// and the driver to tell (dropped unsent when the join failed).
 struct Joining {
     hub: Weak<Hub>,
     op: OpId,
+    topic: Vec<u8>,
     done: async_channel::Sender<()>,
+    /// Its script was answered: if the connection is lost now, the marker it owed is lost.
+    replied: bool,
+}
+
+/// Forgets a join's registry entry when its driver stops waiting (its client went).
+struct Forget<'a> {
+    joins: &'a Mutex<HashMap<u64, Joining>>,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.joins).remove(&self.id);
+    }
 }
 
 /// What the cluster metrics read.
@@ -250,10 +270,14 @@ impl Backplane {
         let (commands, queue) = async_channel::unbounded();
         let mut prefix = config.prefix.as_bytes().to_vec();
         prefix.push(b':');
+        let mut markers = prefix.clone();
+        markers.extend_from_slice(b"m:");
+        markers.extend_from_slice(&node);
         Ok(Arc::new(Self {
             client,
             prefix,
             node,
+            markers,
             commands,
             queue,
             hubs: OnceLock::new(),
@@ -266,6 +290,7 @@ impl Backplane {
             last_join: AtomicU64::new(0),
             last_epoch: AtomicU64::new(0),
             streams: Mutex::new(HashMap::new()),
+            busy: AtomicBool::new(false),
             counters: ClusterCounters::default(),
         }))
     }
@@ -298,6 +323,12 @@ impl Backplane {
         }
         let this = Arc::clone(self);
         Some(Box::pin(async move { this.run(&*runtime).await }))
+    }
+
+    /// Whether nothing waits to be sent to Redis (the queue is empty and no batch is being
+    /// carried out), or Redis is unreachable anyway.
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.is_up() || (self.queue.is_empty() && !self.busy.load(Ordering::Acquire))
     }
 
     /// Ends the task (at shutdown).
@@ -460,18 +491,19 @@ impl Backplane {
         let path = hub.path();
         let id = self.last_join.fetch_add(1, Ordering::Relaxed) + 1;
         let (done, marked) = async_channel::bounded(1);
+        let channel = &join.channel;
+        let topic = self.key(path, &Topic::Channel(Arc::clone(channel)));
         let waiting = Joining {
             hub: Arc::downgrade(hub),
             op,
+            topic: topic.clone(),
             done,
+            replied: false,
         };
         lock(&self.joins).insert(id, waiting);
-        let channel = &join.channel;
-        let topic = self.key(path, &Topic::Channel(Arc::clone(channel)));
         let presence_key = self.channel_key(path, b'p', channel);
-        let mut head = Vec::with_capacity(1 + NODE_ID_LEN + JOIN_ID_LEN);
+        let mut head = Vec::with_capacity(1 + JOIN_ID_LEN);
         head.push(b'!');
-        head.extend_from_slice(&self.node);
         head.extend_from_slice(format!("{id:016x}").as_bytes());
         let token = join.token.to_hex();
         let presence = if join.presence {
@@ -494,6 +526,7 @@ impl Backplane {
             .arg(&presence_key)
             .arg(self.index_key())
             .arg(&topic)
+            .arg(&self.markers)
             .arg(head)
             .arg(if join.history.is_some() { "1" } else { "0" })
             .arg(join.history.map_or(1, |h| h.ttl_ms))
@@ -508,11 +541,21 @@ impl Backplane {
         let reply = self.ask(cmd);
         let joins = Arc::clone(self);
         async move {
+            let _forget = Forget {
+                joins: &joins.joins,
+                id,
+            };
             let failed = reply.await.is_none();
             // The marker, if it came, was handled as it arrived (before the reply, or
             // after it on a server that defers pushes to the caller until its reply).
-            if failed && lock(&joins.joins).remove(&id).is_some() {
-                return Some(Completion::Unavailable);
+            {
+                let mut registry = lock(&joins.joins);
+                if failed && registry.remove(&id).is_some() {
+                    return Some(Completion::Unavailable);
+                }
+                if let Some(waiting) = registry.get_mut(&id) {
+                    waiting.replied = true;
+                }
             }
             match marked.recv().await {
                 Ok(()) => None,
@@ -535,7 +578,11 @@ impl Backplane {
             .arg(self.channel_key(hub, b'o', channel))
             .arg(self.channel_key(hub, b'e', channel))
             .arg(self.channel_key(hub, b'h', channel))
-            .arg(limit.min(i64::MAX as u64));
+            .arg(if limit == 0 {
+                "0".to_owned()
+            } else {
+                format!("-{limit}")
+            });
         let reply = self.ask(cmd);
         async move {
             let parsed = reply.await.and_then(|value| {
@@ -592,31 +639,36 @@ impl Backplane {
             .try_send(Command::Run(Job::new(cmd, Then::Nothing)));
     }
 
-    /// Writes the presence entries of every hub's local subscribers again (the store lost
-    /// them), as commands to pipeline.
-    fn presence_again(&self) -> Vec<redis::Cmd> {
+    /// Puts this node's presence in the store right ([`store::SYNC`]): removes what no
+    /// longer stands, with its leaves, and writes every local subscriber's entry again. As
+    /// commands to pipeline.
+    fn presence_sync(&self) -> Vec<redis::Cmd> {
+        let mut sync = redis::cmd("EVAL");
+        sync.arg(store::SYNC).arg(1).arg(self.index_key());
         let mut cmds = Vec::new();
-        let Some(hubs) = self.hubs.get() else {
-            return cmds;
-        };
-        for hub in hubs.values().filter_map(Weak::upgrade) {
-            let path = hub.path();
-            for entry in hub.presence_entries() {
-                let presence_key = self.channel_key(path, b'p', &entry.channel);
-                let topic = self.key(path, &Topic::Channel(Arc::clone(&entry.channel)));
-                let token = entry.token.to_hex();
-                let mut value = self.node.to_vec();
-                value.extend_from_slice(entry.user.as_bytes());
-                let mut cmd = redis::cmd("HSET");
-                cmd.arg(&presence_key).arg(&token[..]).arg(value);
-                cmds.push(cmd);
-                let mut cmd = redis::cmd("HSET");
-                cmd.arg(self.index_key())
-                    .arg(index_field(&presence_key, &token))
-                    .arg(index_value(&topic, entry.leave.as_ref()));
-                cmds.push(cmd);
+        if let Some(hubs) = self.hubs.get() {
+            for hub in hubs.values().filter_map(Weak::upgrade) {
+                let path = hub.path();
+                for entry in hub.presence_entries() {
+                    let presence_key = self.channel_key(path, b'p', &entry.channel);
+                    let topic = self.key(path, &Topic::Channel(Arc::clone(&entry.channel)));
+                    let token = entry.token.to_hex();
+                    let field = index_field(&presence_key, &token);
+                    sync.arg(&field);
+                    let mut value = self.node.to_vec();
+                    value.extend_from_slice(entry.user.as_bytes());
+                    let mut cmd = redis::cmd("HSET");
+                    cmd.arg(&presence_key).arg(&token[..]).arg(value);
+                    cmds.push(cmd);
+                    let mut cmd = redis::cmd("HSET");
+                    cmd.arg(self.index_key())
+                        .arg(field)
+                        .arg(index_value(&topic, entry.leave.as_ref()));
+                    cmds.push(cmd);
+                }
             }
         }
+        cmds.insert(0, sync);
         cmds
     }
 
@@ -716,11 +768,16 @@ impl Backplane {
     }
 
     fn handle_message(&self, key: &[u8], message: &[u8]) {
+        if key == self.markers {
+            return match message.split_first() {
+                Some((b'!', marker)) => self.handle_marker(marker),
+                Some((b'%', marker)) => self.handle_resynced(marker),
+                _ => tracing::warn!("cluster: a malformed marker ignored"),
+            };
+        }
         match message.first() {
             Some(b'*') => return self.deliver(key, &message[1..]),
-            Some(b'!') => return self.handle_marker(key, &message[1..]),
             Some(b'#') => return self.handle_event(key, &message[1..]),
-            Some(b'%') => return self.handle_resynced(key, &message[1..]),
             _ => {}
         }
         let Some((node, event)) = message.split_at_checked(NODE_ID_LEN) else {
@@ -775,15 +832,14 @@ impl Backplane {
         self.deliver(key, event);
     }
 
-    /// A resync's marker (after its `%`): this node's? Then the events it missed go out,
-    /// then those held back, in offset order and none twice.
-    fn handle_resynced(&self, key: &[u8], marker: &[u8]) {
-        let Some((node, data)) = marker.split_at_checked(NODE_ID_LEN) else {
+    /// A resync's marker (after its `%`: the topic's length, `:`, the topic, then the data):
+    /// the events the node missed go out, then those held back, in offset order and none
+    /// twice.
+    fn handle_resynced(&self, marker: &[u8]) {
+        let Some((key, data)) = split_topic(marker) else {
+            tracing::warn!("cluster: a malformed resync marker");
             return;
         };
-        if node != self.node {
-            return; // another node's resync
-        }
         let Some(joined) = store::parse_marker(data) else {
             tracing::warn!("cluster: a malformed resync marker");
             return self.release(key);
@@ -845,8 +901,8 @@ impl Backplane {
                 continue;
             };
             let path = hub.path();
-            let mut head = vec![b'%'];
-            head.extend_from_slice(&self.node);
+            let mut head = format!("%{}:", topic.len()).into_bytes();
+            head.extend_from_slice(topic);
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(store::JOIN)
                 .arg(5)
@@ -856,6 +912,7 @@ impl Backplane {
                 .arg(self.channel_key(path, b'p', &channel))
                 .arg(self.index_key())
                 .arg(topic)
+                .arg(&self.markers)
                 .arg(head)
                 .arg("1")
                 .arg(1)
@@ -872,17 +929,11 @@ impl Backplane {
         jobs
     }
 
-    /// A join's marker (after its `!`): this node's? Then its client becomes a subscriber
-    /// here, between the messages before and after it; and the node is at least at the
-    /// channel's position in the stream.
-    fn handle_marker(&self, key: &[u8], marker: &[u8]) {
-        let Some((node, rest)) = marker.split_at_checked(NODE_ID_LEN) else {
-            return;
-        };
-        if node != self.node {
-            return; // another node's join
-        }
-        let Some((id, data)) = rest.split_at_checked(JOIN_ID_LEN) else {
+    /// A join's marker (after its `!`): its client becomes a subscriber here, between the
+    /// channel's messages before and after it; and the node is at least at the channel's
+    /// position in the stream.
+    fn handle_marker(&self, marker: &[u8]) {
+        let Some((id, data)) = marker.split_at_checked(JOIN_ID_LEN) else {
             return;
         };
         let Some(id) = std::str::from_utf8(id)
@@ -899,7 +950,7 @@ impl Backplane {
             Some(joined) => {
                 if !joined.epoch.is_empty() {
                     let mut streams = lock(&self.streams);
-                    let position = streams.entry(key.to_vec()).or_default();
+                    let position = streams.entry(joining.topic.clone()).or_default();
                     if position.epoch != joined.epoch.as_bytes() || position.offset < joined.offset
                     {
                         position.offset = joined.offset;
@@ -958,7 +1009,10 @@ impl Backplane {
             let news = self.queue.recv();
             let sleep = runtime.sleep(until.saturating_duration_since(now));
             match select(std::pin::pin!(news), sleep).await {
-                Either::Left((Ok(command), _)) => batch.push(command),
+                Either::Left((Ok(command), _)) => {
+                    self.busy.store(true, Ordering::Release);
+                    batch.push(command);
+                }
                 Either::Left((Err(_), _)) => return, // stopped
                 Either::Right(_) => {}
             }
@@ -973,6 +1027,7 @@ impl Backplane {
             } else {
                 link.carry_out(&mut batch).await;
             }
+            self.busy.store(false, Ordering::Release);
             if link.conn.is_some() && runtime.now() >= link.next_beat {
                 link.beat().await;
             }
@@ -1054,6 +1109,8 @@ impl Link<'_> {
             if !resyncs.is_empty() {
                 self.run(resyncs).await;
             }
+            // Leaves asked for while Redis was away were lost: put presence right.
+            self.sync_presence().await;
         }
         let result = if result.is_ok() && self.conn.is_none() {
             Err("lost while resyncing".to_owned())
@@ -1097,6 +1154,7 @@ impl Link<'_> {
         let mut setname = redis::cmd("CLIENT");
         setname.arg("SETNAME").arg(name);
         self.timed(setname.query_async::<()>(&mut conn)).await?;
+        self.timed(conn.subscribe(&self.backplane.markers)).await?;
         for chunk in topics.chunks(SUBSCRIBE_CHUNK) {
             self.timed(conn.subscribe(chunk)).await?;
         }
@@ -1107,8 +1165,9 @@ impl Link<'_> {
     fn lose(&mut self, why: &str) {
         // From now on nothing the old connection still holds is delivered.
         self.backplane.current.store(0, Ordering::Release);
-        // Markers that connection still owed will not come: those joins fail.
-        lock(&self.backplane.joins).clear();
+        // Markers that connection still owed will not come: those joins fail. (Joins not
+        // answered yet learn it from their reply; those not sent yet run on the next one.)
+        lock(&self.backplane.joins).retain(|_, waiting| !waiting.replied);
         // History channels hold their events back until they resync on the next one.
         for position in lock(&self.backplane.streams).values_mut() {
             position.held = Some(Vec::new());
@@ -1139,16 +1198,19 @@ impl Link<'_> {
             tracing::info!(reaped, "cluster: removed the presence of nodes gone silent");
         }
         if missing == 1 {
-            let again: Vec<_> = b
-                .presence_again()
-                .into_iter()
-                .map(|cmd| Job::new(cmd, Then::Nothing))
-                .collect();
-            if !again.is_empty() {
-                tracing::info!(entries = again.len() / 2, "cluster: presence written again");
-                self.run(again).await;
-            }
+            self.sync_presence().await;
         }
+    }
+
+    /// Puts this node's presence in the store right ([`Backplane::presence_sync`]).
+    async fn sync_presence(&mut self) {
+        let jobs: Vec<_> = self
+            .backplane
+            .presence_sync()
+            .into_iter()
+            .map(|cmd| Job::new(cmd, Then::Nothing))
+            .collect();
+        self.run(jobs).await;
     }
 
     async fn heartbeat(&mut self) {
@@ -1308,20 +1370,28 @@ impl Link<'_> {
     }
 }
 
-/// The index field of a presence entry: the presence hash's key, NUL, the token.
+/// The index field of a presence entry: the token (32 hex digits), then the presence
+/// hash's key (which may hold any byte: it comes last).
 fn index_field(presence_key: &[u8], token: &[u8]) -> Vec<u8> {
-    let mut field = presence_key.to_vec();
-    field.push(0);
-    field.extend_from_slice(token);
+    let mut field = token.to_vec();
+    field.extend_from_slice(presence_key);
     field
 }
 
-/// The index value of a presence entry: the channel's topic, NUL, its leave (if any).
+/// The index value of a presence entry: its leave (if any; JSON text holds no raw NUL),
+/// NUL, then the channel's topic.
 fn index_value(topic: &[u8], leave: Option<&Payload>) -> Vec<u8> {
-    let mut value = topic.to_vec();
+    let mut value = leave.map_or(&b""[..], Payload::as_bytes).to_vec();
     value.push(0);
-    value.extend_from_slice(leave.map_or(&b""[..], Payload::as_bytes));
+    value.extend_from_slice(topic);
     value
+}
+
+/// A resync marker's topic and data: `{length}:{topic}{data}`.
+fn split_topic(marker: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = marker.iter().position(|&b| b == b':')?;
+    let len: usize = std::str::from_utf8(&marker[..colon]).ok()?.parse().ok()?;
+    marker[colon + 1..].split_at_checked(len)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

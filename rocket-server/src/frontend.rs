@@ -237,7 +237,11 @@ impl ServerHandle {
         while self.state.active_connections() > 0 && self.runtime.now() < deadline {
             self.runtime.sleep(Duration::from_millis(10)).await;
         }
-        self.state.active_connections()
+        let open = self.state.active_connections();
+        // At most a second more for the cluster's last commands (the clients' leaves).
+        let flush = self.runtime.now() + Duration::from_secs(1);
+        self.state.stop_cluster(&self.runtime, flush).await;
+        open
     }
 }
 

@@ -295,14 +295,23 @@ impl ServerState {
 
     /// Starts a graceful shutdown: new handshakes get 503 and every connection flushes and
     /// closes with 1001 "server shutting down". Frontends then wait for
-    /// [`active_connections`](Self::active_connections) to reach 0.
+    /// [`active_connections`](Self::active_connections) to reach 0, then call
+    /// [`stop_cluster`](Self::stop_cluster).
     pub fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
         for e in &self.hubs {
             e.hub.close_all(1001, "server shutting down");
             e.hub.stop_timer();
         }
+    }
+
+    /// The last step of a shutdown: gives the cluster backplane until `deadline` to send
+    /// what the departed clients left to send (their leaves), then stops it.
+    pub async fn stop_cluster(&self, runtime: &dyn crate::Runtime, deadline: std::time::Instant) {
         if let Some(cluster) = &self.cluster {
+            while !cluster.is_idle() && runtime.now() < deadline {
+                runtime.sleep(std::time::Duration::from_millis(10)).await;
+            }
             cluster.stop();
         }
     }

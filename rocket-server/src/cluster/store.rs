@@ -7,8 +7,11 @@
 //! events (a list, oldest first), all three expiring `TtlMs` after the last broadcast; and
 //! `…:p:{channel}`, the presence hash (token → node id and user). Per node,
 //! `{Prefix}:node:{id}` indexes the node's presence entries (so that another node can remove
-//! them and send their leaves when it dies), and `{Prefix}:nodes` holds every node's last
-//! heartbeat. Hub paths begin with `/`, so these names cannot meet a hub's.
+//! them and send their leaves when it dies): field = token (32 hex digits) then the presence
+//! key, value = the leave event (JSON: no raw NUL), NUL, then the channel's topic; channel
+//! names may hold any character, NUL included, so they come last. `{Prefix}:nodes` holds
+//! every node's last heartbeat, and each node receives its markers on its own Redis channel
+//! `{Prefix}:m:{id}`. Hub paths begin with `/`, so these names cannot meet a hub's.
 //!
 //! ## Everything in order, through the channel's topic
 //! Each change is one Lua script, atomic in Redis, that also PUBLISHes on the channel's
@@ -17,15 +20,21 @@
 //!   node, its own included* (the message starts with `*`); nothing is kept and the offset
 //!   is not taken when no node holds the channel.
 //! - [`JOIN`]: a subscribe records presence, publishes the join, reads the channel's
-//!   position and the events to recover, and publishes a *marker* (`!`, the node id, the
-//!   join's number, then the reply's data). The node makes the client a subscriber when the
-//!   marker arrives, in its place among the channel's messages: it receives exactly the
-//!   events after the position it was told, and the joins and leaves after its own.
+//!   position and the events to recover, and publishes a *marker* (`!`, the join's number,
+//!   then the reply's data) on the node's own marker channel. Redis runs one script at a
+//!   time and hands a connection its messages in that order, whatever their channels, so
+//!   the marker arrives in its place among the channel's messages. The node makes the client
+//!   a subscriber then: it receives exactly the events after the position it was told, and
+//!   the joins and leaves after its own.
 //! - [`LEAVE`]: removes a presence entry and, if it was there, publishes the leave.
 //! - [`BEAT`]: every second a node records its heartbeat and reaps the nodes silent for
-//!   [`DEAD_AFTER`]: their presence entries go and their leaves are published. A node that
-//!   finds itself missing from `nodes` (the store restarted, or took it for dead) writes
-//!   its presence entries again.
+//!   [`DEAD_AFTER`]: their presence entries go and their leaves are published. It reaps only
+//!   when its own last heartbeat is recent: after Redis itself stalled, every node is late
+//!   and none is taken for dead.
+//! - [`SYNC`]: after each (re)connection, and when a node finds itself missing from `nodes`
+//!   (the store restarted, or took it for dead), it removes its entries that no longer
+//!   stand (sending their leaves: those asked for while Redis was away were lost) and
+//!   writes the others again.
 
 use std::time::Duration;
 
@@ -61,27 +70,28 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
 return r
 "#;
 
-/// KEYS: offset, epoch, events, presence, node index. ARGV: topic, marker head, history
-/// ('1'/'0'), ttl (ms), epoch candidate ('' to make none), since offset ('' for none), since epoch, token,
-/// presence value ('' for none), join event ('' for none), index field, index value.
+/// KEYS: offset, epoch, events, presence, node index. ARGV: topic, marker channel, marker
+/// head, history ('1'/'0'), ttl (ms), epoch candidate ('' to make none), since offset (''
+/// for none), since epoch, token, presence value ('' for none), join event ('' for none),
+/// index field, index value.
 pub(crate) const JOIN: &str = r#"
-if ARGV[9] ~= '' then
-  redis.call('HSET', KEYS[4], ARGV[8], ARGV[9])
-  redis.call('HSET', KEYS[5], ARGV[11], ARGV[12])
+if ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[9], ARGV[10])
+  redis.call('HSET', KEYS[5], ARGV[12], ARGV[13])
 end
-if ARGV[10] ~= '' then redis.call('PUBLISH', ARGV[1], '*' .. ARGV[10]) end
+if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[1], '*' .. ARGV[11]) end
 local n, e, rec, evs = 0, '', '-', {}
-if ARGV[3] == '1' then
+if ARGV[4] == '1' then
   n = tonumber(redis.call('GET', KEYS[1]) or '0')
   e = redis.call('GET', KEYS[2])
   if not e then
-    e = ARGV[5]
-    if e ~= '' then redis.call('SET', KEYS[2], e, 'PX', ARGV[4]) end
+    e = ARGV[6]
+    if e ~= '' then redis.call('SET', KEYS[2], e, 'PX', ARGV[5]) end
   end
-  if ARGV[6] ~= '' then
+  if ARGV[7] ~= '' then
     rec = '0'
-    local since = tonumber(ARGV[6])
-    if ARGV[7] == e and since <= n then
+    local since = tonumber(ARGV[7])
+    if ARGV[8] == e and since <= n then
       local missed = n - since
       if missed <= redis.call('LLEN', KEYS[3]) then
         rec = '1'
@@ -92,11 +102,12 @@ if ARGV[3] == '1' then
 end
 local parts = {string.format('%d', n), e, rec}
 for _, ev in ipairs(evs) do parts[#parts + 1] = ev end
-redis.call('PUBLISH', ARGV[1], ARGV[2] .. table.concat(parts, '\0'))
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. table.concat(parts, '\0'))
 return 1
 "#;
 
 /// KEYS: presence, node index. ARGV: token, index field, topic, leave event ('' for none).
+/// A leave is published only if the entry was there (not twice, not for a failed join).
 pub(crate) const LEAVE: &str = r#"
 redis.call('HDEL', KEYS[2], ARGV[2])
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and ARGV[4] ~= '' then
@@ -110,37 +121,56 @@ return 1
 pub(crate) const BEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local after = tonumber(ARGV[2])
+local prev = redis.call('ZSCORE', KEYS[1], ARGV[1])
 local missing = redis.call('ZADD', KEYS[1], now, ARGV[1])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-for _, node in ipairs(dead) do
-  redis.call('ZREM', KEYS[1], node)
-  local index = ARGV[3] .. node
-  local entries = redis.call('HGETALL', index)
-  for i = 1, #entries, 2 do
-    local f, v = entries[i], entries[i + 1]
-    local a = string.find(f, '\0', 1, true)
-    local b = string.find(v, '\0', 1, true)
-    if a and b then
-      local left = redis.call('HDEL', string.sub(f, 1, a - 1), string.sub(f, a + 1))
-      local leave = string.sub(v, b + 1)
-      if left == 1 and leave ~= '' then
-        redis.call('PUBLISH', string.sub(v, 1, b - 1), '*' .. leave)
+local reaped = 0
+if prev and now - tonumber(prev) < after then
+  for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - after)) do
+    redis.call('ZREM', KEYS[1], node)
+    local index = ARGV[3] .. node
+    local entries = redis.call('HGETALL', index)
+    for i = 1, #entries, 2 do
+      local f, v = entries[i], entries[i + 1]
+      local b = string.find(v, '\0', 1, true)
+      if b and redis.call('HDEL', string.sub(f, 33), string.sub(f, 1, 32)) == 1 and b > 1 then
+        redis.call('PUBLISH', string.sub(v, b + 1), '*' .. string.sub(v, 1, b - 1))
       end
     end
+    redis.call('DEL', index)
+    reaped = reaped + 1
   end
-  redis.call('DEL', index)
 end
-return {missing, #dead}
+return {missing, reaped}
 "#;
 
-/// KEYS: offset, epoch, events. ARGV: how many of the last events (0: all). Returns the
+/// KEYS: node index. ARGV: the index fields of the entries that stand. Removes the others
+/// (their presence entries, with their leaves) and returns how many.
+pub(crate) const SYNC: &str = r#"
+local keep = {}
+for i = 1, #ARGV do keep[ARGV[i]] = true end
+local entries = redis.call('HGETALL', KEYS[1])
+local gone = 0
+for i = 1, #entries, 2 do
+  local f, v = entries[i], entries[i + 1]
+  if not keep[f] then
+    redis.call('HDEL', KEYS[1], f)
+    local b = string.find(v, '\0', 1, true)
+    if b and redis.call('HDEL', string.sub(f, 33), string.sub(f, 1, 32)) == 1 and b > 1 then
+      redis.call('PUBLISH', string.sub(v, b + 1), '*' .. string.sub(v, 1, b - 1))
+    end
+    gone = gone + 1
+  end
+end
+return gone
+"#;
+
+/// KEYS: offset, epoch, events. ARGV: the first index to read (`0` for all, `-N` for the
+/// last N; a string, so that no large number goes through Lua's floats). Returns the
 /// offset, the epoch, then the events.
 pub(crate) const HISTORY: &str = r#"
 local out = {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or ''}
-local l = tonumber(ARGV[1])
-local evs
-if l == 0 then evs = redis.call('LRANGE', KEYS[3], 0, -1) else evs = redis.call('LRANGE', KEYS[3], -l, -1) end
-for _, ev in ipairs(evs) do out[#out + 1] = ev end
+for _, ev in ipairs(redis.call('LRANGE', KEYS[3], ARGV[1], -1)) do out[#out + 1] = ev end
 return out
 "#;
 
