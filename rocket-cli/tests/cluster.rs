@@ -1342,3 +1342,59 @@ async fn leaves_asked_for_while_redis_was_away_are_sent_when_it_is_back() {
     assert_eq!(presence_tokens(&reply), vec![stay.token.clone()]);
     stay.nothing(Duration::from_millis(1500)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_taken_for_dead_announces_its_subscribers_again_when_it_is_back() {
+    let redis = Redis::start();
+    let nodes = [
+        Node::start(&redis, "tokio"),
+        Node::start(&redis, "async-std"),
+    ];
+    let mut watcher = nodes[0].client_on("/live").await;
+    let mut sleeper = nodes[1].client_on("/live").await;
+    watcher
+        .request(json!({"subscribe": {"channel": "t"}}))
+        .await;
+    sleeper
+        .request(json!({"subscribe": {"channel": "t"}}))
+        .await;
+    let joined = json!({"join": {"channel": "t", "client": sleeper.token, "user": "backend"}});
+    assert_eq!(watcher.next().await, joined);
+
+    // The second node stops for a while (SIGSTOP): it is taken for dead.
+    let pid = nodes[1].server.child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let left = json!({"leave": {"channel": "t", "client": sleeper.token, "user": "backend"}});
+    assert_eq!(
+        next_json_within(&mut watcher.ws, Duration::from_secs(6)).await,
+        left
+    );
+    let reply = watcher.request(json!({"presence": {"channel": "t"}})).await;
+    assert_eq!(presence_tokens(&reply), vec![watcher.token.clone()]);
+
+    // Back: its subscriber joins again, and presence lists it.
+    signal("-CONT");
+    assert_eq!(
+        next_json_within(&mut watcher.ws, Duration::from_secs(3)).await,
+        joined
+    );
+    let reply = watcher.request(json!({"presence": {"channel": "t"}})).await;
+    assert_eq!(
+        presence_tokens(&reply),
+        sorted(vec![watcher.token.clone(), sleeper.token.clone()])
+    );
+    // The reply and the sender's own copy come in either order.
+    send(
+        &mut watcher.ws,
+        json!({"broadcast": {"event": "e", "channel": "t", "data": 1}}),
+    )
+    .await;
+    let mut got = vec![watcher.next().await, watcher.next().await];
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(got[0], json!({"broadcasted": "t"}), "{got:?}");
+    assert_eq!(sleeper.next().await["data"], json!(1));
+}

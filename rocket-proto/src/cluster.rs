@@ -153,4 +153,6 @@ pub struct PresenceEntry {
     pub user: Arc<str>,
     /// `{"leave":…}` should this node die (`JoinLeave`).
     pub leave: Option<Payload>,
+    /// `{"join":…}` should the store have sent its leave (`JoinLeave`).
+    pub join: Option<Payload>,
 }

@@ -406,6 +406,9 @@ impl Engine {
                     leave: self
                         .join_leave
                         .then(|| reply::join_leave("leave", channel, &client.token, user)),
+                    join: self
+                        .join_leave
+                        .then(|| reply::join_leave("join", channel, &client.token, user)),
                 });
             }
         }
@@ -598,6 +601,24 @@ impl Engine {
                     self.send(to, payload);
                 }
             }
+        }
+    }
+
+    /// Cluster, on a hub with `JoinLeave`: a join or leave of client `about` in `channel`,
+    /// as the shared store sends it to every node: delivered to this node's subscribers of
+    /// the channel except `about` itself (nobody hears of itself).
+    pub fn handle_remote_about(&mut self, channel: &str, about: Token, payload: Payload) {
+        let Some(members) = self.channels.get(channel) else {
+            return;
+        };
+        let skip = self.tokens.get(&about).copied();
+        let outputs = &mut self.outputs;
+        for &client in members.iter().filter(|&&id| Some(id) != skip) {
+            self.stats.deliveries += 1;
+            outputs.push_back(Output::Send {
+                client,
+                payload: payload.clone(),
+            });
         }
     }
 

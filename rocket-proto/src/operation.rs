@@ -63,10 +63,11 @@ pub enum Completion {
     History(crate::HistoryRead),
     /// The result of [`Operation::Presence`]: every subscriber's token and user.
     Presence(Vec<(crate::Token, String)>),
-    /// The shared store of a cluster could not be reached: the operation did not happen
-    /// (an [`Operation::Publish`] of a History hub, [`Operation::Join`],
-    /// [`Operation::History`], [`Operation::Presence`]); the client is answered
-    /// `UNAVAILABLE`. An [`Operation::Publish`] without history completes with
+    /// The shared store of a cluster could not be reached or did not answer (an
+    /// [`Operation::Publish`] of a History hub, [`Operation::Join`], [`Operation::History`],
+    /// [`Operation::Presence`]); the client is answered `UNAVAILABLE`. When the link was
+    /// lost after the request went out, the store may have carried it out: a History
+    /// broadcast may have been delivered, and a join is undone with a leave. An [`Operation::Publish`] without history completes with
     /// `Published(false)` instead.
     Unavailable,
     /// A completion that no operation expects; it exists only in rocket-proto's own unit

@@ -23,8 +23,9 @@ pub enum ErrorCode {
     InvalidUser,
     /// `authenticate` with the wrong secret.
     InvalidCredentials,
-    /// Cluster: the store that holds the hub's shared state (history, presence) cannot be
-    /// reached; nothing happened, the request may be retried.
+    /// Cluster: the store that holds the hub's shared state (history, presence) could not
+    /// be reached or did not answer. Nothing happened, unless the link broke after the
+    /// request went out (a broadcast may then have been delivered).
     Unavailable,
 }
 

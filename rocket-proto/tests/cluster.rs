@@ -552,3 +552,28 @@ fn a_join_that_fails_or_whose_client_goes_is_undone() {
     sim.complete(op, joined(0, "E", None));
     assert!(sim.engine().is_idle());
 }
+
+#[test]
+fn joins_and_leaves_from_the_store_reach_every_subscriber_but_their_subject() {
+    let mut sim = shared_sim();
+    let (a, b) = (admin(&mut sim), admin(&mut sim));
+    for id in [a, b] {
+        sim.send(id, json!({"subscribe": {"channel": "c"}}));
+        let (_, op, _) = last_shared(&mut sim);
+        sim.complete(op, joined(0, "E", None));
+        sim.take(id);
+    }
+    let leave = format!(
+        r#"{{"leave":{{"channel":"c","client":"{}","user":"admin"}}}}"#,
+        token_for(b.0)
+    );
+    sim.engine_mut()
+        .handle_remote_about("c", token_for(b.0), Payload::text(leave.clone()));
+    sim.drive();
+    assert_eq!(sim.take_text(a), [leave.clone()]);
+    assert!(sim.take(b).is_empty(), "nobody hears of itself");
+    sim.engine_mut()
+        .handle_remote_about("elsewhere", token_for(b.0), Payload::text(leave));
+    sim.drive();
+    sim.assert_silent();
+}

@@ -642,7 +642,7 @@ impl Backplane {
     /// Puts this node's presence in the store right ([`store::SYNC`]): removes what no
     /// longer stands, with its leaves, and writes every local subscriber's entry again. As
     /// commands to pipeline.
-    fn presence_sync(&self) -> Vec<redis::Cmd> {
+    fn presence_sync(&self, announce: bool) -> Vec<redis::Cmd> {
         let mut sync = redis::cmd("EVAL");
         sync.arg(store::SYNC).arg(1).arg(self.index_key());
         let mut cmds = Vec::new();
@@ -657,13 +657,18 @@ impl Backplane {
                     sync.arg(&field);
                     let mut value = self.node.to_vec();
                     value.extend_from_slice(entry.user.as_bytes());
-                    let mut cmd = redis::cmd("HSET");
-                    cmd.arg(&presence_key).arg(&token[..]).arg(value);
-                    cmds.push(cmd);
-                    let mut cmd = redis::cmd("HSET");
-                    cmd.arg(self.index_key())
+                    let join = entry.join.as_ref().filter(|_| announce);
+                    let mut cmd = redis::cmd("EVAL");
+                    cmd.arg(store::REJOIN)
+                        .arg(2)
+                        .arg(&presence_key)
+                        .arg(self.index_key())
+                        .arg(&token[..])
+                        .arg(value)
                         .arg(field)
-                        .arg(index_value(&topic, entry.leave.as_ref()));
+                        .arg(index_value(&topic, entry.leave.as_ref()))
+                        .arg(&topic)
+                        .arg(join.map_or(&b""[..], Payload::as_bytes));
                     cmds.push(cmd);
                 }
             }
@@ -677,12 +682,16 @@ impl Backplane {
         let mut cmd = redis::cmd("EVAL");
         let mut index_prefix = self.prefix.clone();
         index_prefix.extend_from_slice(b"node:");
+        let mut tombstone_prefix = self.prefix.clone();
+        tombstone_prefix.extend_from_slice(b"reaped:");
         cmd.arg(store::BEAT)
             .arg(1)
             .arg(self.nodes_key())
             .arg(&self.node[..])
             .arg(store::DEAD_AFTER.as_millis() as u64)
-            .arg(index_prefix);
+            .arg(index_prefix)
+            .arg(tombstone_prefix)
+            .arg(store::TOMBSTONE_MS);
         cmd
     }
 
@@ -778,6 +787,7 @@ impl Backplane {
         match message.first() {
             Some(b'*') => return self.deliver(key, &message[1..]),
             Some(b'#') => return self.handle_event(key, &message[1..]),
+            Some(b'+') => return self.handle_about(key, &message[1..]),
             _ => {}
         }
         let Some((node, event)) = message.split_at_checked(NODE_ID_LEN) else {
@@ -806,6 +816,22 @@ impl Backplane {
             return;
         };
         hub.handle_remote(&topic, Payload::text(text));
+    }
+
+    /// A join or leave (after its `+`): the client's token, then the event.
+    fn handle_about(&self, key: &[u8], message: &[u8]) {
+        let about = message.split_at_checked(2 * 16).and_then(|(token, event)| {
+            let token = Token::parse(std::str::from_utf8(token).ok()?)?;
+            Some((token, std::str::from_utf8(event).ok()?))
+        });
+        let Some((token, event)) = about else {
+            tracing::warn!("cluster: a malformed join or leave ignored");
+            return;
+        };
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        if let Some((hub, Topic::Channel(channel))) = self.route(key) {
+            hub.handle_remote_about(&channel, token, Payload::text(event));
+        }
     }
 
     /// A History channel's event (after its `#`): delivered unless the node delivered it
@@ -1029,7 +1055,7 @@ impl Backplane {
             }
             self.busy.store(false, Ordering::Release);
             if link.conn.is_some() && runtime.now() >= link.next_beat {
-                link.beat().await;
+                link.beat(false).await;
             }
         }
     }
@@ -1110,7 +1136,7 @@ impl Link<'_> {
                 self.run(resyncs).await;
             }
             // Leaves asked for while Redis was away were lost: put presence right.
-            self.sync_presence().await;
+            self.beat(true).await;
         }
         let result = if result.is_ok() && self.conn.is_none() {
             Err("lost while resyncing".to_owned())
@@ -1121,7 +1147,6 @@ impl Link<'_> {
             Ok(()) => {
                 self.backoff = MIN_BACKOFF;
                 self.last_io = self.runtime.now();
-                self.next_beat = self.last_io;
                 if std::mem::replace(&mut self.was_lost, false) {
                     b.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1182,7 +1207,9 @@ impl Link<'_> {
 
     /// Records this node's heartbeat and reaps dead nodes; writes this node's presence
     /// entries again when the store had lost this node.
-    async fn beat(&mut self) {
+    /// Puts presence right too when this node was missing from the store, or when `sync`
+    /// (after a reconnection).
+    async fn beat(&mut self, sync: bool) {
         self.next_beat = self.runtime.now() + store::BEAT_EVERY;
         let b = self.backplane;
         let (reply, replied) = async_channel::bounded(1);
@@ -1190,23 +1217,30 @@ impl Link<'_> {
         let Ok(Some(value)) = replied.try_recv() else {
             return;
         };
-        let Ok((missing, reaped)) = redis::from_redis_value::<(u64, u64)>(value) else {
+        let Ok((missing, reaped, was_reaped)) = redis::from_redis_value::<(u64, u64, u64)>(value)
+        else {
             tracing::warn!("cluster: unexpected heartbeat reply");
             return;
         };
         if reaped > 0 {
             tracing::info!(reaped, "cluster: removed the presence of nodes gone silent");
         }
-        if missing == 1 {
-            self.sync_presence().await;
+        if was_reaped == 1 {
+            tracing::warn!(
+                "cluster: the other nodes took this node for dead; its subscribers join again"
+            );
+        }
+        if missing == 1 || sync {
+            self.sync_presence(was_reaped == 1).await;
         }
     }
 
-    /// Puts this node's presence in the store right ([`Backplane::presence_sync`]).
-    async fn sync_presence(&mut self) {
+    /// Puts this node's presence in the store right ([`Backplane::presence_sync`]),
+    /// announcing its subscribers with joins if `announce`.
+    async fn sync_presence(&mut self, announce: bool) {
         let jobs: Vec<_> = self
             .backplane
-            .presence_sync()
+            .presence_sync(announce)
             .into_iter()
             .map(|cmd| Job::new(cmd, Then::Nothing))
             .collect();

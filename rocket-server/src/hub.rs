@@ -370,6 +370,16 @@ impl Hub {
         rocket
     }
 
+    /// A join or leave of client `about` in `channel` ([`Engine::handle_remote_about`]).
+    pub(crate) fn handle_remote_about(&self, channel: &str, about: Token, payload: Payload) {
+        let started = self.run_with(None, |p| {
+            if let HubProtocol::Rocket(engine) = p {
+                engine.handle_remote_about(channel, about, payload);
+            }
+        });
+        debug_assert!(started.is_none(), "a remote message starts no operation");
+    }
+
     /// Sends `publication` to the other nodes of the cluster, after every publication the
     /// hub sent before, and resolves to whether another node held its topic (`false`
     /// without a cluster, or while Redis is unreachable). A History hub's broadcast

@@ -15,7 +15,9 @@
 //!
 //! ## Everything in order, through the channel's topic
 //! Each change is one Lua script, atomic in Redis, that also PUBLISHes on the channel's
-//! topic, so every node sees the channel's events, joins, leaves and markers in one order:
+//! topic, so every node sees the channel's events, joins, leaves and markers in one order.
+//! A join or leave goes as `+`, the client's token (32 hex digits), then the event: every
+//! node delivers it to its subscribers but that client (nobody hears of itself).
 //! - [`APPEND`]: a broadcast takes the next offset, is kept, and is published *to every
 //!   node, its own included* (the message starts with `*`); nothing is kept and the offset
 //!   is not taken when no node holds the channel.
@@ -31,10 +33,11 @@
 //!   [`DEAD_AFTER`]: their presence entries go and their leaves are published. It reaps only
 //!   when its own last heartbeat is recent: after Redis itself stalled, every node is late
 //!   and none is taken for dead.
-//! - [`SYNC`]: after each (re)connection, and when a node finds itself missing from `nodes`
-//!   (the store restarted, or took it for dead), it removes its entries that no longer
-//!   stand (sending their leaves: those asked for while Redis was away were lost) and
-//!   writes the others again.
+//! - [`SYNC`] and [`REJOIN`]: after each (re)connection, and when a node finds itself
+//!   missing from `nodes` (the store restarted, or took it for dead), it removes its
+//!   entries that no longer stand (sending their leaves: those asked for while Redis was
+//!   away were lost) and writes the others again; with joins if it had been taken for dead
+//!   (its tombstone says so), since their leaves were sent.
 
 use std::time::Duration;
 
@@ -45,6 +48,9 @@ use rocket_proto::{Joined, Payload, Token};
 pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(3);
 /// How often a node records its heartbeat (and reaps the dead).
 pub(crate) const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long a reaped node's tombstone stays: a node back within it announces its
+/// subscribers again with joins.
+pub(crate) const TOMBSTONE_MS: u64 = 60_000;
 
 /// KEYS: offset, epoch, events. ARGV: topic, event (a JSON object), size, ttl (ms), epoch
 /// candidate. Returns how many connections received the event (0: none, nothing kept).
@@ -79,7 +85,7 @@ if ARGV[10] ~= '' then
   redis.call('HSET', KEYS[4], ARGV[9], ARGV[10])
   redis.call('HSET', KEYS[5], ARGV[12], ARGV[13])
 end
-if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[1], '*' .. ARGV[11]) end
+if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[1], '+' .. ARGV[9] .. ARGV[11]) end
 local n, e, rec, evs = 0, '', '-', {}
 if ARGV[4] == '1' then
   n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -111,13 +117,15 @@ return 1
 pub(crate) const LEAVE: &str = r#"
 redis.call('HDEL', KEYS[2], ARGV[2])
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and ARGV[4] ~= '' then
-  redis.call('PUBLISH', ARGV[3], '*' .. ARGV[4])
+  redis.call('PUBLISH', ARGV[3], '+' .. ARGV[1] .. ARGV[4])
 end
 return 1
 "#;
 
-/// KEYS: nodes. ARGV: this node, dead after (ms), node index prefix. Returns whether this
-/// node was missing (1/0) and how many dead nodes it reaped.
+/// KEYS: nodes. ARGV: this node, dead after (ms), node index prefix, tombstone prefix.
+/// Returns whether this node was missing (1/0), how many dead nodes it reaped, and whether
+/// this node had been reaped itself (1/0: its subscribers' leaves were sent, so their
+/// entries come back with joins). A tombstone stays [`TOMBSTONE_MS`].
 pub(crate) const BEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -134,14 +142,15 @@ if prev and now - tonumber(prev) < after then
       local f, v = entries[i], entries[i + 1]
       local b = string.find(v, '\0', 1, true)
       if b and redis.call('HDEL', string.sub(f, 33), string.sub(f, 1, 32)) == 1 and b > 1 then
-        redis.call('PUBLISH', string.sub(v, b + 1), '*' .. string.sub(v, 1, b - 1))
+        redis.call('PUBLISH', string.sub(v, b + 1), '+' .. string.sub(f, 1, 32) .. string.sub(v, 1, b - 1))
       end
     end
     redis.call('DEL', index)
+    redis.call('SET', ARGV[4] .. node, '1', 'PX', ARGV[5])
     reaped = reaped + 1
   end
 end
-return {missing, reaped}
+return {missing, reaped, redis.call('DEL', ARGV[4] .. ARGV[1])}
 "#;
 
 /// KEYS: node index. ARGV: the index fields of the entries that stand. Removes the others
@@ -157,12 +166,23 @@ for i = 1, #entries, 2 do
     redis.call('HDEL', KEYS[1], f)
     local b = string.find(v, '\0', 1, true)
     if b and redis.call('HDEL', string.sub(f, 33), string.sub(f, 1, 32)) == 1 and b > 1 then
-      redis.call('PUBLISH', string.sub(v, b + 1), '*' .. string.sub(v, 1, b - 1))
+      redis.call('PUBLISH', string.sub(v, b + 1), '+' .. string.sub(f, 1, 32) .. string.sub(v, 1, b - 1))
     end
     gone = gone + 1
   end
 end
 return gone
+"#;
+
+/// KEYS: presence, node index. ARGV: token, presence value, index field, index value,
+/// topic, join event ('' for none). Writes a local subscriber's entry again; publishes the
+/// join if the entry was missing and a join is given.
+pub(crate) const REJOIN: &str = r#"
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 and ARGV[6] ~= '' then
+  redis.call('PUBLISH', ARGV[5], '+' .. ARGV[1] .. ARGV[6])
+end
+return 1
 "#;
 
 /// KEYS: offset, epoch, events. ARGV: the first index to read (`0` for all, `-N` for the
