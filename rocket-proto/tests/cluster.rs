@@ -570,7 +570,7 @@ fn joins_and_leaves_from_the_store_reach_every_subscriber_but_their_subject() {
     sim.engine_mut()
         .handle_remote_about("c", token_for(b.0), Payload::text(leave.clone()));
     sim.drive();
-    assert_eq!(sim.take_text(a), [leave.clone()]);
+    assert_eq!(sim.take_text(a), std::slice::from_ref(&leave));
     assert!(sim.take(b).is_empty(), "nobody hears of itself");
     sim.engine_mut()
         .handle_remote_about("elsewhere", token_for(b.0), Payload::text(leave));
