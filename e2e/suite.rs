@@ -731,6 +731,14 @@ pub async fn plain_http_connections_count_against_max_connections<F: Frontend>()
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
         other => panic!("expected 503, got {:?}", other.map(|_| ())),
     }
+    // Each socket still in its HTTP phase also holds one of the MaxConnections places for
+    // unfinished handshakes (the keep-alive `http` holds one): wait for the server to be
+    // done with a refused one before opening the next, or the next finds no place and is
+    // dropped unanswered (seen on a loaded machine).
+    eventually("the refused handshake's place is free", || {
+        s.service.pending_handshakes() <= 1
+    })
+    .await;
     let mut other = TcpStream::connect(s.addr).await.unwrap();
     let r = http_exchange(
         &mut other,
@@ -739,12 +747,13 @@ pub async fn plain_http_connections_count_against_max_connections<F: Frontend>()
     )
     .await;
     assert_eq!((r.status, r.header("connection")), (503, Some("close")));
-    // Each socket still in its HTTP phase also holds one of the MaxConnections places for
-    // unfinished handshakes (the keep-alive `http` holds one): wait for the server to close
-    // a connection before opening the next.
     assert!(closed_by_server(&mut other).await, "closed after the 503");
     // The probes and the metrics are still answered, on a connection closed after it.
     for path in ["/health", "/ready", "/metrics"] {
+        eventually("the last connection's place is free", || {
+            s.service.pending_handshakes() <= 1
+        })
+        .await;
         let mut probe = TcpStream::connect(s.addr).await.unwrap();
         let r = http_exchange(
             &mut probe,
