@@ -1398,3 +1398,67 @@ async fn a_node_taken_for_dead_announces_its_subscribers_again_when_it_is_back()
     assert_eq!(got[0], json!({"broadcasted": "t"}), "{got:?}");
     assert_eq!(sleeper.next().await["data"], json!(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_accepted_by_a_node_whose_link_breaks_are_delivered_once_it_is_back() {
+    const MESSAGES: u64 = 6_000;
+    let redis = Redis::start();
+    let first = Node::start(&redis, "tokio");
+    let second = Node::start(&redis, "smol");
+    // The publisher's node holds the channel: its broadcasts are accepted at once.
+    let mut local = first.client_on("/live").await;
+    local
+        .request(json!({"subscribe": {"channel": "kept"}}))
+        .await;
+    let mut s = second.client_on("/live").await;
+    s.request(json!({"subscribe": {"channel": "kept"}})).await;
+    let mut publisher = first.client_on("/live").await;
+    let publishing = tokio::spawn(async move {
+        for i in 1..=MESSAGES {
+            let reply = publisher.broadcast("kept", json!(i)).await;
+            assert_eq!(reply, json!({"broadcasted": "kept"}), "message {i}");
+        }
+    });
+    let mut data = Vec::new();
+    let mut offsets = Vec::new();
+    let mut cut = false;
+    while data.last() != Some(&MESSAGES) {
+        let v = next_json_within(&mut s.ws, Duration::from_secs(20)).await;
+        let Some(d) = v["data"].as_u64() else {
+            continue; // the local subscriber's join
+        };
+        data.push(d);
+        offsets.push(v["offset"].as_u64().unwrap());
+        if !cut && data.len() == 1_000 {
+            // The publisher's node loses its link mid-stream.
+            redis.cut_first_node();
+            cut = true;
+        }
+    }
+    publishing.await.unwrap();
+    assert!(
+        first.metric("rocket_cluster_reconnects_total") >= 1.0,
+        "the link was cut"
+    );
+    let first_offset = offsets[0];
+    fn misplaced(xs: &[u64], from: u64) -> Vec<(u64, u64)> {
+        (from..)
+            .zip(xs.iter().copied())
+            .filter(|&(want, got)| want != got)
+            .take(5)
+            .collect()
+    }
+    assert_eq!(
+        misplaced(&data, 1),
+        [],
+        "every accepted broadcast, once, in order"
+    );
+    assert_eq!(
+        misplaced(&offsets, first_offset),
+        [],
+        "offsets without gaps"
+    );
+    assert_eq!(data.len() as u64, MESSAGES);
+    s.nothing(Duration::from_millis(300)).await;
+    drop(local);
+}

@@ -29,12 +29,16 @@ pub struct Publication {
     /// The event, byte for byte as every recipient receives it (on a History hub: before
     /// its offset and epoch are added, see `history`).
     pub payload: Payload,
-    /// On a History hub (a broadcast, always an [`Operation::Publish`](crate::Operation::Publish)):
-    /// the channel's shared store gives the event the channel's next offset and its epoch
-    /// (inserting `,"offset":N,"epoch":"E"` before the payload's final `}`), keeps it as
-    /// this config says, and delivers it to every node holding the channel, *this one
-    /// included*: the engine delivers nothing itself, so that every node sees the
-    /// channel's events in offset order. `None` elsewhere.
+    /// On a History hub: the channel's shared store gives the event the channel's next
+    /// offset and its epoch (inserting `,"offset":N,"epoch":"E"` before the payload's final
+    /// `}`), keeps it as this config says, and delivers it to every node holding the
+    /// channel, *this one included*: the engine delivers nothing itself, so that every
+    /// node sees the channel's events in offset order. A broadcast to a channel this node
+    /// holds is accepted at once ([`Output::Publish`](crate::Output::Publish): the store
+    /// will keep it, since this node receives it; the driver must not lose it, and sends
+    /// it again if the link broke before the store answered); to one it does not hold, it
+    /// is an [`Operation::Publish`](crate::Operation::Publish), whose answer decides.
+    /// `None` elsewhere.
     pub history: Option<HistoryConfig>,
 }
 

@@ -1115,11 +1115,18 @@ impl Engine {
             && let Some(history) = self.history_config
         {
             // The store gives it its offset and delivers it to every node, this one too.
-            return Ok(Routed::Remote(Publication {
+            let publication = Publication {
                 topic: Topic::Channel(Arc::from(channel)),
                 payload: reply::event(event, "channel", channel, data),
                 history: Some(history),
-            }));
+            };
+            if self.channels.contains_key(channel) {
+                // Held here, so the store will keep it: accepted at once.
+                self.stats.broadcasts += 1;
+                self.outputs.push_back(Output::Publish(publication));
+                return Ok(Routed::Done);
+            }
+            return Ok(Routed::Remote(publication));
         }
         let Some((name, members)) = self.channels.get_key_value(channel) else {
             if self.cluster {

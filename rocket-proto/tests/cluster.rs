@@ -400,28 +400,42 @@ fn a_shared_hub_subscribes_at_the_marker_and_leaves_through_the_store() {
     sim.complete(op, joined(9, "X", None));
     assert!(sim.take(a).is_empty(), "a second completion is ignored");
 
-    // A broadcast goes to the store, which delivers it to every node, this one too.
+    // A broadcast goes to the store, which delivers it to every node, this one too; to a
+    // channel held here it is accepted at once (the store will keep it).
+    sim.cluster.clear();
     sim.send(a, broadcast("news", json!(1)));
-    let (_, op, publication) = sim.publications.pop().unwrap();
-    assert!(publication.history.is_some());
-    sim.complete(op, Completion::Published(true));
     assert_eq!(
         sim.take(a),
         [json!({"broadcasted": "news"})],
         "no local delivery"
     );
+    let [Output::Publish(publication)] = &sim.cluster[..] else {
+        panic!("{:?}", sim.cluster)
+    };
+    assert!(publication.history.is_some());
+    assert!(sim.publications.is_empty());
+    sim.cluster.clear();
+    // To a channel held elsewhere, or nowhere, the store's answer decides.
+    let other = admin(&mut sim);
     for (completion, reply) in [
+        (Completion::Published(true), json!({"broadcasted": "news"})),
         (
             Completion::Published(false),
             json!({"err": "INVALID_CHANNEL"}),
         ),
         (Completion::Unavailable, json!({"err": "UNAVAILABLE"})),
     ] {
-        sim.send(a, broadcast("news", json!(1)));
-        let (_, op, _) = sim.publications.pop().unwrap();
+        sim.send(other, broadcast("elsewhere", json!(1)));
+        let (_, op, publication) = sim.publications.pop().unwrap();
+        assert!(publication.history.is_some());
         sim.complete(op, completion);
-        assert_eq!(sim.take(a), [reply]);
+        let reply = match reply.get("broadcasted") {
+            Some(_) => json!({"broadcasted": "elsewhere"}),
+            None => reply,
+        };
+        assert_eq!(sim.take(other), [reply]);
     }
+    sim.cluster.clear();
 
     // History and presence are read from the store.
     sim.send(a, json!({"history": {"channel": "news", "limit": 2}}));

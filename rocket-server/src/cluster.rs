@@ -129,6 +129,10 @@ pub(crate) struct Backplane {
     streams: Mutex<HashMap<Vec<u8>, Position>>,
     /// The task is carrying out a batch of commands.
     busy: AtomicBool,
+    /// The last History publication's number (its key in Redis, against doing it twice).
+    last_publication: AtomicU64,
+    /// History publications waiting to be sent again after a reconnection.
+    resending: std::sync::atomic::AtomicUsize,
     pub(crate) counters: ClusterCounters,
 }
 
@@ -245,6 +249,9 @@ enum Then {
     /// The resync of the History channel with this topic: if it failed, the events held
     /// back for it go out now (a gap remains; the subscribers see it in the offsets).
     Resync(Vec<u8>),
+    /// An accepted History publication: if the link broke before Redis answered, it is
+    /// sent again after the reconnection, before anything newer.
+    Keep,
 }
 
 impl Backplane {
@@ -291,6 +298,8 @@ impl Backplane {
             last_epoch: AtomicU64::new(0),
             streams: Mutex::new(HashMap::new()),
             busy: AtomicBool::new(false),
+            last_publication: AtomicU64::new(0),
+            resending: std::sync::atomic::AtomicUsize::new(0),
             counters: ClusterCounters::default(),
         }))
     }
@@ -328,7 +337,10 @@ impl Backplane {
     /// Whether nothing waits to be sent to Redis (the queue is empty and no batch is being
     /// carried out), or Redis is unreachable anyway.
     pub(crate) fn is_idle(&self) -> bool {
-        !self.is_up() || (self.queue.is_empty() && !self.busy.load(Ordering::Acquire))
+        !self.is_up()
+            || (self.queue.is_empty()
+                && !self.busy.load(Ordering::Acquire)
+                && self.resending.load(Ordering::Acquire) == 0)
     }
 
     /// Ends the task (at shutdown).
@@ -349,22 +361,38 @@ impl Backplane {
     }
 
     /// Sends `publication` of hub `hub` to the other nodes, after everything asked before.
-    /// Dropped, and counted, when Redis has fallen [`MAX_QUEUED`] commands behind.
+    /// Dropped, and counted, when Redis has fallen [`MAX_QUEUED`] commands behind. A History
+    /// hub's broadcast, already accepted, is sent again after a reconnection if the link
+    /// broke before Redis answered (a key per publication keeps Redis from carrying it out
+    /// twice).
     pub(crate) fn publish(&self, hub: &str, publication: &Publication) {
         if self.overloaded() {
             return;
         }
+        let mut cmd = self.publication(hub, publication);
+        let then = if publication.history.is_some() {
+            let n = self.last_publication.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut key = self.prefix.clone();
+            key.extend_from_slice(b"pub:");
+            key.extend_from_slice(&self.node);
+            key.extend_from_slice(format!(":{n:x}").as_bytes());
+            cmd.arg(key);
+            Then::Keep
+        } else {
+            Then::Nothing
+        };
         let job = Job {
-            cmd: self.publication(hub, publication),
-            then: Then::Nothing,
+            cmd,
+            then,
             publication: true,
         };
         let _ = self.commands.try_send(Command::Run(job));
     }
 
-    /// Whether the queue is full: counts the publication the caller drops.
+    /// Whether the queue (with the publications waiting to be sent again) is full: counts
+    /// the publication the caller drops.
     fn overloaded(&self) -> bool {
-        if self.commands.len() < MAX_QUEUED {
+        if self.commands.len() + self.resending.load(Ordering::Relaxed) < MAX_QUEUED {
             return false;
         }
         if self
@@ -442,6 +470,7 @@ impl Backplane {
                     .arg(history.size)
                     .arg(history.ttl_ms)
                     .arg(self.epoch_candidate());
+                // The publication's key, if any, comes last (see `publish`).
                 cmd
             }
             _ => {
@@ -1021,6 +1050,7 @@ impl Backplane {
             retry_at: runtime.now(),
             last_io: runtime.now(),
             next_beat: runtime.now(),
+            resend: Vec::new(),
         };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -1075,6 +1105,8 @@ struct Link<'a> {
     last_io: Instant,
     /// When this node next records its heartbeat in the store ([`store::BEAT`]).
     next_beat: Instant,
+    /// Accepted History publications to send again, in order, once connected.
+    resend: Vec<Job>,
 }
 
 impl Link<'_> {
@@ -1137,6 +1169,16 @@ impl Link<'_> {
             }
             // Leaves asked for while Redis was away were lost: put presence right.
             self.beat(true).await;
+            // Then what was accepted and not yet carried out, before anything newer.
+            let resend = std::mem::take(&mut self.resend);
+            self.backplane.resending.store(0, Ordering::Release);
+            if !resend.is_empty() {
+                tracing::info!(
+                    publications = resend.len(),
+                    "cluster: sending again what the lost connection left unanswered"
+                );
+                self.run(resend).await;
+            }
         }
         let result = if result.is_ok() && self.conn.is_none() {
             Err("lost while resyncing".to_owned())
@@ -1344,8 +1386,10 @@ impl Link<'_> {
             publication,
         } in run
         {
+            // Kept to be sent again, should the link break.
+            let kept = matches!(then, Then::Keep).then(|| cmd.clone());
             pipe.add_command(cmd);
-            thens.push((then, publication));
+            thens.push((then, publication, kept));
         }
         let replies = match &self.conn {
             Some(conn) => {
@@ -1365,7 +1409,7 @@ impl Link<'_> {
         };
         let mut replies = replies.map(Vec::into_iter);
         let mut published = 0;
-        for (then, publication) in thens {
+        for (then, publication, kept) in thens {
             let reply = replies.as_mut().and_then(Iterator::next);
             if let Some(Value::ServerError(e)) = &reply {
                 tracing::warn!("cluster: Redis refused a command: {e:?}");
@@ -1395,6 +1439,18 @@ impl Link<'_> {
                     self.backplane.release(&topic);
                 }
                 Then::Resync(_) => {}
+                // Not answered: sent again after the reconnection (a refusal is not).
+                Then::Keep if replies.is_none() => {
+                    if let Some(cmd) = kept {
+                        self.resend.push(Job {
+                            cmd,
+                            then: Then::Keep,
+                            publication: true,
+                        });
+                        self.backplane.resending.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Then::Keep => {}
             }
         }
         self.backplane

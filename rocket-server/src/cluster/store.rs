@@ -53,8 +53,11 @@ pub(crate) const BEAT_EVERY: Duration = Duration::from_secs(1);
 pub(crate) const TOMBSTONE_MS: u64 = 60_000;
 
 /// KEYS: offset, epoch, events. ARGV: topic, event (a JSON object), size, ttl (ms), epoch
-/// candidate. Returns how many connections received the event (0: none, nothing kept).
+/// candidate, and for an accepted publication its key. Returns how many connections received
+/// the event (0: none, nothing kept), or -1 for a publication whose key exists: it was
+/// carried out already (its answer was lost with the link; the node sends it again).
 pub(crate) const APPEND: &str = r#"
+if ARGV[6] and not redis.call('SET', ARGV[6], '1', 'NX', 'PX', 60000) then return -1 end
 local n = redis.call('INCR', KEYS[1])
 local e = redis.call('GET', KEYS[2])
 local made = false
