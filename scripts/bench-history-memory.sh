@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 CHANNELS=${1:-10000}
 DATA=${2:-100}
 PORT=${PORT:-9781}
-cargo build --release -p rocket-cli -p rocket-tokio --example history_memory
+# Two builds: with --example, cargo would build only the example of each package named.
+cargo build --release -p rocket-cli
+cargo build --release -p rocket-tokio --example history_memory
 config=$(mktemp --suffix=.json)
 # The bench's History hub, without a subscription limit: one client holds every channel.
 sed 's/"MaxConnectionsPerIp": 0,/"MaxConnectionsPerIp": 0,\n\t\t"MaxSubscriptionsPerClient": 0,/' \

@@ -75,30 +75,39 @@ def per_cpu(run):
     cpu = sum(s["cpu_seconds"] for s in servers)
     return run["load"]["deliveries"] / cpu if cpu else 0.0
 
+def with_redis(run):
+    servers = [n["server"] for n in run["nodes"]] if run.get("nodes") else [run["server"]]
+    cpu = sum(s["cpu_seconds"] for s in servers) + (run.get("backplane") or {}).get("cpu_seconds", 0.0)
+    return run["load"]["deliveries"] / cpu if cpu else 0.0
+
 print(f"commit {commit}; {repeat} round(s) of {duration} s runs; machine busy before: {busy}% (other jobs)")
 print()
-print("| hub | nodes | deliveries/s (runs) | median | deliveries per server CPU-s (runs) | median | lost / dup / reordered |")
-print("|---|---|---|---:|---|---:|---|")
+print("| hub | nodes | deliveries/s (runs) | median | deliveries per server CPU-s (runs) | median | Redis CPU per publish (median) | lost / dup / reordered |")
+print("|---|---|---|---:|---|---:|---:|---|")
 medians = {}
 for nodes in (1, 3):
     for hub in ("plain", "history"):
         rs = runs(hub, nodes)
         if not rs:
-            print(f"| {hub} | {nodes} | (failed) | | | | |")
+            print(f"| {hub} | {nodes} | (failed) | | | | | |")
             continue
         rate = [r["load"]["deliveries_per_second"] for r in rs]
         cpu = [per_cpu(r) for r in rs]
+        both = [with_redis(r) for r in rs]
+        redis = [r["backplane"]["cpu_us_per_publish"] for r in rs if r.get("backplane")]
         bad = [sum(r["load"][k] for r in rs) for k in ("lost", "duplicated", "reordered")]
-        medians[(hub, nodes)] = (statistics.median(rate), statistics.median(cpu))
+        medians[(hub, nodes)] = (statistics.median(rate), statistics.median(cpu), statistics.median(both))
         fmt = lambda xs: ", ".join(f"{x / 1000:,.0f}k" for x in xs)
+        redis_cell = f"{statistics.median(redis):.0f} µs" if redis else "(no Redis)"
         print(f"| {hub} | {nodes} | {fmt(rate)} | {statistics.median(rate) / 1000:,.0f}k "
-              f"| {fmt(cpu)} | {statistics.median(cpu) / 1000:,.0f}k | {bad[0]} / {bad[1]} / {bad[2]} |")
+              f"| {fmt(cpu)} | {statistics.median(cpu) / 1000:,.0f}k | {redis_cell} | {bad[0]} / {bad[1]} / {bad[2]} |")
 print()
 for nodes in (1, 3):
     if ("plain", nodes) in medians and ("history", nodes) in medians:
-        (pr, pc), (hr, hc) = medians[("plain", nodes)], medians[("history", nodes)]
+        (pr, pc, pb), (hr, hc, hb) = medians[("plain", nodes)], medians[("history", nodes)]
+        extra = f"; {hb / pb:.2f}x counting Redis's CPU too" if nodes > 1 else ""
         print(f"History / plain on {nodes} node(s) (medians): {hr / pr:.2f}x the deliveries/s, "
-              f"{hc / pc:.2f}x the deliveries per server CPU-second.")
+              f"{hc / pc:.2f}x the deliveries per server CPU-second{extra}.")
 EOF
 if [[ -f "$RESULTS/failures.txt" ]]; then
   echo "some runs failed:" >&2

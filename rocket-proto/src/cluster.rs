@@ -33,12 +33,10 @@ pub struct Publication {
     /// offset and its epoch (inserting `,"offset":N,"epoch":"E"` before the payload's final
     /// `}`), keeps it as this config says, and delivers it to every node holding the
     /// channel, *this one included*: the engine delivers nothing itself, so that every
-    /// node sees the channel's events in offset order. A broadcast to a channel this node
-    /// holds is accepted at once ([`Output::Publish`](crate::Output::Publish): the store
-    /// will keep it, since this node receives it; the driver must not lose it, and sends
-    /// it again if the link broke before the store answered); to one it does not hold, it
-    /// is an [`Operation::Publish`](crate::Operation::Publish), whose answer decides.
-    /// `None` elsewhere.
+    /// node sees the channel's events in offset order. Always an
+    /// [`Operation::Publish`](crate::Operation::Publish); a driver may answer it at once
+    /// when this node holds the channel (the store will keep it, since this node receives
+    /// it), provided it then never loses it. `None` elsewhere.
     pub history: Option<HistoryConfig>,
 }
 

@@ -1120,12 +1120,6 @@ impl Engine {
                 payload: reply::event(event, "channel", channel, data),
                 history: Some(history),
             };
-            if self.channels.contains_key(channel) {
-                // Held here, so the store will keep it: accepted at once.
-                self.stats.broadcasts += 1;
-                self.outputs.push_back(Output::Publish(publication));
-                return Ok(Routed::Done);
-            }
             return Ok(Routed::Remote(publication));
         }
         let Some((name, members)) = self.channels.get_key_value(channel) else {

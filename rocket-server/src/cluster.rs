@@ -90,6 +90,9 @@ const SUBSCRIBE_CHUNK: usize = 1000;
 /// Publications waiting for the task beyond which new ones are dropped (and counted): the
 /// queue stays bounded when Redis is slower than the hubs. Subscriptions are never dropped.
 const MAX_QUEUED: usize = 1 << 16;
+/// Commands waiting below which a History broadcast to a channel this node holds is
+/// answered before Redis took it; beyond, its publisher waits for Redis.
+const EARLY_QUEUED: usize = 4096;
 /// Length of a node id in a message: 16 hex digits.
 const NODE_ID_LEN: usize = 16;
 /// Length of a join's number in its marker: 16 hex digits.
@@ -361,29 +364,14 @@ impl Backplane {
     }
 
     /// Sends `publication` of hub `hub` to the other nodes, after everything asked before.
-    /// Dropped, and counted, when Redis has fallen [`MAX_QUEUED`] commands behind. A History
-    /// hub's broadcast, already accepted, is sent again after a reconnection if the link
-    /// broke before Redis answered (a key per publication keeps Redis from carrying it out
-    /// twice).
+    /// Dropped, and counted, when Redis has fallen [`MAX_QUEUED`] commands behind.
     pub(crate) fn publish(&self, hub: &str, publication: &Publication) {
         if self.overloaded() {
             return;
         }
-        let mut cmd = self.publication(hub, publication);
-        let then = if publication.history.is_some() {
-            let n = self.last_publication.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut key = self.prefix.clone();
-            key.extend_from_slice(b"pub:");
-            key.extend_from_slice(&self.node);
-            key.extend_from_slice(format!(":{n:x}").as_bytes());
-            cmd.arg(key);
-            Then::Keep
-        } else {
-            Then::Nothing
-        };
         let job = Job {
-            cmd,
-            then,
+            cmd: self.publication(hub, publication),
+            then: Then::Nothing,
             publication: true,
         };
         let _ = self.commands.try_send(Command::Run(job));
@@ -412,13 +400,39 @@ impl Backplane {
     /// topic (`false` while Redis is unreachable). A History hub's broadcast resolves to
     /// whether any node (this one included) held the channel, and to `None` when Redis could
     /// not be reached: it was not delivered anywhere.
+    ///
+    /// A History broadcast to a channel this node holds is answered at once (`true`: Redis
+    /// will keep it, since this node receives it) while Redis keeps up (fewer than
+    /// [`EARLY_QUEUED`] commands wait); it is then never lost: if the link breaks before
+    /// Redis answered, it is sent again after the reconnection, before anything newer, with
+    /// a key that keeps Redis from carrying it out twice. When Redis falls behind, the
+    /// publisher waits for its broadcast's answer: that paces it.
     pub(crate) fn publish_and_ask(
         &self,
         hub: &str,
         publication: &Publication,
     ) -> impl Future<Output = Option<bool>> + Send + 'static {
         let history = publication.history.is_some();
-        let cmd = self.publication(hub, publication);
+        let mut cmd = self.publication(hub, publication);
+        let topic = self.key(hub, &publication.topic);
+        if history
+            && self.commands.len() + self.resending.load(Ordering::Relaxed) < EARLY_QUEUED
+            && lock(&self.streams).contains_key(&topic)
+        {
+            let n = self.last_publication.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut key = self.prefix.clone();
+            key.extend_from_slice(b"pub:");
+            key.extend_from_slice(&self.node);
+            key.extend_from_slice(format!(":{n:x}").as_bytes());
+            cmd.arg(key);
+            let job = Job {
+                cmd,
+                then: Then::Keep,
+                publication: true,
+            };
+            let sent = self.commands.try_send(Command::Run(job)).is_ok();
+            return futures_util::future::Either::Left(std::future::ready(sent.then_some(true)));
+        }
         let (reach, reached) = async_channel::bounded(1);
         let (reply, replied) = async_channel::bounded(1);
         let then = if history {
@@ -435,7 +449,7 @@ impl Backplane {
             publication: true,
         };
         let sent = !self.overloaded() && self.commands.try_send(Command::Run(job)).is_ok();
-        async move {
+        futures_util::future::Either::Right(async move {
             if history {
                 let reply = if sent {
                     replied.recv().await.ok().flatten()
@@ -449,7 +463,7 @@ impl Backplane {
             } else {
                 Some(sent && reached.recv().await.unwrap_or(false))
             }
-        }
+        })
     }
 
     /// The command that sends `publication` of hub `hub`: a PUBLISH of the node id and the
