@@ -1462,3 +1462,33 @@ async fn broadcasts_accepted_by_a_node_whose_link_breaks_are_delivered_once_it_i
     s.nothing(Duration::from_millis(300)).await;
     drop(local);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelining_publisher_is_paced_and_nothing_it_was_told_is_lost() {
+    // (A release build floods Redis faster than this debug one can: scripts/
+    // bench-history-memory.sh with CLUSTER=1 sends 1,000,000 so and loses none.)
+    const MESSAGES: u64 = 30_000;
+    let redis = Redis::start();
+    let node = Node::start(&redis, "tokio");
+    let mut c = node.client_on("/live").await;
+    c.request(json!({"subscribe": {"channel": "flood"}})).await;
+    // Every broadcast sent at once, none awaited: Redis cannot keep up with the node.
+    for i in 1..=MESSAGES {
+        let frame = json!({"broadcast": {"event": "e", "channel": "flood", "data": i}});
+        c.ws.feed(Message::text(frame.to_string())).await.unwrap();
+    }
+    c.ws.flush().await.unwrap();
+    let (mut replies, mut data) = (0, Vec::new());
+    while replies < MESSAGES || (data.len() as u64) < MESSAGES {
+        let v = next_json_within(&mut c.ws, Duration::from_secs(20)).await;
+        if v == json!({"broadcasted": "flood"}) {
+            replies += 1;
+        } else {
+            assert_eq!(v["offset"], v["data"], "{v}");
+            data.push(v["data"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(data, (1..=MESSAGES).collect::<Vec<_>>());
+    assert_eq!(node.metric("rocket_cluster_dropped_total"), 0.0);
+    c.nothing(Duration::from_millis(200)).await;
+}

@@ -132,8 +132,6 @@ pub(crate) struct Backplane {
     streams: Mutex<HashMap<Vec<u8>, Position>>,
     /// The task is carrying out a batch of commands.
     busy: AtomicBool,
-    /// The last History publication's number (its key in Redis, against doing it twice).
-    last_publication: AtomicU64,
     /// History publications waiting to be sent again after a reconnection.
     resending: std::sync::atomic::AtomicUsize,
     pub(crate) counters: ClusterCounters,
@@ -253,8 +251,12 @@ enum Then {
     /// back for it go out now (a gap remains; the subscribers see it in the offsets).
     Resync(Vec<u8>),
     /// An accepted History publication: if the link broke before Redis answered, it is
-    /// sent again after the reconnection, before anything newer.
-    Keep,
+    /// sent again after the reconnection, before anything newer. It is given a number when
+    /// first sent (`numbered`), in sending order: Redis keeps the last number it carried
+    /// out for this node and skips a publication sent again whose number is not above it.
+    Keep {
+        numbered: bool,
+    },
 }
 
 impl Backplane {
@@ -301,7 +303,6 @@ impl Backplane {
             last_epoch: AtomicU64::new(0),
             streams: Mutex::new(HashMap::new()),
             busy: AtomicBool::new(false),
-            last_publication: AtomicU64::new(0),
             resending: std::sync::atomic::AtomicUsize::new(0),
             counters: ClusterCounters::default(),
         }))
@@ -413,21 +414,16 @@ impl Backplane {
         publication: &Publication,
     ) -> impl Future<Output = Option<bool>> + Send + 'static {
         let history = publication.history.is_some();
-        let mut cmd = self.publication(hub, publication);
+        let cmd = self.publication(hub, publication);
         let topic = self.key(hub, &publication.topic);
         if history
             && self.commands.len() + self.resending.load(Ordering::Relaxed) < EARLY_QUEUED
             && lock(&self.streams).contains_key(&topic)
         {
-            let n = self.last_publication.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut key = self.prefix.clone();
-            key.extend_from_slice(b"pub:");
-            key.extend_from_slice(&self.node);
-            key.extend_from_slice(format!(":{n:x}").as_bytes());
-            cmd.arg(key);
             let job = Job {
                 cmd,
-                then: Then::Keep,
+                // Numbered when first sent (see `Link::run`).
+                then: Then::Keep { numbered: false },
                 publication: true,
             };
             let sent = self.commands.try_send(Command::Run(job)).is_ok();
@@ -1065,6 +1061,7 @@ impl Backplane {
             last_io: runtime.now(),
             next_beat: runtime.now(),
             resend: Vec::new(),
+            last_sent: 0,
         };
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -1121,6 +1118,8 @@ struct Link<'a> {
     next_beat: Instant,
     /// Accepted History publications to send again, in order, once connected.
     resend: Vec<Job>,
+    /// The last number given to an accepted History publication.
+    last_sent: u64,
 }
 
 impl Link<'_> {
@@ -1395,13 +1394,23 @@ impl Link<'_> {
         pipe.ignore_errors();
         let mut thens = Vec::with_capacity(run.len());
         for Job {
-            cmd,
-            then,
+            mut cmd,
+            mut then,
             publication,
         } in run
         {
+            if let Then::Keep { numbered } = &mut then
+                && !*numbered
+            {
+                self.last_sent += 1;
+                let mut key = self.backplane.prefix.clone();
+                key.extend_from_slice(b"sent:");
+                key.extend_from_slice(&self.backplane.node);
+                cmd.arg(key).arg(self.last_sent);
+                *numbered = true;
+            }
             // Kept to be sent again, should the link break.
-            let kept = matches!(then, Then::Keep).then(|| cmd.clone());
+            let kept = matches!(then, Then::Keep { .. }).then(|| cmd.clone());
             pipe.add_command(cmd);
             thens.push((then, publication, kept));
         }
@@ -1454,17 +1463,17 @@ impl Link<'_> {
                 }
                 Then::Resync(_) => {}
                 // Not answered: sent again after the reconnection (a refusal is not).
-                Then::Keep if replies.is_none() => {
+                Then::Keep { .. } if replies.is_none() => {
                     if let Some(cmd) = kept {
                         self.resend.push(Job {
                             cmd,
-                            then: Then::Keep,
+                            then: Then::Keep { numbered: true },
                             publication: true,
                         });
                         self.backplane.resending.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Then::Keep => {}
+                Then::Keep { .. } => {}
             }
         }
         self.backplane

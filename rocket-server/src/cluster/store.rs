@@ -10,8 +10,10 @@
 //! them and send their leaves when it dies): field = token (32 hex digits) then the presence
 //! key, value = the leave event (JSON: no raw NUL), NUL, then the channel's topic; channel
 //! names may hold any character, NUL included, so they come last. `{Prefix}:nodes` holds
-//! every node's last heartbeat, and each node receives its markers on its own Redis channel
-//! `{Prefix}:m:{id}`. Hub paths begin with `/`, so these names cannot meet a hub's.
+//! every node's last heartbeat, each node receives its markers on its own Redis channel
+//! `{Prefix}:m:{id}`, and `{Prefix}:sent:{id}` holds the number of the last accepted History
+//! broadcast Redis carried out for the node (against carrying one out twice when it is
+//! sent again after a broken link). Hub paths begin with `/`, so these names cannot meet a hub's.
 //!
 //! ## Everything in order, through the channel's topic
 //! Each change is one Lua script, atomic in Redis, that also PUBLISHes on the channel's
@@ -53,11 +55,15 @@ pub(crate) const BEAT_EVERY: Duration = Duration::from_secs(1);
 pub(crate) const TOMBSTONE_MS: u64 = 60_000;
 
 /// KEYS: offset, epoch, events. ARGV: topic, event (a JSON object), size, ttl (ms), epoch
-/// candidate, and for an accepted publication its key. Returns how many connections received
-/// the event (0: none, nothing kept), or -1 for a publication whose key exists: it was
-/// carried out already (its answer was lost with the link; the node sends it again).
+/// candidate, and for an accepted publication the node's `sent:` key and the publication's
+/// number. Returns how many connections received the event (0: none, nothing kept), or -1
+/// for a publication whose number is not above the node's last: it was carried out already
+/// (its answer was lost with the link, and the node sent it again).
 pub(crate) const APPEND: &str = r#"
-if ARGV[6] and not redis.call('SET', ARGV[6], '1', 'NX', 'PX', 60000) then return -1 end
+if ARGV[6] then
+  if tonumber(ARGV[7]) <= tonumber(redis.call('GET', ARGV[6]) or '0') then return -1 end
+  redis.call('SET', ARGV[6], ARGV[7], 'PX', 86400000)
+end
 local n = redis.call('INCR', KEYS[1])
 local e = redis.call('GET', KEYS[2])
 local made = false
