@@ -282,11 +282,11 @@ fn invalid_configs_name_the_key() {
         ),
         (
             "clustered-history.json",
-            r#"{"Hubs":[{"Path":"/echo","Presence":true}],"Cluster":{"Redis":"redis://127.0.0.1/0"}}"#
+            r#"{"Hubs":[{"Path":"/echo","History":{"Size":0,"TtlMs":1}}],"Cluster":{"Redis":"redis://127.0.0.1/0"}}"#
                 .to_owned(),
             vec![
-                "clustered-history.json: invalid config: Hubs[0].Presence",
-                "cannot be used in a cluster",
+                "clustered-history.json: invalid config: Hubs[0].History.Size",
+                "must be at least 1",
             ],
         ),
     ];

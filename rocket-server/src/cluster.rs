@@ -130,8 +130,8 @@ pub(crate) struct Backplane {
     last_epoch: AtomicU64,
     /// This node's place in each History channel it holds, by topic.
     streams: Mutex<HashMap<Vec<u8>, Position>>,
-    /// The task is carrying out a batch of commands.
-    busy: AtomicBool,
+    /// Commands queued by the hubs and not yet carried out by the task.
+    in_flight: std::sync::atomic::AtomicUsize,
     /// History publications waiting to be sent again after a reconnection.
     resending: std::sync::atomic::AtomicUsize,
     pub(crate) counters: ClusterCounters,
@@ -247,6 +247,12 @@ enum Then {
     },
     /// Hand the reply over; `None` when Redis could not be reached or the command failed.
     Reply(async_channel::Sender<Option<Value>>),
+    /// A join's script: as `Reply`, and once answered its marker is owed by this
+    /// connection (if the connection is lost now, the join fails).
+    JoinReply {
+        id: u64,
+        answer: async_channel::Sender<Option<Value>>,
+    },
     /// The resync of the History channel with this topic: if it failed, the events held
     /// back for it go out now (a gap remains; the subscribers see it in the offsets).
     Resync(Vec<u8>),
@@ -302,7 +308,7 @@ impl Backplane {
             last_join: AtomicU64::new(0),
             last_epoch: AtomicU64::new(0),
             streams: Mutex::new(HashMap::new()),
-            busy: AtomicBool::new(false),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             resending: std::sync::atomic::AtomicUsize::new(0),
             counters: ClusterCounters::default(),
         }))
@@ -338,13 +344,10 @@ impl Backplane {
         Some(Box::pin(async move { this.run(&*runtime).await }))
     }
 
-    /// Whether nothing waits to be sent to Redis (the queue is empty and no batch is being
-    /// carried out), or Redis is unreachable anyway.
+    /// Whether nothing the hubs asked for waits to be sent to Redis: every queued command
+    /// was carried out, and no accepted publication waits to be sent again.
     pub(crate) fn is_idle(&self) -> bool {
-        !self.is_up()
-            || (self.queue.is_empty()
-                && !self.busy.load(Ordering::Acquire)
-                && self.resending.load(Ordering::Acquire) == 0)
+        self.in_flight.load(Ordering::Acquire) == 0 && self.resending.load(Ordering::Acquire) == 0
     }
 
     /// Ends the task (at shutdown).
@@ -354,14 +357,12 @@ impl Backplane {
 
     /// Hub `hub` now holds `topic`.
     pub(crate) fn watch(&self, hub: &str, topic: &Topic) {
-        let _ = self.commands.try_send(Command::Watch(self.key(hub, topic)));
+        self.send(Command::Watch(self.key(hub, topic)));
     }
 
     /// Hub `hub` no longer holds `topic`.
     pub(crate) fn unwatch(&self, hub: &str, topic: &Topic) {
-        let _ = self
-            .commands
-            .try_send(Command::Unwatch(self.key(hub, topic)));
+        self.send(Command::Unwatch(self.key(hub, topic)));
     }
 
     /// Sends `publication` of hub `hub` to the other nodes, after everything asked before.
@@ -375,7 +376,17 @@ impl Backplane {
             then: Then::Nothing,
             publication: true,
         };
-        let _ = self.commands.try_send(Command::Run(job));
+        self.send(Command::Run(job));
+    }
+
+    /// Queues `command` for the task; counted until the task has carried it out.
+    fn send(&self, command: Command) -> bool {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let sent = self.commands.try_send(command).is_ok();
+        if !sent {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent
     }
 
     /// Whether the queue (with the publications waiting to be sent again) is full: counts
@@ -426,7 +437,7 @@ impl Backplane {
                 then: Then::Keep { numbered: false },
                 publication: true,
             };
-            let sent = self.commands.try_send(Command::Run(job)).is_ok();
+            let sent = self.send(Command::Run(job));
             return futures_util::future::Either::Left(std::future::ready(sent.then_some(true)));
         }
         let (reach, reached) = async_channel::bounded(1);
@@ -444,7 +455,7 @@ impl Backplane {
             then,
             publication: true,
         };
-        let sent = !self.overloaded() && self.commands.try_send(Command::Run(job)).is_ok();
+        let sent = !self.overloaded() && self.send(Command::Run(job));
         futures_util::future::Either::Right(async move {
             if history {
                 let reply = if sent {
@@ -505,10 +516,7 @@ impl Backplane {
     /// Redis could not be reached or the command failed.
     fn ask(&self, cmd: redis::Cmd) -> impl Future<Output = Option<Value>> + Send + 'static {
         let (reply, replied) = async_channel::bounded(1);
-        let sent = self
-            .commands
-            .try_send(Command::Run(Job::new(cmd, Then::Reply(reply))))
-            .is_ok();
+        let sent = self.send(Command::Run(Job::new(cmd, Then::Reply(reply))));
         async move {
             if !sent {
                 return None;
@@ -577,24 +585,20 @@ impl Backplane {
             .arg(join.join.as_ref().map_or(&b""[..], Payload::as_bytes))
             .arg(index_field(&presence_key, &token))
             .arg(index_value(&topic, join.leave.as_ref()));
-        let reply = self.ask(cmd);
+        let (answer, replied) = async_channel::bounded(1);
+        let sent = self.send(Command::Run(Job::new(cmd, Then::JoinReply { id, answer })));
         let joins = Arc::clone(self);
         async move {
             let _forget = Forget {
                 joins: &joins.joins,
                 id,
             };
-            let failed = reply.await.is_none();
+            let failed = !sent || replied.recv().await.ok().flatten().is_none();
             // The marker, if it came, was handled as it arrived (before the reply, or
-            // after it on a server that defers pushes to the caller until its reply).
-            {
-                let mut registry = lock(&joins.joins);
-                if failed && registry.remove(&id).is_some() {
-                    return Some(Completion::Unavailable);
-                }
-                if let Some(waiting) = registry.get_mut(&id) {
-                    waiting.replied = true;
-                }
+            // after it on a server that defers pushes to the caller until its reply; the
+            // task marked the join answered, so a connection lost now fails it).
+            if failed && lock(&joins.joins).remove(&id).is_some() {
+                return Some(Completion::Unavailable);
             }
             match marked.recv().await {
                 Ok(()) => None,
@@ -673,9 +677,7 @@ impl Backplane {
             .arg(index_field(&presence_key, &token))
             .arg(self.key(hub, &Topic::Channel(Arc::clone(channel))))
             .arg(departure.leave.as_ref().map_or(&b""[..], Payload::as_bytes));
-        let _ = self
-            .commands
-            .try_send(Command::Run(Job::new(cmd, Then::Nothing)));
+        self.send(Command::Run(Job::new(cmd, Then::Nothing)));
     }
 
     /// Puts this node's presence in the store right ([`store::SYNC`]): removes what no
@@ -723,14 +725,18 @@ impl Backplane {
         index_prefix.extend_from_slice(b"node:");
         let mut tombstone_prefix = self.prefix.clone();
         tombstone_prefix.extend_from_slice(b"reaped:");
+        let mut streaks = self.nodes_key();
+        streaks.extend_from_slice(b":streak");
         cmd.arg(store::BEAT)
-            .arg(1)
+            .arg(2)
             .arg(self.nodes_key())
+            .arg(streaks)
             .arg(&self.node[..])
             .arg(store::DEAD_AFTER.as_millis() as u64)
             .arg(index_prefix)
             .arg(tombstone_prefix)
-            .arg(store::TOMBSTONE_MS);
+            .arg(store::TOMBSTONE_MS)
+            .arg(store::BEAT_EVERY.as_millis() as u64);
         cmd
     }
 
@@ -809,7 +815,7 @@ impl Backplane {
                 self.handle_message(key, message);
             }
             PushKind::Disconnection => {
-                let _ = self.commands.try_send(Command::Lost(generation));
+                self.send(Command::Lost(generation));
             }
             _ => {}
         }
@@ -880,12 +886,10 @@ impl Backplane {
             tracing::warn!("cluster: a malformed history event ignored");
             return;
         };
-        {
-            let mut streams = lock(&self.streams);
-            let position = match streams.get_mut(key) {
-                Some(position) => position,
-                None => streams.entry(key.to_vec()).or_default(),
-            };
+        // Delivered under the lock: a resync's release cannot interleave with it.
+        let mut streams = lock(&self.streams);
+        // A channel the node no longer holds (an event still on its way) is not tracked.
+        if let Some(position) = streams.get_mut(key) {
             if let Some(held) = &mut position.held {
                 held.push((offset, epoch.to_vec(), event.to_vec()));
                 return;
@@ -895,6 +899,7 @@ impl Backplane {
             }
         }
         self.deliver(key, event);
+        drop(streams);
     }
 
     /// A resync's marker (after its `%`: the topic's length, `:`, the topic, then the data):
@@ -935,24 +940,23 @@ impl Backplane {
                     out.push(event);
                 }
             }
-        }
-        for event in out {
-            self.deliver(key, &event);
+            // Under the lock, so that live events wait behind these.
+            for event in out {
+                self.deliver(key, &event);
+            }
         }
     }
 
     /// Ends a resync that cannot complete: the events held back go out.
     fn release(&self, key: &[u8]) {
-        let mut out = Vec::new();
-        if let Some(position) = lock(&self.streams).get_mut(key) {
+        let mut streams = lock(&self.streams);
+        if let Some(position) = streams.get_mut(key) {
             for (offset, epoch, event) in position.held.take().unwrap_or_default() {
+                // Under the lock, so that live events wait behind these.
                 if position.advance(offset, &epoch) {
-                    out.push(event);
+                    self.deliver(key, &event);
                 }
             }
-        }
-        for event in out {
-            self.deliver(key, &event);
         }
     }
 
@@ -1076,10 +1080,7 @@ impl Backplane {
             let news = self.queue.recv();
             let sleep = runtime.sleep(until.saturating_duration_since(now));
             match select(std::pin::pin!(news), sleep).await {
-                Either::Left((Ok(command), _)) => {
-                    self.busy.store(true, Ordering::Release);
-                    batch.push(command);
-                }
+                Either::Left((Ok(command), _)) => batch.push(command),
                 Either::Left((Err(_), _)) => return, // stopped
                 Either::Right(_) => {}
             }
@@ -1092,9 +1093,10 @@ impl Backplane {
             if batch.is_empty() {
                 link.heartbeat().await;
             } else {
+                let carried = batch.len();
                 link.carry_out(&mut batch).await;
+                self.in_flight.fetch_sub(carried, Ordering::AcqRel);
             }
-            self.busy.store(false, Ordering::Release);
             if link.conn.is_some() && runtime.now() >= link.next_beat {
                 link.beat(false).await;
             }
@@ -1174,14 +1176,15 @@ impl Link<'_> {
             Err(e) => Err(e),
         };
         if result.is_ok() {
+            // First the heartbeat, so that no other node takes this one for dead meanwhile,
+            // and presence put right: leaves asked for while Redis was away were lost.
+            self.beat(true).await;
             // Before any other command: each resync marker comes before the channel's
             // next joins.
             let resyncs = b.resyncs();
             if !resyncs.is_empty() {
                 self.run(resyncs).await;
             }
-            // Leaves asked for while Redis was away were lost: put presence right.
-            self.beat(true).await;
             // Then what was accepted and not yet carried out, before anything newer.
             let resend = std::mem::take(&mut self.resend);
             self.backplane.resending.store(0, Ordering::Release);
@@ -1420,7 +1423,27 @@ impl Link<'_> {
                 match self.timed(pipe.query_async::<Vec<Value>>(&mut conn)).await {
                     Ok(replies) => {
                         self.last_io = self.runtime.now();
-                        Some(replies)
+                        // A Redis that is loading, busy, read-only (after a failover) or out
+                        // of memory refuses everything for a while: as good as lost (what was
+                        // accepted is sent again, resyncs start over, after a backoff).
+                        let refusal = replies.iter().find_map(|reply| match reply {
+                            Value::ServerError(e)
+                                if matches!(
+                                    e.code(),
+                                    "LOADING" | "BUSY" | "READONLY" | "MASTERDOWN" | "OOM"
+                                ) =>
+                            {
+                                Some(e.code().to_owned())
+                            }
+                            _ => None,
+                        });
+                        match refusal {
+                            Some(code) => {
+                                self.lose(&format!("Redis answered {code}"));
+                                None
+                            }
+                            None => Some(replies),
+                        }
                     }
                     Err(e) => {
                         self.lose(&e);
@@ -1455,6 +1478,14 @@ impl Link<'_> {
                     let _ = answer.try_send(others > 0);
                 }
                 Then::Reply(answer) => {
+                    let _ = answer.try_send(reply);
+                }
+                Then::JoinReply { id, answer } => {
+                    if reply.is_some()
+                        && let Some(waiting) = lock(&self.backplane.joins).get_mut(&id)
+                    {
+                        waiting.replied = true;
+                    }
                     let _ = answer.try_send(reply);
                 }
                 // The connection is lost (and the resync starts over) or the script failed.

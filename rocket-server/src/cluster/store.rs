@@ -33,8 +33,8 @@
 //! - [`LEAVE`]: removes a presence entry and, if it was there, publishes the leave.
 //! - [`BEAT`]: every second a node records its heartbeat and reaps the nodes silent for
 //!   [`DEAD_AFTER`]: their presence entries go and their leaves are published. It reaps only
-//!   when its own last heartbeat is recent: after Redis itself stalled, every node is late
-//!   and none is taken for dead.
+//!   once it has itself beaten without a break for [`DEAD_AFTER`]: after Redis (or the node)
+//!   stalled, every node gets that long to beat again before any is taken for dead.
 //! - [`SYNC`] and [`REJOIN`]: after each (re)connection, and when a node finds itself
 //!   missing from `nodes` (the store restarted, or took it for dead), it removes its
 //!   entries that no longer stand (sending their leaves: those asked for while Redis was
@@ -131,20 +131,28 @@ end
 return 1
 "#;
 
-/// KEYS: nodes. ARGV: this node, dead after (ms), node index prefix, tombstone prefix.
-/// Returns whether this node was missing (1/0), how many dead nodes it reaped, and whether
-/// this node had been reaped itself (1/0: its subscribers' leaves were sent, so their
-/// entries come back with joins). A tombstone stays [`TOMBSTONE_MS`].
+/// KEYS: nodes, streaks. ARGV: this node, dead after (ms), node index prefix, tombstone
+/// prefix, tombstone life (ms), beat period (ms). Returns whether this node was missing
+/// (1/0), how many dead nodes it reaped, and whether this node had been reaped itself (1/0:
+/// its subscribers' leaves were sent, so their entries come back with joins). A node reaps
+/// only after beating without a break for the dead-after time itself: after a stall (of
+/// Redis, or of this node) every node gets that long to beat again before any is reaped.
 pub(crate) const BEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local after = tonumber(ARGV[2])
 local prev = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local streak = redis.call('HGET', KEYS[2], ARGV[1])
+if not prev or not streak or now - tonumber(prev) > 2 * tonumber(ARGV[6]) then
+  streak = now
+  redis.call('HSET', KEYS[2], ARGV[1], now)
+end
 local missing = redis.call('ZADD', KEYS[1], now, ARGV[1])
 local reaped = 0
-if prev and now - tonumber(prev) < after then
+if now - tonumber(streak) >= after then
   for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - after)) do
     redis.call('ZREM', KEYS[1], node)
+    redis.call('HDEL', KEYS[2], node)
     local index = ARGV[3] .. node
     local entries = redis.call('HGETALL', index)
     for i = 1, #entries, 2 do
