@@ -104,7 +104,7 @@ impl Frame {
 /// few dozen small frames a write is already as large as a socket buffer takes at once).
 const MAX_SLICES: usize = 64;
 
-/// A connection's socket as the server writes to it: [`Frame`]s queued by the driver,
+/// A connection's socket as the server writes to it: `Frame`s (pre-framed messages) queued by the driver,
 /// written with vectored writes in order, and a count of the bytes written (which tells a
 /// slow write from a stalled one, `WriteTimeoutMs`).
 ///
