@@ -157,7 +157,10 @@ impl Position {
             return false;
         }
         self.offset = offset;
-        self.epoch = epoch.to_vec();
+        if self.epoch != epoch {
+            // Once per epoch, not per event.
+            self.epoch = epoch.to_vec();
+        }
         true
     }
 }
@@ -480,18 +483,13 @@ impl Backplane {
         let payload = publication.payload.as_bytes();
         match (&publication.history, &publication.topic) {
             (Some(history), Topic::Channel(channel)) => {
-                let mut cmd = redis::cmd("EVAL");
-                cmd.arg(store::APPEND)
-                    .arg(3)
-                    .arg(self.channel_key(hub, b'o', channel))
-                    .arg(self.channel_key(hub, b'e', channel))
-                    .arg(self.channel_key(hub, b'h', channel))
-                    .arg(topic)
+                let mut cmd = self.stream_script(store::APPEND, 3, hub, channel);
+                cmd.arg(topic)
                     .arg(payload)
                     .arg(history.size)
                     .arg(history.ttl_ms)
                     .arg(self.epoch_candidate());
-                // The publication's key, if any, comes last (see `publish`).
+                // An accepted one gets its number last, when first sent (see `Link::run`).
                 cmd
             }
             _ => {
@@ -564,13 +562,8 @@ impl Backplane {
             Some((offset, epoch)) => (offset.to_string(), epoch.as_str()),
             None => (String::new(), ""),
         };
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(store::JOIN)
-            .arg(5)
-            .arg(self.channel_key(path, b'o', channel))
-            .arg(self.channel_key(path, b'e', channel))
-            .arg(self.channel_key(path, b'h', channel))
-            .arg(&presence_key)
+        let mut cmd = self.stream_script(store::JOIN, 5, path, channel);
+        cmd.arg(&presence_key)
             .arg(self.index_key())
             .arg(&topic)
             .arg(&self.markers)
@@ -615,17 +608,12 @@ impl Backplane {
         channel: &str,
         limit: u64,
     ) -> impl Future<Output = Completion> + Send + 'static {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(store::HISTORY)
-            .arg(3)
-            .arg(self.channel_key(hub, b'o', channel))
-            .arg(self.channel_key(hub, b'e', channel))
-            .arg(self.channel_key(hub, b'h', channel))
-            .arg(if limit == 0 {
-                "0".to_owned()
-            } else {
-                format!("-{limit}")
-            });
+        let mut cmd = self.stream_script(store::HISTORY, 3, hub, channel);
+        cmd.arg(if limit == 0 {
+            "0".to_owned()
+        } else {
+            format!("-{limit}")
+        });
         let reply = self.ask(cmd);
         async move {
             let parsed = reply.await.and_then(|value| {
@@ -737,6 +725,18 @@ impl Backplane {
             .arg(tombstone_prefix)
             .arg(store::TOMBSTONE_MS)
             .arg(store::BEAT_EVERY.as_millis() as u64);
+        cmd
+    }
+
+    /// `EVAL script` with `keys` keys, the first three being History channel `channel`'s
+    /// offset, epoch and events on hub `hub` (the caller adds the rest).
+    fn stream_script(&self, script: &str, keys: usize, hub: &str, channel: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script)
+            .arg(keys)
+            .arg(self.channel_key(hub, b'o', channel))
+            .arg(self.channel_key(hub, b'e', channel))
+            .arg(self.channel_key(hub, b'h', channel));
         cmd
     }
 
@@ -972,13 +972,8 @@ impl Backplane {
             let path = hub.path();
             let mut head = format!("%{}:", topic.len()).into_bytes();
             head.extend_from_slice(topic);
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(store::JOIN)
-                .arg(5)
-                .arg(self.channel_key(path, b'o', &channel))
-                .arg(self.channel_key(path, b'e', &channel))
-                .arg(self.channel_key(path, b'h', &channel))
-                .arg(self.channel_key(path, b'p', &channel))
+            let mut cmd = self.stream_script(store::JOIN, 5, path, &channel);
+            cmd.arg(self.channel_key(path, b'p', &channel))
                 .arg(self.index_key())
                 .arg(topic)
                 .arg(&self.markers)
