@@ -50,7 +50,7 @@ use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use futures_util::Stream;
 use futures_util::future::Either;
 use futures_util::io::{AsyncRead, AsyncWrite};
-use rocket_server::{AsSocket, Runtime, Task, Wire};
+use rocket_server::{AsSocket, DirectSocket, Runtime, Task, Wire};
 
 pub use rocket_server::Config;
 pub use rocket_server::{Server, ServerHandle, ServerState, rustls};
@@ -66,8 +66,8 @@ pub async fn bind(server: Server) -> io::Result<ServerHandle> {
 /// Serves on async-std, on a listener the caller bound. Its sockets run on the `async-io`
 /// reactor, which async-std itself runs on.
 pub fn serve(server: Server, listener: std::net::TcpListener) -> io::Result<ServerHandle> {
-    let listener = async_io::Async::new(listener)?;
-    let local_addr = listener.get_ref().local_addr()?;
+    let listener = async_std::net::TcpListener::from(listener);
+    let local_addr = listener.local_addr()?;
     let incoming =
         futures_util::stream::unfold(listener, |l| async { Some((l.accept().await, l)) });
     let spawn = |task| drop(async_std::task::spawn(task));
@@ -76,6 +76,10 @@ pub fn serve(server: Server, listener: std::net::TcpListener) -> io::Result<Serv
 
 /// Serves the sockets `incoming` yields, on any executor: `spawn` runs each task (e.g.
 /// `|t| smol::spawn(t).detach()`). `local_addr` is only reported back.
+///
+/// A socket is cloned once (async-std's and smol's `TcpStream`s are shared handles) so
+/// that the hub can write broadcasts straight to an idle connection's socket
+/// ([`DirectSocket`](rocket_server::DirectSocket)).
 pub fn serve_incoming<S, I>(
     server: Server,
     local_addr: SocketAddr,
@@ -83,7 +87,7 @@ pub fn serve_incoming<S, I>(
     spawn: impl Fn(Task) + Send + Sync + 'static,
 ) -> ServerHandle
 where
-    S: AsyncRead + AsyncWrite + AsSocket + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + AsSocket + Clone + Unpin + Send + Sync + 'static,
     I: Stream<Item = io::Result<(S, SocketAddr)>> + Send + 'static,
 {
     let tls = server
@@ -110,18 +114,21 @@ fn connection<S>(
     runtime: Arc<AsyncIoRuntime>,
 ) -> impl Future<Output = ()> + Send
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + AsSocket + Clone + Unpin + Send + Sync + 'static,
 {
     // Not an `async fn`, which would keep its arguments beside the future they move into.
     match tls {
         None => {
-            let plain = |socket| std::future::ready(Ok(socket));
+            let plain = |socket: S| {
+                let direct: Arc<dyn DirectSocket> = Arc::new(socket.clone());
+                std::future::ready(Ok((socket, Some(direct))))
+            };
             Either::Left(rocket_server::serve_socket(
                 socket, peer, state, runtime, plain, websocket, wire,
             ))
         }
         Some(acceptor) => {
-            let secure = move |socket| acceptor.accept(socket);
+            let secure = move |socket| async move { Ok((acceptor.accept(socket).await?, None)) };
             // Boxed: the TLS stream is large, and plain connections should not pay for it.
             Either::Right(Box::pin(rocket_server::serve_socket(
                 socket, peer, state, runtime, secure, websocket, wire,

@@ -25,9 +25,10 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
 use crate::Runtime;
+use crate::hub::Cork;
 use crate::liveness::{Due, Liveness};
 use crate::metrics::CloseReason;
-use crate::outbox::{Finish, Next, Outbox};
+use crate::outbox::{DirectSocket, Finish, Next, Outbox};
 use crate::state::{Admission, ServerState};
 use crate::wire::{Frame, Wire};
 
@@ -52,8 +53,9 @@ const DROP_TIMEOUT: Duration = Duration::from_millis(200);
 /// future once, so that the future holds the WebSocket once (an `async fn` keeps its
 /// arguments beside what they were moved into; idle connections are most of the memory).
 pub(crate) fn serve_connection<'a, S, W>(
-    ws: S,
+    mut ws: S,
     wire: fn(&mut S) -> &mut Wire<W>,
+    direct: Option<Arc<dyn DirectSocket>>,
     peer: std::net::SocketAddr,
     admission: Admission,
     state: &'a ServerState,
@@ -64,10 +66,15 @@ where
     W: AsyncWrite + Unpin + 'a,
 {
     let limits = state.limits();
+    let shared = direct.is_some();
     let outbox = Arc::new(Outbox::new(
         limits.send_queue_messages,
         limits.send_queue_bytes,
+        direct,
     ));
+    if shared {
+        wire(&mut ws).share(Arc::clone(&outbox));
+    }
     let token = crate::hub::random_token();
     let connected = admission.hub.connect(token, Arc::clone(&outbox));
     let mut conn = connected.ok().map(|id| Connection {
@@ -81,6 +88,7 @@ where
         liveness: Liveness::new(limits, runtime.now()),
         closing: None,
         operation: None,
+        cork: Cork::default(),
     });
     async move {
         // Borrowed in place: moving it out would store it twice.
@@ -91,6 +99,8 @@ where
         let path = conn.admission.hub.path();
         tracing::info!(client = %id, hub = path, %peer, "connection open");
         let ended = conn.run().await;
+        conn.cork.flush();
+        (conn.wire)(&mut conn.ws).unshare();
         let hub = &conn.admission.hub;
         let path = hub.path();
         hub.disconnect(id);
@@ -184,6 +194,9 @@ struct Connection<'a, S, W> {
     closing: Option<(u16, Cow<'static, str>)>,
     /// An operation started on the client's behalf; its next frame waits for it.
     operation: Option<PendingOp<'a>>,
+    /// What the client's messages queued for other connections, to be written through
+    /// before this task waits (see [`Cork`]).
+    cork: Cork,
 }
 
 enum Event {
@@ -212,9 +225,14 @@ where
             burst += 1;
             if burst == YIELD_EVERY {
                 burst = 0;
+                self.cork.flush();
                 yield_now().await;
             }
             let event = poll_fn(|cx| self.poll_event(cx, tick.as_mut())).await;
+            if !matches!(event, Event::Incoming(Some(Ok(_))) | Event::Completed(..)) {
+                // What follows may wait (closing): nothing corked waits with it.
+                self.cork.flush();
+            }
             match event {
                 Event::Close(code, reason) => {
                     Box::pin(self.close(code, &reason)).await;
@@ -231,25 +249,29 @@ where
                 Event::WriteFailed(e) => return Outcome::Broken(format!("write failed: {e}")),
                 Event::Completed(op, completion) => {
                     let next = completion.and_then(|completion| {
-                        self.admission
-                            .hub
-                            .handle_completion(self.id, op, completion)
+                        self.admission.hub.handle_completion(
+                            self.id,
+                            op,
+                            completion,
+                            &mut self.cork,
+                        )
                     });
                     self.operation = next.and_then(|(op, operation)| self.start(op, operation));
                 }
                 Event::Incoming(None) => return Outcome::Broken("connection ended".into()),
                 Event::Incoming(Some(Ok(message))) => {
                     self.liveness.handle_message();
-                    let (hub, id) = (&*self.admission.hub, self.id);
+                    let (hub, id, cork) = (&*self.admission.hub, self.id, &mut self.cork);
                     let started = match message {
                         Message::Text(text) => {
-                            hub.handle_message(id, rocket_proto::Message::Text(&text))
+                            hub.handle_message(id, rocket_proto::Message::Text(&text), cork)
                         }
                         Message::Binary(bytes) => {
-                            hub.handle_message(id, rocket_proto::Message::Binary(&bytes))
+                            hub.handle_message(id, rocket_proto::Message::Binary(&bytes), cork)
                         }
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
                         Message::Close(_) => {
+                            cork.flush();
                             // tungstenite queued the close reply; flush it, briefly.
                             let flush = self.ws.flush();
                             let _ = futures_util::future::select(
@@ -330,6 +352,8 @@ where
         if tick.poll(cx).is_ready() {
             return Poll::Ready(Event::Tick);
         }
+        // Nothing more to do now: write what the client's messages queued for others.
+        self.cork.flush();
         Poll::Pending
     }
 
@@ -342,6 +366,10 @@ where
         let released = wire.take_released();
         if released > 0 {
             self.outbox.handed_over(released);
+        }
+        if sent.is_ready() && self.closing.is_none() {
+            // All out: the hub may write through again (not once the connection closes).
+            wire.release();
         }
         match sent {
             Poll::Ready(Err(e)) => Err(e.into()),

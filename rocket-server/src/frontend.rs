@@ -22,6 +22,7 @@ use crate::driver::serve_connection;
 use crate::gate::Full;
 use crate::http::{self, Closed};
 use crate::metrics::Refused;
+use crate::outbox::DirectSocket;
 use crate::state::{Admission, ServerState};
 use crate::wire::Wire;
 use crate::{Runtime, TlsError};
@@ -247,7 +248,9 @@ impl ServerHandle {
 
 /// Serves one accepted socket. Under the cap on unfinished handshakes, and with each
 /// request head due within `HandshakeTimeoutMs` (the TLS handshake included, for the
-/// first), runs `secure` (the frontend's TLS handshake, or nothing), serves plain HTTP
+/// first), runs `secure` (the frontend's TLS handshake, or nothing; it also returns the
+/// socket as a [`DirectSocket`] when the server may write to it directly: plain TCP,
+/// shared between the stream and the hub), serves plain HTTP
 /// requests (see `http.rs`) until one upgrades to WebSocket on a hub path,
 /// then runs `upgrade` (the frontend's WebSocket stream over the connection, with the
 /// bytes already read past the request head) and serves the connection. `wire` finds the
@@ -269,7 +272,7 @@ pub fn serve_socket<'a, R, T, S, FS, U, FU, W>(
 where
     R: Runtime + Clone,
     T: Send + 'a,
-    FS: Future<Output = io::Result<S>> + Send + 'a,
+    FS: Future<Output = io::Result<(S, Option<Arc<dyn DirectSocket>>)>> + Send + 'a,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
     U: FnOnce(Wire<S>, Vec<u8>, WebSocketConfig) -> FU + Send + 'a,
     FU: Future<Output = W> + Send + 'a,
@@ -295,7 +298,7 @@ where
                 return tracing::debug!(%peer, "too many unfinished handshakes; dropping the socket");
             }
         };
-        let (stream, mut leftover, admission) = match front.await {
+        let (stream, direct, mut leftover, admission) = match front.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(%peer, "no WebSocket: {e}"),
         };
@@ -304,27 +307,28 @@ where
         // not at the capacity the HTTP reads gave it.
         leftover.shrink_to_fit();
         let ws = upgrade(stream, leftover, state.websocket_config()).await;
-        serve_connection(ws, wire, peer, admission, &state, &runtime).await;
+        serve_connection(ws, wire, direct, peer, admission, &state, &runtime).await;
     }
 }
 
 /// The HTTP phase of a connection: TLS (`secure`), then requests until one upgrades to
-/// WebSocket on a hub path. Returns the stream, the bytes read past the upgrade request
-/// and the admission; an error when the connection ends without an upgrade.
+/// WebSocket on a hub path. Returns the stream (and the socket, when it may be written to
+/// directly), the bytes read past the upgrade request and the admission; an error when the
+/// connection ends without an upgrade.
 async fn http_front<T, S, FS>(
     socket: T,
     peer: SocketAddr,
     state: Arc<ServerState>,
     runtime: impl Runtime,
     secure: impl FnOnce(T) -> FS,
-) -> io::Result<(Wire<S>, Vec<u8>, Admission)>
+) -> io::Result<Upgraded<S>>
 where
-    FS: Future<Output = io::Result<S>>,
+    FS: Future<Output = io::Result<(S, Option<Arc<dyn DirectSocket>>)>>,
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let timeout = Duration::from_millis(state.limits().handshake_timeout_ms);
     let mut deadline = runtime.now() + timeout;
-    let stream = within(&runtime, deadline, secure(socket))
+    let (stream, direct) = within(&runtime, deadline, secure(socket))
         .await
         .inspect_err(|e| {
             if e.kind() == io::ErrorKind::TimedOut {
@@ -374,7 +378,7 @@ where
                 response,
             } => {
                 within(&runtime, deadline, http::write_all(&mut stream, &response)).await?;
-                return Ok((stream, buf, admission));
+                return Ok((stream, direct, buf, admission));
             }
             http::Step::Respond {
                 response,
@@ -434,6 +438,10 @@ where
         }
     }
 }
+
+/// What the HTTP front hands to the WebSocket: the stream, the socket when it may be
+/// written to directly, the bytes read past the upgrade request, and the admission.
+type Upgraded<S> = (Wire<S>, Option<Arc<dyn DirectSocket>>, Vec<u8>, Admission);
 
 /// Counts a plain HTTP answer for `rocket_http_requests_total` (`/metrics` counts its own
 /// scrape before reading the values).

@@ -31,7 +31,7 @@ use rocket_proto::{
 use crate::Runtime;
 use crate::cluster::Backplane;
 use crate::metrics::HubCounters;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Pushed};
 use crate::runtime::Task;
 use crate::wire::Frame;
 
@@ -191,12 +191,19 @@ impl Hub {
     /// A message from `client`. Returns the operation the protocol started on `client`'s
     /// behalf, if any: the caller must run it and report its result with
     /// [`handle_completion`](Self::handle_completion) before feeding `client`'s next frame.
+    /// What it queued for connections whose sockets the hub writes to is written when
+    /// `cork` is flushed (or dropped).
     pub(crate) fn handle_message(
         &self,
         client: ClientId,
         frame: Message<'_>,
+        cork: &mut Cork,
     ) -> Option<(OpId, Operation)> {
-        self.run(Some(client), |p| p.handle_message(client, frame))
+        self.run_with(
+            Some(client),
+            |p| p.get().handle_message(client, frame),
+            cork,
+        )
     }
 
     /// The result of operation `op`, which `client`'s driver ran. Returns the next
@@ -206,8 +213,13 @@ impl Hub {
         client: ClientId,
         op: OpId,
         completion: Completion,
+        cork: &mut Cork,
     ) -> Option<(OpId, Operation)> {
-        self.run(Some(client), |p| p.handle_completion(op, completion))
+        self.run_with(
+            Some(client),
+            |p| p.get().handle_completion(op, completion),
+            cork,
+        )
     }
 
     /// `client`'s connection is gone.
@@ -270,7 +282,7 @@ impl Hub {
         let mut state = lock(&self.state);
         if let HubProtocol::Rocket(engine) = &mut state.protocol {
             engine.handle_timeout(now);
-            let _ = self.dispatch(state, None);
+            let _ = self.dispatch(state, None, &mut Cork::default());
         }
     }
 
@@ -281,7 +293,7 @@ impl Hub {
             Some(at) if at <= now => {
                 state.protocol.get().handle_timeout(now);
                 state.armed = None;
-                let _ = self.dispatch(state, None);
+                let _ = self.dispatch(state, None, &mut Cork::default());
                 Tick::Fired
             }
             next => {
@@ -332,11 +344,15 @@ impl Hub {
     /// `None`, doing nothing, on a custom protocol.
     pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> Option<T> {
         let mut result = None;
-        let started = self.run_with(None, |p| {
-            if let HubProtocol::Rocket(engine) = p {
-                result = Some(f(engine));
-            }
-        });
+        let started = self.run_with(
+            None,
+            |p| {
+                if let HubProtocol::Rocket(engine) = p {
+                    result = Some(f(engine));
+                }
+            },
+            &mut Cork::default(),
+        );
         debug_assert!(started.is_none(), "a publish starts no client operation");
         result
     }
@@ -360,23 +376,31 @@ impl Hub {
     /// doing nothing, on a custom protocol.
     pub fn handle_remote(&self, topic: &Topic, payload: Payload) -> bool {
         let mut rocket = false;
-        let started = self.run_with(None, |p| {
-            if let HubProtocol::Rocket(engine) = p {
-                engine.handle_remote(topic, payload);
-                rocket = true;
-            }
-        });
+        let started = self.run_with(
+            None,
+            |p| {
+                if let HubProtocol::Rocket(engine) = p {
+                    engine.handle_remote(topic, payload);
+                    rocket = true;
+                }
+            },
+            &mut Cork::default(),
+        );
         debug_assert!(started.is_none(), "a remote message starts no operation");
         rocket
     }
 
     /// A join or leave of client `about` in `channel` ([`Engine::handle_remote_about`]).
     pub(crate) fn handle_remote_about(&self, channel: &str, about: Token, payload: Payload) {
-        let started = self.run_with(None, |p| {
-            if let HubProtocol::Rocket(engine) = p {
-                engine.handle_remote_about(channel, about, payload);
-            }
-        });
+        let started = self.run_with(
+            None,
+            |p| {
+                if let HubProtocol::Rocket(engine) = p {
+                    engine.handle_remote_about(channel, about, payload);
+                }
+            },
+            &mut Cork::default(),
+        );
         debug_assert!(started.is_none(), "a remote message starts no operation");
     }
 
@@ -446,30 +470,38 @@ impl Hub {
     /// returns what changed; `None`, doing nothing, on a custom protocol.
     pub fn reload(&self, config: &EngineConfig) -> Option<Reloaded> {
         let mut reloaded = None;
-        let started = self.run_with(None, |p| {
-            if let HubProtocol::Rocket(engine) = p {
-                reloaded = Some(engine.handle_reload(config));
-            }
-        });
+        let started = self.run_with(
+            None,
+            |p| {
+                if let HubProtocol::Rocket(engine) = p {
+                    reloaded = Some(engine.handle_reload(config));
+                }
+            },
+            &mut Cork::default(),
+        );
         debug_assert!(started.is_none(), "a reload starts no operation");
         reloaded
     }
 
-    /// Feeds one input, then dispatches its outputs. `caller` is the connection whose
-    /// input it is: an operation started on its behalf is returned for it to run.
+    /// Feeds one input, then dispatches its outputs, and writes them through before
+    /// returning. `caller` is the connection whose input it is: an operation started on
+    /// its behalf is returned for it to run.
     fn run(
         &self,
         caller: Option<ClientId>,
         input: impl FnOnce(&mut dyn Protocol),
     ) -> Option<(OpId, Operation)> {
-        self.run_with(caller, |p| input(p.get()))
+        // The cork is flushed when the statement ends, after the hub's locks are released.
+        self.run_with(caller, |p| input(p.get()), &mut Cork::default())
     }
 
-    /// [`run`](Self::run), with the protocol as the hub holds it.
+    /// [`run`](Self::run), with the protocol as the hub holds it; what is to be written
+    /// through is left in `cork`.
     fn run_with(
         &self,
         caller: Option<ClientId>,
         input: impl FnOnce(&mut HubProtocol),
+        cork: &mut Cork,
     ) -> Option<(OpId, Operation)> {
         let mut state = lock(&self.state);
         input(&mut state.protocol);
@@ -480,7 +512,7 @@ impl Hub {
             state.armed = next;
             let _ = self.wake.try_send(());
         }
-        self.dispatch(state, caller)
+        self.dispatch(state, caller, cork)
     }
 
     /// Drains the protocol's outputs and carries them out, in order (the dispatch lock is
@@ -489,6 +521,7 @@ impl Hub {
         &self,
         mut state: MutexGuard<'_, State>,
         caller: Option<ClientId>,
+        cork: &mut Cork,
     ) -> Option<(OpId, Operation)> {
         let mut peers = lock(&self.peers);
         let Peers { outboxes, outputs } = &mut *peers;
@@ -500,7 +533,40 @@ impl Hub {
             caller,
             outboxes,
             outputs,
+            cork,
         )
+    }
+}
+
+/// The outboxes a dispatch queued to without waking their connections' tasks (the hub
+/// owns their sockets, see `outbox.rs`): each is written through, once, however many
+/// messages it got, when the cork is flushed or dropped, outside the hub's locks.
+///
+/// A connection's driver keeps one across the messages it reads in a row and flushes it
+/// before it waits, so a burst of broadcasts reaches each subscriber in one system call
+/// (what uWebSockets calls corking); every other input is flushed when it is dispatched.
+#[derive(Debug, Default)]
+pub(crate) struct Cork(Vec<Arc<Outbox>>);
+
+impl Cork {
+    /// A cork that kept more entries than this gives its memory back after a flush: a
+    /// connection that once broadcast to a large channel should not keep the list.
+    const KEEP: usize = 1024;
+
+    /// Writes every corked outbox through.
+    pub(crate) fn flush(&mut self) {
+        for outbox in self.0.drain(..) {
+            outbox.flush();
+        }
+        if self.0.capacity() > Self::KEEP {
+            self.0 = Vec::new();
+        }
+    }
+}
+
+impl Drop for Cork {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -513,6 +579,7 @@ fn dispatch(
     caller: Option<ClientId>,
     peers: &Outboxes,
     outputs: &mut Vec<Output>,
+    cork: &mut Cork,
 ) -> Option<(OpId, Operation)> {
     let mut started = None;
     // Consecutive sends of one broadcast share a payload: frame it once, and share the
@@ -533,7 +600,9 @@ fn dispatch(
                     }
                 };
                 // On overflow the connection's driver closes it and logs why.
-                let _ = outbox.push(frame);
+                if outbox.push(frame) == Ok(Pushed::Flush) {
+                    cork.0.push(Arc::clone(outbox));
+                }
             }
             Output::Close {
                 client,
@@ -711,7 +780,7 @@ pub(crate) mod tests {
         };
         let timeouts = Arc::clone(&protocol.timeouts);
         let hub = Arc::new(Hub::custom("/later", protocol));
-        let outbox = Arc::new(Outbox::new(16, 1 << 20));
+        let outbox = Arc::new(Outbox::new(16, 1 << 20, None));
         let client = hub
             .connect(Token::from_bytes([1; 16]), Arc::clone(&outbox))
             .unwrap();
@@ -743,7 +812,7 @@ pub(crate) mod tests {
             Poll::Pending,
             "no timeout: waits for news"
         );
-        hub.handle_message(client, Message::Text("at 300"));
+        hub.handle_message(client, Message::Text("at 300"), &mut Cork::default());
         assert_eq!(poll(&mut timer), Poll::Pending);
         clock.advance(299);
         assert_eq!(poll(&mut timer), Poll::Pending);
@@ -768,14 +837,14 @@ pub(crate) mod tests {
         let (hub, clock, client, outbox, timeouts) = setup();
         let runtime = clock.clone();
         let mut timer = pin!(hub.run_timer(&runtime));
-        hub.handle_message(client, Message::Text("at 1000"));
+        hub.handle_message(client, Message::Text("at 1000"), &mut Cork::default());
         assert_eq!(poll(&mut timer), Poll::Pending, "sleeps until 1000");
         assert_eq!(
             lock(&hub.state).armed,
             Some(runtime.now() + Duration::from_millis(1000))
         );
-        hub.handle_message(client, Message::Text("at 300"));
-        hub.handle_message(client, Message::Text("at 2000"));
+        hub.handle_message(client, Message::Text("at 300"), &mut Cork::default());
+        hub.handle_message(client, Message::Text("at 2000"), &mut Cork::default());
         clock.advance(300);
         assert_eq!(poll(&mut timer), Poll::Pending);
         assert_eq!(received(&outbox), ["due 300"]);
@@ -807,16 +876,17 @@ pub(crate) mod tests {
     }
 
     fn subscribed(hub: &Hub, n: u8, channel: &str) -> Arc<Outbox> {
-        let outbox = Arc::new(Outbox::new(16, 1 << 20));
+        let outbox = Arc::new(Outbox::new(16, 1 << 20, None));
         let id = hub
             .connect(Token::from_bytes([n; 16]), Arc::clone(&outbox))
             .unwrap();
         hub.handle_message(
             id,
             Message::Text(r#"{"authenticate":{"user":"u","secret":""}}"#),
+            &mut Cork::default(),
         );
         let subscribe = format!(r#"{{"subscribe":{{"channel":"{channel}"}}}}"#);
-        hub.handle_message(id, Message::Text(&subscribe));
+        hub.handle_message(id, Message::Text(&subscribe), &mut Cork::default());
         assert_eq!(received(&outbox).len(), 3, "greeting and two replies");
         outbox
     }
@@ -878,7 +948,7 @@ pub(crate) mod tests {
             Poll::Pending,
             "told the time; nothing due"
         );
-        let outbox = Arc::new(Outbox::new(16, 1 << 20));
+        let outbox = Arc::new(Outbox::new(16, 1 << 20, None));
         let id = hub
             .connect(Token::from_bytes([1; 16]), Arc::clone(&outbox))
             .unwrap();
@@ -888,7 +958,7 @@ pub(crate) mod tests {
             r#"{"broadcast":{"event":"e","channel":"c"}}"#,
             r#"{"unsubscribe":{"channel":"c"}}"#,
         ] {
-            hub.handle_message(id, Message::Text(request));
+            hub.handle_message(id, Message::Text(request), &mut Cork::default());
         }
         assert!(received(&outbox)[3].contains(r#""offset":1"#));
         assert_eq!(

@@ -31,7 +31,9 @@
 //! if protocol.poll_timeout() moved earlier: wake the hub's timer task
 //! lock the outboxes; protocol.drain_outputs(buffer); unlock the protocol
 //! for output in buffer, in order, never waiting on a client:
-//!     Send       => outbox.push(message)    // the same bytes for every recipient
+//!     Send       => outbox.push(message)    // the same bytes for every recipient;
+//!                   an idle connection's task is not woken: the message is written
+//!                   through to its socket after the dispatch (`outbox.rs`, `Cork`)
 //!     Close      => outbox.close(code, reason)
 //!     Start      => to the client's driver: it runs the operation (argon2 off the
 //!                   executor), holds the client's frames, then feeds the Completion
@@ -82,6 +84,7 @@ mod wire;
 pub use config::{ClusterConfig, Config, HubConfig, Limits};
 pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};
 pub use hub::Hub;
+pub use outbox::DirectSocket;
 pub use runtime::{Runtime, Task};
 pub use secrets::{hash_secret, verify_phc};
 pub use state::{HubReload, ReloadReport, ServerState};

@@ -1,23 +1,59 @@
-//! A connection's outbound queue (of frames, see `wire.rs`) and its slow-consumer policy.
+//! A connection's outbound queue (of frames, see `wire.rs`), its slow-consumer policy, and
+//! the write-through that spares an idle connection's task a wake-up.
 //!
-//! The hub pushes messages without ever waiting; the connection's driver drains everything
-//! queued in one go and writes it with a single flush. A queue that reaches its bound — in
+//! The hub pushes messages without ever waiting. A queue that reaches its bound — in
 //! messages (`SendQueueMessages`) or in bytes (`SendQueueBytes`) — means the client does not
 //! read fast enough: it is a *slow consumer*, its queue is dropped and the driver closes it
 //! with 1008 "slow consumer". Nobody else waits for it, and server memory per connection
 //! stays bounded.
 //!
-//! Bytes count from the push until the driver has handed them to the socket: a batch the
-//! driver took but has not written to the socket yet still counts ([`Outbox::handed_over`]
-//! releases each message's bytes once it is written whole).
+//! # Who writes to the socket
+//!
+//! Waking a connection's task for every small frame costs more CPU than writing the frame
+//! (a cross-thread wake-up, a poll, then the write), and that is the common case: a
+//! subscriber idle between broadcasts. So when the connection's task is not writing, the
+//! socket belongs to the hub: what the hub queues is written straight to the socket by the
+//! thread that dispatched it ([`Outbox::flush`], a non-blocking vectored write of everything
+//! queued, after the dispatch and outside the hub's locks; see `hub::Cork`), and the task is
+//! not woken at all. The task takes the socket over ([`Outbox::poll_next`],
+//! [`Outbox::claim`]) as soon as it has anything to write itself: the rest of a frame the
+//! socket did not take whole, a pong, a ping, a close frame. It hands it back
+//! ([`Outbox::release`]) once everything it wrote has left. Every write to the socket
+//! happens under the outbox's lock or by its owner, so frames never interleave, and they
+//! leave in the order the hub queued them.
+//!
+//! Only a plain TCP socket is written through ([`DirectSocket`]); under TLS the task
+//! encrypts, and is woken for every batch as before.
+//!
+//! Bytes count from the push until they are handed to the socket: a batch the driver took
+//! but has not written to the socket yet still counts ([`Outbox::handed_over`] releases
+//! each message's bytes once it is written whole).
 //! One message is always accepted into an empty queue, whatever its size.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use crate::wire::Frame;
+use crate::wire::{Frame, MAX_SLICES, Queued};
+
+/// A socket the hub may write to from any thread, without waiting: a plain TCP socket,
+/// shared with the connection's task (every runtime's `TcpStream` is one, through its file
+/// descriptor). Frontends pass it to [`serve_socket`](crate::serve_socket) for plain
+/// connections.
+pub trait DirectSocket: Send + Sync + 'static {
+    /// Writes as much of `bufs` as the socket takes now: `WouldBlock` when it takes
+    /// nothing.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl<T: crate::AsSocket + Send + Sync + 'static> DirectSocket for T {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // The socket is non-blocking (its runtime made it so).
+        socket2::SockRef::from(self).send_vectored(bufs)
+    }
+}
 
 /// How a connection ends, as decided by the server side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +74,7 @@ pub(crate) enum Finish {
 pub(crate) enum Next {
     /// Everything queued, in order. The queue's allocation leaves with it, so an idle
     /// connection holds none.
-    Batch(VecDeque<Frame>),
+    Batch(VecDeque<Queued>),
     /// The connection must end.
     Finish(Finish),
 }
@@ -47,15 +83,44 @@ pub(crate) enum Next {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Overflow;
 
-#[derive(Debug, Default)]
+/// What [`Outbox::push`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued for the connection's task (woken if need be), or discarded after its end.
+    Queued,
+    /// Queued first while the socket is the hub's: the pusher must [`Outbox::flush`] it.
+    Flush,
+}
+
+#[derive(Default)]
 struct State {
-    queue: VecDeque<Frame>,
+    queue: VecDeque<Queued>,
     /// Bytes of the messages in `queue`.
     queued_bytes: usize,
     /// Bytes the driver took with the last batches and has not yet handed to the socket.
     taken_bytes: usize,
     end: Option<Finish>,
     waker: Option<Waker>,
+    /// The socket, while the hub may write to it; `None` under TLS and once the
+    /// connection ends.
+    socket: Option<Arc<dyn DirectSocket>>,
+    /// The connection's task owns the socket's write side: only it writes.
+    task_writes: bool,
+    /// The queue's first entry is the rest of a frame partly written by a flush.
+    partial: bool,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("queued", &self.queue.len())
+            .field("queued_bytes", &self.queued_bytes)
+            .field("taken_bytes", &self.taken_bytes)
+            .field("end", &self.end)
+            .field("direct", &self.socket.is_some())
+            .field("task_writes", &self.task_writes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A bounded, single-consumer queue of outbound messages for one connection.
@@ -68,38 +133,95 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// An empty queue holding at most `max_messages` messages (`SendQueueMessages`) and
-    /// `max_bytes` bytes not yet handed to the socket (`SendQueueBytes`).
-    pub(crate) fn new(max_messages: usize, max_bytes: usize) -> Self {
+    /// `max_bytes` bytes not yet handed to the socket (`SendQueueBytes`). With `socket`,
+    /// what is queued while the task does not write is written through to it.
+    pub(crate) fn new(
+        max_messages: usize,
+        max_bytes: usize,
+        socket: Option<Arc<dyn DirectSocket>>,
+    ) -> Self {
         Self {
             max_messages: max_messages.max(1),
             max_bytes,
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                socket,
+                ..State::default()
+            }),
         }
     }
 
     /// Queues `message`. Never waits. On overflow the queue is dropped and the connection
     /// marked as a slow consumer (reported once). Messages pushed after the connection
-    /// was told to end are discarded.
-    pub(crate) fn push(&self, message: Frame) -> Result<(), Overflow> {
+    /// was told to end are discarded. [`Pushed::Flush`] asks the caller to
+    /// [`flush`](Self::flush) once its dispatch is over: the task was not woken.
+    pub(crate) fn push(&self, message: Frame) -> Result<Pushed, Overflow> {
         let mut s = self.lock();
         if s.end.is_some() {
-            return Ok(());
+            return Ok(Pushed::Queued);
         }
         let len = message.payload_len();
         let pending = s.queued_bytes + s.taken_bytes;
         if s.queue.len() >= self.max_messages || (pending > 0 && pending + len > self.max_bytes) {
-            s.queue = VecDeque::new();
-            s.queued_bytes = 0;
+            // The rest of a frame begun on the wire stays: the close frame follows it.
+            let rest = s.queue.pop_front().filter(|_| s.partial);
+            s.queued_bytes = rest.as_ref().map_or(0, |rest| rest.counted);
+            s.queue = rest.into_iter().collect();
             s.end = Some(Finish::SlowConsumer);
             wake(&mut s);
             return Err(Overflow);
         }
         s.queued_bytes += len;
-        s.queue.push_back(message);
-        if s.queue.len() == 1 {
+        s.queue.push_back(Queued::frame(message));
+        if s.queue.len() > 1 {
+            // Whoever was told of the first one (the task, or a flush) takes this one too.
+            return Ok(Pushed::Queued);
+        }
+        if s.socket.is_some() && !s.task_writes {
+            return Ok(Pushed::Flush);
+        }
+        wake(&mut s);
+        Ok(Pushed::Queued)
+    }
+
+    /// Writes what is queued straight to the socket while the hub owns it, in one
+    /// non-blocking vectored write; wakes the connection's task for whatever the socket did
+    /// not take (the task then owns the socket until that is out), or when the socket
+    /// cannot be written through.
+    pub(crate) fn flush(&self) {
+        let mut s = self.lock();
+        if s.queue.is_empty() || s.task_writes {
+            return; // written already, or the task has it (and was woken for it)
+        }
+        let Some(socket) = s.socket.as_ref().filter(|_| s.end.is_none()) else {
+            return wake(&mut s);
+        };
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = s.queue.len().min(MAX_SLICES);
+        for (slice, queued) in slices.iter_mut().zip(&s.queue) {
+            *slice = IoSlice::new(&queued.bytes);
+        }
+        // A failure (the peer is gone) is the task's to find: its own write fails the same.
+        let mut n = socket.try_write_vectored(&slices[..count]).unwrap_or(0);
+        while n > 0 {
+            let front = s.queue.front_mut().expect("written bytes were queued");
+            if n < front.bytes.len() {
+                // Its rest goes first, whole, before anything else is written.
+                let _ = front.bytes.split_to(n);
+                s.partial = true;
+                break;
+            }
+            n -= front.bytes.len();
+            let counted = front.counted;
+            s.queued_bytes -= counted;
+            s.partial = false;
+            s.queue.pop_front();
+        }
+        if s.queue.is_empty() {
+            // An idle connection keeps no queue allocation.
+            s.queue = VecDeque::new();
+        } else {
             wake(&mut s);
         }
-        Ok(())
     }
 
     /// Asks the driver to flush the queue and then close with `code` and `reason`. The
@@ -117,7 +239,8 @@ impl Outbox {
 
     /// Takes every queued message ([`Next::Batch`]), or reports the end once the queue is
     /// empty. A slow consumer ends at once. Only the connection's driver polls; the next
-    /// push or end wakes it, whatever this returned.
+    /// push or end wakes it, whatever this returned. Taking a batch takes the socket over:
+    /// the driver writes it, and [`release`](Self::release)s the socket after.
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut s = self.lock();
         if s.end == Some(Finish::SlowConsumer) {
@@ -125,6 +248,8 @@ impl Outbox {
         }
         if !s.queue.is_empty() {
             s.taken_bytes += std::mem::take(&mut s.queued_bytes);
+            s.task_writes = true;
+            s.partial = false;
             // The driver writes this batch without polling again first: the next push must
             // still wake it.
             register(&mut s, cx);
@@ -135,6 +260,46 @@ impl Outbox {
         }
         register(&mut s, cx);
         Poll::Pending
+    }
+
+    /// The connection's task is about to write to the socket (a frame of its own): it owns
+    /// the socket from now on. Returns the rest of a frame a flush wrote in part, which
+    /// must go first; wakes the task for the other queued messages.
+    pub(crate) fn claim(&self) -> Option<Queued> {
+        let mut s = self.lock();
+        s.task_writes = true;
+        let rest = if std::mem::take(&mut s.partial) {
+            let rest = s.queue.pop_front().expect("a partial frame is queued");
+            s.queued_bytes -= rest.counted;
+            s.taken_bytes += rest.counted;
+            Some(rest)
+        } else {
+            None
+        };
+        if !s.queue.is_empty() {
+            wake(&mut s);
+        }
+        rest
+    }
+
+    /// Everything the task wrote has left: the socket is the hub's again, unless messages
+    /// were queued meanwhile (the task was woken for them and takes them first). Returns
+    /// whether the socket was handed back.
+    pub(crate) fn release(&self) -> bool {
+        let mut s = self.lock();
+        if !s.queue.is_empty() {
+            return false;
+        }
+        s.task_writes = false;
+        true
+    }
+
+    /// The connection ended: nothing is written through any more, and the outbox no
+    /// longer keeps the socket open.
+    pub(crate) fn detach(&self) {
+        let mut s = self.lock();
+        s.socket = None;
+        s.task_writes = true;
     }
 
     /// Messages the driver took, of `bytes` in all, are written to the socket: their bytes
@@ -193,14 +358,14 @@ mod tests {
 
     #[test]
     fn drains_in_order_then_ends() {
-        let o = Outbox::new(3, 1 << 20);
+        let o = Outbox::new(3, 1 << 20, None);
         assert_eq!(poll(&o), Poll::Pending);
         for m in ["a", "b"] {
             o.push(Frame::text(m)).unwrap();
         }
         o.close(1000, "bye");
         o.push(Frame::text("after close")).unwrap();
-        let batch = VecDeque::from([Frame::text("a"), Frame::text("b")]);
+        let batch = VecDeque::from([Frame::text("a"), Frame::text("b")].map(Queued::frame));
         assert_eq!(poll(&o), Poll::Ready(Next::Batch(batch)));
         let end = Finish::Close {
             code: 1000,
@@ -211,12 +376,16 @@ mod tests {
 
     #[test]
     fn overflow_makes_a_slow_consumer_and_drops_the_queue() {
-        let o = Outbox::new(2, 1 << 20);
+        let o = Outbox::new(2, 1 << 20, None);
         o.push(Frame::text("1")).unwrap();
         o.push(Frame::text("2")).unwrap();
         assert_eq!(o.push(Frame::text("3")), Err(Overflow));
         assert!(o.is_empty());
-        assert_eq!(o.push(Frame::text("4")), Ok(()), "reported once");
+        assert_eq!(
+            o.push(Frame::text("4")),
+            Ok(Pushed::Queued),
+            "reported once"
+        );
         assert_eq!(poll(&o), Poll::Ready(Next::Finish(Finish::SlowConsumer)));
     }
 
@@ -233,7 +402,7 @@ mod tests {
         let count = std::sync::Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let cx = &mut Context::from_waker(&waker);
-        let o = Outbox::new(8, 1 << 20);
+        let o = Outbox::new(8, 1 << 20, None);
         o.push(Frame::text("a")).unwrap();
         assert!(matches!(o.poll_next(cx), Poll::Ready(Next::Batch(_))));
         o.push(Frame::text("b")).unwrap();
@@ -246,7 +415,7 @@ mod tests {
 
     #[test]
     fn bytes_not_handed_to_the_socket_are_bounded() {
-        let o = Outbox::new(100, 10);
+        let o = Outbox::new(100, 10, None);
         o.push(Frame::text("x".repeat(25))).unwrap();
         assert_eq!(
             o.pending_bytes(),
@@ -274,9 +443,151 @@ mod tests {
         assert_eq!(poll(&o), Poll::Ready(Next::Finish(Finish::SlowConsumer)));
     }
 
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Count {
+        fn new() -> (Arc<Self>, Waker) {
+            let count = Arc::new(Count(Default::default()));
+            let waker = Waker::from(Arc::clone(&count));
+            (count, waker)
+        }
+
+        fn get(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// An outbox writing through to one end of a socket pair; the other end is returned.
+    #[cfg(unix)]
+    fn direct(max_bytes: usize) -> (Outbox, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        (Outbox::new(100, max_bytes, Some(Arc::new(ours))), theirs)
+    }
+
+    /// Everything the peer can read now.
+    #[cfg(unix)]
+    fn read_all(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return out,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_idle_connection_is_written_through_without_waking_its_task() {
+        let (o, mut peer) = direct(1 << 20);
+        let (count, waker) = Count::new();
+        let cx = &mut Context::from_waker(&waker);
+        assert!(o.poll_next(cx).is_pending(), "the task waits");
+        assert_eq!(o.push(Frame::text("one")), Ok(Pushed::Flush));
+        assert_eq!(
+            o.push(Frame::text("two")),
+            Ok(Pushed::Queued),
+            "the flush asked for takes it too"
+        );
+        o.flush();
+        let mut expected = Queued::frame(Frame::text("one")).bytes.to_vec();
+        expected.extend_from_slice(&Queued::frame(Frame::text("two")).bytes);
+        assert_eq!(read_all(&mut peer), expected, "both in one write, in order");
+        assert_eq!(count.get(), 0, "the task was not woken");
+        assert!(o.is_empty());
+        assert_eq!(o.pending_bytes(), 0);
+        assert_eq!(o.push(Frame::text("three")), Ok(Pushed::Flush));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_rest_of_a_frame_the_socket_did_not_take_goes_first_through_the_task() {
+        let (o, mut peer) = direct(1 << 30);
+        let (count, waker) = Count::new();
+        let cx = &mut Context::from_waker(&waker);
+        assert!(o.poll_next(cx).is_pending());
+        let big = Frame::text("x".repeat(4 << 20)); // more than a socket buffer holds
+        assert_eq!(o.push(big.clone()), Ok(Pushed::Flush));
+        o.flush();
+        let sent = read_all(&mut peer);
+        assert!(
+            !sent.is_empty() && sent.len() < Queued::frame(big.clone()).bytes.len(),
+            "a partial write"
+        );
+        assert_eq!(count.get(), 1, "the task is woken for the rest");
+        assert_eq!(o.pending_bytes(), big.payload_len(), "still counted");
+        // The task writes a frame of its own (a pong) first: the rest goes before it.
+        let rest = o.claim().expect("the rest of the frame");
+        assert_eq!(
+            rest.bytes,
+            Queued::frame(big.clone()).bytes.slice(sent.len()..)
+        );
+        assert_eq!(o.push(Frame::text("later")), Ok(Pushed::Queued));
+        o.flush();
+        assert!(
+            read_all(&mut peer).is_empty(),
+            "not written through: the task writes"
+        );
+        assert!(!o.release(), "kept while messages wait for the task");
+        let Poll::Ready(Next::Batch(batch)) = o.poll_next(cx) else {
+            panic!("a batch");
+        };
+        assert_eq!(batch.len(), 1);
+        assert!(o.release(), "handed back once nothing waits");
+        assert_eq!(o.push(Frame::text("again")), Ok(Pushed::Flush));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_slow_consumer_keeps_the_rest_of_a_frame_begun() {
+        let (o, mut peer) = direct(8 << 20);
+        let big = Frame::text("y".repeat(4 << 20));
+        assert_eq!(o.push(big.clone()), Ok(Pushed::Flush));
+        o.flush();
+        let sent = read_all(&mut peer).len();
+        assert!(
+            sent < Queued::frame(big.clone()).bytes.len(),
+            "a partial write"
+        );
+        assert_eq!(o.push(big.clone()), Ok(Pushed::Queued));
+        assert_eq!(o.push(big.clone()), Err(Overflow));
+        let rest = o
+            .claim()
+            .expect("the rest stays, for the close frame to follow");
+        assert_eq!(rest.bytes, Queued::frame(big.clone()).bytes.slice(sent..));
+        assert_eq!(poll(&o), Poll::Ready(Next::Finish(Finish::SlowConsumer)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn nothing_is_written_through_once_the_connection_ends() {
+        let (o, mut peer) = direct(1 << 20);
+        o.close(1000, "bye");
+        assert_eq!(o.push(Frame::text("after")), Ok(Pushed::Queued));
+        o.flush();
+        let (o2, mut peer2) = direct(1 << 20);
+        o2.detach();
+        assert_eq!(o2.push(Frame::text("after")), Ok(Pushed::Queued));
+        o2.flush();
+        assert!(read_all(&mut peer).is_empty() && read_all(&mut peer2).is_empty());
+    }
+
     #[test]
     fn a_taken_batch_counts_until_handed_over() {
-        let o = Outbox::new(100, 10);
+        let o = Outbox::new(100, 10, None);
         o.push(Frame::text("12345678")).unwrap();
         let Poll::Ready(Next::Batch(_)) = poll(&o) else {
             panic!("a batch")

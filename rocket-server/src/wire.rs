@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -25,6 +26,8 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 use rocket_proto::Payload;
 use tungstenite::protocol::frame::Frame as WsFrame;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::outbox::Outbox;
 
 /// One complete, unmasked WebSocket frame as it goes on the wire. Cloning shares the
 /// bytes.
@@ -102,7 +105,7 @@ impl Frame {
 
 /// How many frames one vectored write takes at most (Linux's `IOV_MAX` is 1,024; beyond a
 /// few dozen small frames a write is already as large as a socket buffer takes at once).
-const MAX_SLICES: usize = 64;
+pub(crate) const MAX_SLICES: usize = 64;
 
 /// A connection's socket as the server writes to it: `Frame`s (pre-framed messages) queued by the driver,
 /// written with vectored writes in order, and a count of the bytes written (which tells a
@@ -124,23 +127,35 @@ pub struct Wire<S> {
     /// Message bytes (`SendQueueBytes`' measure) of the frames written whole since
     /// [`Wire::take_released`] last took them.
     released: usize,
+    /// The connection's outbox, when the hub may write to the socket too: every write
+    /// here claims the socket from it first (see `outbox.rs`).
+    gate: Option<Arc<Outbox>>,
+    /// The socket is claimed: only this side writes until [`Wire::release`].
+    claimed: bool,
 }
 
-/// Bytes to write: a frame taken from the send queue, or what the socket did not take of a
-/// write from tungstenite.
-#[derive(Debug)]
-struct Queued {
-    bytes: Bytes,
+/// Bytes to write: a frame from the send queue (or its rest, when a write-through took only
+/// part of it), or what the socket did not take of a write from tungstenite.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Queued {
+    pub(crate) bytes: Bytes,
     /// Its message bytes counted against `SendQueueBytes` (0 for tungstenite's).
-    counted: usize,
+    pub(crate) counted: usize,
 }
 
 impl Queued {
-    fn frame(frame: Frame) -> Self {
+    /// A whole frame from the send queue.
+    pub(crate) fn frame(frame: Frame) -> Self {
         Self {
             counted: frame.payload_len(),
             bytes: frame.0,
         }
+    }
+
+    /// The payload of a whole data frame as text, for tests.
+    #[cfg(test)]
+    pub(crate) fn to_text(&self) -> String {
+        Frame(self.bytes.clone()).to_text()
     }
 }
 
@@ -154,6 +169,45 @@ impl<S> Wire<S> {
             unflushed: false,
             written: 0,
             released: 0,
+            gate: None,
+            claimed: false,
+        }
+    }
+
+    /// Shares the socket's write side with the hub through `outbox` (its connection's,
+    /// which writes through while this side does not write).
+    pub(crate) fn share(&mut self, outbox: Arc<Outbox>) {
+        self.gate = Some(outbox);
+    }
+
+    /// About to write: takes the socket over from the hub, and the rest of a frame it
+    /// wrote in part, which goes first.
+    fn claim(&mut self) {
+        if self.claimed {
+            return;
+        }
+        if let Some(gate) = &self.gate {
+            self.claimed = true;
+            if let Some(rest) = gate.claim() {
+                self.queue.push_front(rest);
+            }
+        }
+    }
+
+    /// Hands the socket back to the hub once everything is written (no-op otherwise).
+    pub(crate) fn release(&mut self) {
+        if self.claimed
+            && !self.is_sending()
+            && self.gate.as_ref().is_some_and(|gate| gate.release())
+        {
+            self.claimed = false;
+        }
+    }
+
+    /// Stops sharing the socket: the connection ends.
+    pub(crate) fn unshare(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            gate.detach();
         }
     }
 
@@ -172,9 +226,10 @@ impl<S> Wire<S> {
         !self.queue.is_empty() || self.unflushed
     }
 
-    /// Queues `frames` after what is queued. Nothing is written until [`Wire::poll_send`].
-    pub(crate) fn queue(&mut self, frames: impl IntoIterator<Item = Frame>) {
-        self.queue.extend(frames.into_iter().map(Queued::frame));
+    /// Queues `frames` (from the send queue) after what is queued. Nothing is written until
+    /// [`Wire::poll_send`].
+    pub(crate) fn queue(&mut self, frames: impl IntoIterator<Item = Queued>) {
+        self.queue.extend(frames);
     }
 
     /// Queues one frame.
@@ -217,6 +272,9 @@ impl<S: AsyncWrite + Unpin> Wire<S> {
     /// Writes what is queued, then flushes: `Ready` once everything is written, `Pending`
     /// (to be woken when the socket takes more) otherwise.
     pub(crate) fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.queue.is_empty() {
+            self.claim();
+        }
         while !self.queue.is_empty() {
             let n = {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -260,6 +318,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        this.claim();
         if !this.queue.is_empty() {
             ready!(this.poll_send(cx))?;
         }
@@ -358,7 +417,7 @@ mod tests {
     #[test]
     fn frames_go_out_in_order_through_partial_writes_then_the_queue_is_freed() {
         let mut w = wire(7, 1000);
-        w.queue(["hello", "world", "!"].map(Frame::text));
+        w.queue(["hello", "world", "!"].map(|t| Queued::frame(Frame::text(t))));
         assert!(w.poll_send(&mut cx()).is_ready());
         assert_eq!(w.inner.out, frames(&["hello", "world", "!"]));
         assert_eq!(w.written(), w.inner.out.len() as u64);
@@ -370,7 +429,7 @@ mod tests {
     #[test]
     fn a_blocked_socket_keeps_the_rest_and_counts_what_left() {
         let mut w = wire(100, 9);
-        w.queue(["hello", "world"].map(Frame::text));
+        w.queue(["hello", "world"].map(|t| Queued::frame(Frame::text(t))));
         assert!(w.poll_send(&mut cx()).is_pending());
         assert!(w.is_sending());
         assert_eq!(w.written(), 9);
@@ -411,14 +470,14 @@ mod tests {
     #[test]
     fn discard_finishes_a_frame_begun() {
         let mut w = wire(3, 3);
-        w.queue(["begun", "never"].map(Frame::text));
+        w.queue(["begun", "never"].map(|t| Queued::frame(Frame::text(t))));
         assert!(w.poll_send(&mut cx()).is_pending());
         w.discard();
         w.inner.budget = 100;
         assert!(w.poll_send(&mut cx()).is_ready());
         assert_eq!(w.inner.out, frames(&["begun"]));
         let mut untouched = wire(3, 0);
-        untouched.queue(["a", "b"].map(Frame::text));
+        untouched.queue(["a", "b"].map(|t| Queued::frame(Frame::text(t))));
         untouched.discard();
         assert!(!untouched.is_sending());
     }

@@ -31,11 +31,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
-use rocket_server::{Runtime, Task, Wire};
+use rocket_server::{DirectSocket, Runtime, Task, Wire};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -81,13 +81,20 @@ fn connection(
     let runtime = TokioRuntime;
     match tls {
         None => {
-            let plain = |tcp: TcpStream| std::future::ready(Ok(Bridge(tcp.compat())));
+            let plain = |tcp: TcpStream| {
+                let tcp = Arc::new(tcp);
+                let direct: Arc<dyn DirectSocket> = Arc::clone(&tcp) as _;
+                std::future::ready(Ok((Shared(tcp), Some(direct))))
+            };
             Either::Left(rocket_server::serve_socket(
                 tcp, peer, state, runtime, plain, websocket, wire,
             ))
         }
         Some(acceptor) => {
-            let secure = |tcp| async move { Ok(Bridge(acceptor.accept(tcp).await?.compat())) };
+            let secure = |tcp| async move {
+                let tls = acceptor.accept(tcp).await?;
+                Ok((Bridge(tls.compat()), None))
+            };
             // Boxed: the TLS stream is large, and plain connections should not pay for it.
             Either::Right(Box::pin(rocket_server::serve_socket(
                 tcp, peer, state, runtime, secure, websocket, wire,
@@ -156,6 +163,83 @@ impl<T: tokio::io::AsyncWrite + Unpin> futures_util::io::AsyncWrite for Bridge<T
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// A plain TCP socket as the `futures` IO stream `rocket-server` reads and writes, shared
+/// with the hub, which writes broadcasts straight to an idle connection's socket
+/// ([`DirectSocket`]). Reads and writes wait for readiness, then try: what tokio's own
+/// `TcpStream` does, through a shared reference.
+#[derive(Debug)]
+struct Shared(Arc<TcpStream>);
+
+impl Shared {
+    /// Waits until the socket is writable, then runs `send` on it through tokio (which
+    /// clears the readiness when `send` finds the socket full).
+    ///
+    /// `send` writes with `socket2`, as the hub does: with tokio 1.54 on Linux,
+    /// `TcpStream::try_write_vectored` on a socket whose peer stopped reading kept reporting
+    /// `WouldBlock` without clearing the readiness, so the task spun (the e2e stall tests
+    /// caught it).
+    fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        send: impl Fn(&socket2::SockRef<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let socket = socket2::SockRef::from(&*self.0);
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self
+                .0
+                .try_io(tokio::io::Interest::WRITABLE, || send(&socket))
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+}
+
+impl futures_util::io::AsyncRead for Shared {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                read => return Poll::Ready(read),
+            }
+        }
+    }
+}
+
+impl futures_util::io::AsyncWrite for Shared {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, |socket| socket.send(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, |socket| socket.send_vectored(bufs))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // As tokio's `TcpStream` does.
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
     }
 }
 

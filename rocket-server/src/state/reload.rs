@@ -235,6 +235,7 @@ mod tests {
     use tungstenite::handshake::server::Request;
 
     use super::*;
+    use crate::hub::Cork;
     use crate::hub::tests::received;
     use crate::outbox::Outbox;
 
@@ -258,15 +259,20 @@ mod tests {
     fn a_reload_applies_users_and_origins_and_lists_what_needs_a_restart() {
         let state = ServerState::new(Config::from_json(START).unwrap());
         let hub = Arc::clone(state.hub("/a").unwrap());
-        let outbox = Arc::new(Outbox::new(16, 1 << 20));
+        let outbox = Arc::new(Outbox::new(16, 1 << 20, None));
         let bob = hub
             .connect(Token::from_bytes([1; 16]), Arc::clone(&outbox))
             .unwrap();
         hub.handle_message(
             bob,
             Message::Text(r#"{"authenticate":{"user":"bob","secret":"b"}}"#),
+            &mut Cork::default(),
         );
-        hub.handle_message(bob, Message::Text(r#"{"subscribe":{"channel":"c"}}"#));
+        hub.handle_message(
+            bob,
+            Message::Text(r#"{"subscribe":{"channel":"c"}}"#),
+            &mut Cork::default(),
+        );
         assert_eq!(received(&outbox).len(), 3);
         assert!(origin_allowed(&state, "https://one.example"));
         assert!(!origin_allowed(&state, "https://two.example"));
@@ -304,7 +310,11 @@ mod tests {
         );
         // Bob was told nothing, is anonymous now, and the old hub still serves.
         assert!(received(&outbox).is_empty());
-        hub.handle_message(bob, Message::Text(r#"{"subscribe":{"channel":"c"}}"#));
+        hub.handle_message(
+            bob,
+            Message::Text(r#"{"subscribe":{"channel":"c"}}"#),
+            &mut Cork::default(),
+        );
         assert_eq!(received(&outbox), [r#"{"err":"ACCESS_DENIED"}"#]);
         assert_eq!(hub.channel_count(), Some(0));
         assert!(state.hub("/old").is_some() && state.hub("/new").is_none());
