@@ -432,6 +432,57 @@ pub async fn thousand_broadcasts_arrive_in_order<F: Frontend>() {
     }
 }
 
+/// The server writes a broadcast straight to an idle subscriber's socket, and the
+/// connection's task writes its own frames (pongs here) and takes over what the socket did
+/// not take. A subscriber that pings all along while it reads large broadcasts in fits and
+/// starts (so that the socket fills, and writes stop mid-frame) gets every broadcast whole
+/// and in order, and every pong. (The narrowest case, a pong due while the hub's write
+/// stopped mid-frame, is forced by `rocket-server`'s unit test
+/// `a_frame_of_its_own_waits_for_the_rest_of_a_broadcast`.)
+pub async fn pongs_never_split_a_broadcast<F: Frontend>() {
+    let s = start::<F>(r#""SendQueueBytes": 100000000, "MaxMessageBytes": 2000000"#);
+    let mut sub = Client::subscriber(s.addr, "mix").await;
+    let mut publisher = Client::login(s.addr, "backend", "secret").await;
+    const COUNT: u64 = 300;
+    let pad = "p".repeat(40_000); // 12 MB in all: far more than the socket buffers
+    let publishing = tokio::spawn(async move {
+        for i in 0..COUNT {
+            publisher
+                .send(json!({"broadcast": {"event": "n", "channel": "mix", "data": {"i": i, "pad": pad}}}))
+                .await;
+            assert_eq!(publisher.recv().await, json!({"broadcasted": "mix"}));
+        }
+    });
+    let (mut next, mut pings, mut pongs) = (0u64, 0u32, 0u32);
+    while next < COUNT || pongs < pings {
+        if next % 10 == 0 && pings < 40 && next < COUNT {
+            sub.send_message(Message::Ping(pings.to_be_bytes().to_vec().into()))
+                .await;
+            pings += 1;
+        }
+        if next % 25 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await; // the socket fills meanwhile
+        }
+        let m = tokio::time::timeout(STEP, sub.ws.next())
+            .await
+            .expect("timed out waiting for a frame");
+        match m {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("a whole broadcast");
+                assert_eq!(v["data"]["i"], json!(next), "in order, none missing");
+                next += 1;
+            }
+            Some(Ok(Message::Pong(p))) => {
+                assert_eq!(p.as_ref(), pongs.to_be_bytes(), "pongs in order");
+                pongs += 1;
+            }
+            other => panic!("expected a broadcast or a pong, got {other:?}"),
+        }
+    }
+    publishing.await.unwrap();
+    assert_eq!((next, pongs), (COUNT, pings));
+}
+
 pub async fn fan_out_to_hundreds<F: Frontend>() {
     let s = start::<F>("");
     let mut subs = Vec::new();
@@ -1953,6 +2004,7 @@ macro_rules! e2e_tests {
             hubs_are_isolated,
             unknown_path_is_404,
             thousand_broadcasts_arrive_in_order,
+            pongs_never_split_a_broadcast,
             fan_out_to_hundreds,
             a_vanishing_client_hurts_nobody,
             oversized_message_closes_1009,

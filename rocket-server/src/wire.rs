@@ -467,6 +467,48 @@ mod tests {
         assert_eq!(w.inner.out, frames(&["queued", "close frame", "later"]));
     }
 
+    /// The hub wrote part of a broadcast straight to the socket; the task's next frame (a
+    /// pong) waits for the rest, which it writes first.
+    #[cfg(unix)]
+    #[test]
+    fn a_frame_of_its_own_waits_for_the_rest_of_a_broadcast() {
+        use std::io::Read;
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let outbox = Arc::new(Outbox::new(100, 1 << 30, Some(Arc::new(ours))));
+        let big = Frame::text("b".repeat(4 << 20)); // more than a socket buffer holds
+        assert_eq!(outbox.push(big.clone()), Ok(crate::outbox::Pushed::Flush));
+        outbox.flush();
+        let mut sent = Vec::new();
+        let _ = theirs.read_to_end(&mut sent); // WouldBlock once drained
+        assert!(
+            !sent.is_empty() && sent.len() < big.0.len(),
+            "a partial write"
+        );
+        // The task's own socket handle here is the test socket, which takes everything.
+        let mut w = wire(usize::MAX, usize::MAX);
+        w.share(Arc::clone(&outbox));
+        let pong = [0x8a, 0x00];
+        let mut wp = Pin::new(&mut w);
+        assert!(matches!(
+            wp.as_mut().poll_write(&mut cx(), &pong),
+            Poll::Ready(Ok(2))
+        ));
+        assert!(wp.as_mut().poll_flush(&mut cx()).is_ready());
+        let mut expected = big.0[sent.len()..].to_vec();
+        expected.extend_from_slice(&pong);
+        assert!(
+            w.inner.out == expected,
+            "the rest of the broadcast, then the pong"
+        );
+        assert_eq!(
+            outbox.push(Frame::text("next")),
+            Ok(crate::outbox::Pushed::Queued),
+            "the task owns the socket until it hands it back"
+        );
+    }
+
     #[test]
     fn discard_finishes_a_frame_begun() {
         let mut w = wire(3, 3);

@@ -177,10 +177,12 @@ impl Shared {
     /// Waits until the socket is writable, then runs `send` on it through tokio (which
     /// clears the readiness when `send` finds the socket full).
     ///
-    /// `send` writes with `socket2`, as the hub does: with tokio 1.54 on Linux,
-    /// `TcpStream::try_write_vectored` on a socket whose peer stopped reading kept reporting
-    /// `WouldBlock` without clearing the readiness, so the task spun (the e2e stall tests
-    /// caught it).
+    /// `send` writes with `socket2`, as the hub does. The obvious loop over
+    /// `TcpStream::try_write_vectored` spun on this machine (tokio 1.54, Linux 6.18) once the
+    /// peer stopped reading: `poll_write_ready` kept answering ready and every attempt
+    /// `WouldBlock`, until the task's budget ran out, so its timers never fired (the e2e
+    /// stall tests caught it); the same loop over `try_io` with `socket2` waits as it
+    /// should.
     fn poll_send(
         &self,
         cx: &mut Context<'_>,
