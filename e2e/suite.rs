@@ -483,6 +483,37 @@ pub async fn pongs_never_split_a_broadcast<F: Frontend>() {
     assert_eq!((next, pongs), (COUNT, pings));
 }
 
+/// A publisher that pipelines a burst of broadcasts (read by its connection in a row,
+/// before the hub writes any of them through) does not make a subscriber that reads
+/// everything a slow consumer: 64 broadcasts in one write, against a send queue of 8
+/// messages, all arrive.
+pub async fn a_pipelined_burst_does_not_make_a_reader_slow<F: Frontend>() {
+    let s = start::<F>(r#""SendQueueMessages": 8"#);
+    let mut sub = Client::subscriber(s.addr, "burst").await;
+    let mut publisher = Client::login(s.addr, "backend", "secret").await;
+    for i in 0..64 {
+        let m = json!({"broadcast": {"event": "n", "channel": "burst", "data": i}});
+        publisher
+            .ws
+            .feed(Message::text(m.to_string()))
+            .await
+            .expect("feed");
+    }
+    publisher.ws.flush().await.expect("flush"); // one write: the server reads them in a row
+    for i in 0..64 {
+        assert_eq!(
+            sub.recv().await["data"],
+            json!(i),
+            "every broadcast, in order"
+        );
+    }
+    for _ in 0..64 {
+        assert_eq!(publisher.recv().await, json!({"broadcasted": "burst"}));
+    }
+    sub.quiet().await; // not closed
+    assert_eq!(s.service.hub("/echo").unwrap().connection_count(), 2);
+}
+
 pub async fn fan_out_to_hundreds<F: Frontend>() {
     let s = start::<F>("");
     let mut subs = Vec::new();
@@ -2005,6 +2036,7 @@ macro_rules! e2e_tests {
             unknown_path_is_404,
             thousand_broadcasts_arrive_in_order,
             pongs_never_split_a_broadcast,
+            a_pipelined_burst_does_not_make_a_reader_slow,
             fan_out_to_hundreds,
             a_vanishing_client_hurts_nobody,
             oversized_message_closes_1009,

@@ -89,6 +89,7 @@ where
         closing: None,
         operation: None,
         cork: Cork::default(),
+        left: false,
     });
     async move {
         // Borrowed in place: moving it out would store it twice.
@@ -100,10 +101,9 @@ where
         tracing::info!(client = %id, hub = path, %peer, "connection open");
         let ended = conn.run().await;
         conn.cork.flush();
-        (conn.wire)(&mut conn.ws).unshare();
+        conn.leave();
         let hub = &conn.admission.hub;
         let path = hub.path();
-        hub.disconnect(id);
         hub.counters().closed(ended.reason());
         match ended {
             Outcome::SlowConsumer | Outcome::WriteTimeout => {
@@ -197,6 +197,27 @@ struct Connection<'a, S, W> {
     /// What the client's messages queued for other connections, to be written through
     /// before this task waits (see [`Cork`]).
     cork: Cork,
+    /// The connection left its hub ([`Connection::leave`]).
+    left: bool,
+}
+
+impl<S, W> Connection<'_, S, W> {
+    /// Leaves the hub, once: the hub stops writing to the socket (which closes with the
+    /// task) and the protocol hears of the disconnect.
+    fn leave(&mut self) {
+        if !std::mem::replace(&mut self.left, true) {
+            self.outbox.detach();
+            self.admission.hub.disconnect(self.id);
+        }
+    }
+}
+
+impl<S, W> Drop for Connection<'_, S, W> {
+    /// A task dropped before its end (a panic, a runtime shut down) leaves the hub too:
+    /// nothing keeps writing to a socket whose task is gone, nor holds it open.
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 enum Event {
@@ -351,6 +372,11 @@ where
         }
         if tick.poll(cx).is_ready() {
             return Poll::Ready(Event::Tick);
+        }
+        // Reading may have written (a pong): finish it, or be woken when the socket takes
+        // more, and hand the socket back to the hub once it is out.
+        if let Err(e) = self.poll_write(cx) {
+            return Poll::Ready(Event::WriteFailed(e));
         }
         // Nothing more to do now: write what the client's messages queued for others.
         self.cork.flush();

@@ -42,6 +42,11 @@ use crate::wire::{Frame, MAX_SLICES, Queued};
 /// shared with the connection's task (every runtime's `TcpStream` is one, through its file
 /// descriptor). Frontends pass it to [`serve_socket`](crate::serve_socket) for plain
 /// connections.
+///
+/// The implementation for every type with a file descriptor (a socket handle on Windows)
+/// writes to that descriptor directly, so it is for the runtime's own non-blocking
+/// `TcpStream` only: a stream that buffers in user space, encrypts, or is in blocking mode
+/// must not be passed (its bytes would interleave with the hub's, or the hub would block).
 pub trait DirectSocket: Send + Sync + 'static {
     /// Writes as much of `bufs` as the socket takes now: `WouldBlock` when it takes
     /// nothing.
@@ -51,9 +56,16 @@ pub trait DirectSocket: Send + Sync + 'static {
 impl<T: crate::AsSocket + Send + Sync + 'static> DirectSocket for T {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         // The socket is non-blocking (its runtime made it so).
-        socket2::SockRef::from(self).send_vectored(bufs)
+        socket2::SockRef::from(self).send_vectored_with_flags(bufs, SEND_FLAGS)
     }
 }
+
+/// A peer gone mid-write is an error, not a `SIGPIPE` that kills a program which does not
+/// ignore it (std's socket writes pass the same flag).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: std::ffi::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: std::ffi::c_int = 0;
 
 /// How a connection ends, as decided by the server side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,8 +172,15 @@ impl Outbox {
             return Ok(Pushed::Queued);
         }
         let len = message.payload_len();
-        let pending = s.queued_bytes + s.taken_bytes;
-        if s.queue.len() >= self.max_messages || (pending > 0 && pending + len > self.max_bytes) {
+        let full = |s: &State| {
+            let pending = s.queued_bytes + s.taken_bytes;
+            s.queue.len() >= self.max_messages || (pending > 0 && pending + len > self.max_bytes)
+        };
+        if full(&s) && s.hub_writes() {
+            // What waits is the hub's to write, not the client's to read: write it first.
+            write_through(&mut s);
+        }
+        if full(&s) {
             // The rest of a frame begun on the wire stays: the close frame follows it.
             let rest = s.queue.pop_front().filter(|_| s.partial);
             s.queued_bytes = rest.as_ref().map_or(0, |rest| rest.counted);
@@ -173,10 +192,15 @@ impl Outbox {
         s.queued_bytes += len;
         s.queue.push_back(Queued::frame(message));
         if s.queue.len() > 1 {
-            // Whoever was told of the first one (the task, or a flush) takes this one too.
+            // Whoever was told of the first one (the task, or a flush) takes this one too;
+            // but a flush is not kept waiting for long (a burst of broadcasts read in a row).
+            if s.hub_writes() && (s.queue.len() >= FLUSH_MESSAGES || s.queued_bytes >= FLUSH_BYTES)
+            {
+                write_through(&mut s);
+            }
             return Ok(Pushed::Queued);
         }
-        if s.socket.is_some() && !s.task_writes {
+        if s.hub_writes() {
             return Ok(Pushed::Flush);
         }
         wake(&mut s);
@@ -192,33 +216,8 @@ impl Outbox {
         if s.queue.is_empty() || s.task_writes {
             return; // written already, or the task has it (and was woken for it)
         }
-        let Some(socket) = s.socket.as_ref().filter(|_| s.end.is_none()) else {
-            return wake(&mut s);
-        };
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let count = s.queue.len().min(MAX_SLICES);
-        for (slice, queued) in slices.iter_mut().zip(&s.queue) {
-            *slice = IoSlice::new(&queued.bytes);
-        }
-        // A failure (the peer is gone) is the task's to find: its own write fails the same.
-        let mut n = socket.try_write_vectored(&slices[..count]).unwrap_or(0);
-        while n > 0 {
-            let front = s.queue.front_mut().expect("written bytes were queued");
-            if n < front.bytes.len() {
-                // Its rest goes first, whole, before anything else is written.
-                let _ = front.bytes.split_to(n);
-                s.partial = true;
-                break;
-            }
-            n -= front.bytes.len();
-            let counted = front.counted;
-            s.queued_bytes -= counted;
-            s.partial = false;
-            s.queue.pop_front();
-        }
-        if s.queue.is_empty() {
-            // An idle connection keeps no queue allocation.
-            s.queue = VecDeque::new();
+        if s.hub_writes() {
+            write_through(&mut s);
         } else {
             wake(&mut s);
         }
@@ -331,6 +330,55 @@ impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // Every critical section leaves the state consistent, so a poisoned lock is usable.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A flush owed for this many queued messages, or bytes, is not left to the end of the
+/// pusher's turn: it is done by the push (a publisher's burst of broadcasts, read in a row,
+/// would otherwise hold a subscriber's frames, and count them against its queue bounds,
+/// until the burst is dispatched).
+const FLUSH_MESSAGES: usize = 16;
+const FLUSH_BYTES: usize = 64 * 1024;
+
+impl State {
+    /// The socket is the hub's to write: shared, the task not writing, no end asked for.
+    fn hub_writes(&self) -> bool {
+        self.socket.is_some() && !self.task_writes && self.end.is_none()
+    }
+}
+
+/// One non-blocking vectored write of what is queued, from the front (the rest of a frame
+/// begun goes first); wakes the task for whatever the socket did not take.
+fn write_through(s: &mut State) {
+    let Some(socket) = s.socket.as_ref() else {
+        return;
+    };
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+    let count = s.queue.len().min(MAX_SLICES);
+    for (slice, queued) in slices.iter_mut().zip(&s.queue) {
+        *slice = IoSlice::new(&queued.bytes);
+    }
+    // A failure (the peer is gone) is the task's to find: its own write fails the same.
+    let mut n = socket.try_write_vectored(&slices[..count]).unwrap_or(0);
+    while n > 0 {
+        let front = s.queue.front_mut().expect("written bytes were queued");
+        if n < front.bytes.len() {
+            // Its rest goes first, whole, before anything else is written.
+            let _ = front.bytes.split_to(n);
+            s.partial = true;
+            break;
+        }
+        n -= front.bytes.len();
+        let counted = front.counted;
+        s.queued_bytes -= counted;
+        s.partial = false;
+        s.queue.pop_front();
+    }
+    if s.queue.is_empty() {
+        // An idle connection keeps no queue allocation.
+        s.queue = VecDeque::new();
+    } else {
+        wake(s);
     }
 }
 
@@ -550,24 +598,62 @@ mod tests {
         assert_eq!(o.push(Frame::text("again")), Ok(Pushed::Flush));
     }
 
+    /// A publisher's burst, dispatched before the flush it owes: the subscriber reads
+    /// everything, so it must not be taken for a slow consumer, nor wait for the burst's end.
+    #[cfg(unix)]
+    #[test]
+    fn a_burst_for_an_idle_connection_is_written_before_it_counts_as_slow() {
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let o = Outbox::new(4, 100, Some(Arc::new(ours)));
+        let (count, waker) = Count::new();
+        assert!(o.poll_next(&mut Context::from_waker(&waker)).is_pending());
+        assert_eq!(o.push(Frame::text("0".repeat(40))), Ok(Pushed::Flush));
+        for i in 1..40 {
+            // Over both bounds many times over, had the flush waited.
+            let pushed = o.push(Frame::text(i.to_string().repeat(40)));
+            assert!(pushed.is_ok(), "message {i} taken for a slow consumer");
+        }
+        o.flush();
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            expected.extend_from_slice(&Queued::frame(Frame::text(i.to_string().repeat(40))).bytes);
+        }
+        assert_eq!(read_all(&mut peer), expected, "all of it, in order");
+        assert_eq!(count.get(), 0, "and the task was never woken");
+        // A queue of the hub's never waits for more than a few messages.
+        let (o, mut peer) = direct(1 << 20);
+        for i in 0..FLUSH_MESSAGES {
+            let _ = o.push(Frame::text(i.to_string()));
+        }
+        assert!(o.is_empty(), "written by the push");
+        let expected: Vec<u8> = (0..FLUSH_MESSAGES)
+            .flat_map(|i| Queued::frame(Frame::text(i.to_string())).bytes.to_vec())
+            .collect();
+        assert_eq!(read_all(&mut peer), expected);
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_slow_consumer_keeps_the_rest_of_a_frame_begun() {
         let (o, mut peer) = direct(8 << 20);
         let big = Frame::text("y".repeat(4 << 20));
+        let whole = Queued::frame(big.clone()).bytes;
         assert_eq!(o.push(big.clone()), Ok(Pushed::Flush));
         o.flush();
-        let sent = read_all(&mut peer).len();
-        assert!(
-            sent < Queued::frame(big.clone()).bytes.len(),
-            "a partial write"
-        );
+        let mut sent = read_all(&mut peer).len();
+        assert!(sent < whole.len(), "a partial write");
         assert_eq!(o.push(big.clone()), Ok(Pushed::Queued));
+        // Before it counts as slow, the hub writes what it owes once more (the peer read
+        // what it had, so the socket takes more), then gives up.
         assert_eq!(o.push(big.clone()), Err(Overflow));
+        sent += read_all(&mut peer).len();
+        assert!(sent < whole.len(), "still a partial write");
         let rest = o
             .claim()
             .expect("the rest stays, for the close frame to follow");
-        assert_eq!(rest.bytes, Queued::frame(big.clone()).bytes.slice(sent..));
+        assert!(rest.bytes == whole.slice(sent..), "the rest, exactly");
         assert_eq!(poll(&o), Poll::Ready(Next::Finish(Finish::SlowConsumer)));
     }
 

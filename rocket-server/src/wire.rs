@@ -204,13 +204,6 @@ impl<S> Wire<S> {
         }
     }
 
-    /// Stops sharing the socket: the connection ends.
-    pub(crate) fn unshare(&mut self) {
-        if let Some(gate) = self.gate.take() {
-            gate.detach();
-        }
-    }
-
     /// The wrapped stream.
     pub fn get_ref(&self) -> &S {
         &self.inner

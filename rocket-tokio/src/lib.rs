@@ -174,27 +174,21 @@ impl<T: tokio::io::AsyncWrite + Unpin> futures_util::io::AsyncWrite for Bridge<T
 struct Shared(Arc<TcpStream>);
 
 impl Shared {
-    /// Waits until the socket is writable, then runs `send` on it through tokio (which
-    /// clears the readiness when `send` finds the socket full).
+    /// Waits until the socket is writable, then writes `bufs` through tokio's `try_io`
+    /// (which clears the readiness when the socket is full).
     ///
-    /// `send` writes with `socket2`, as the hub does. The obvious loop over
+    /// It writes as the hub does ([`DirectSocket`], with `socket2`). The obvious loop over
     /// `TcpStream::try_write_vectored` spun on this machine (tokio 1.54, Linux 6.18) once the
     /// peer stopped reading: `poll_write_ready` kept answering ready and every attempt
     /// `WouldBlock`, until the task's budget ran out, so its timers never fired (the e2e
     /// stall tests caught it); the same loop over `try_io` with `socket2` waits as it
     /// should.
-    fn poll_send(
-        &self,
-        cx: &mut Context<'_>,
-        send: impl Fn(&socket2::SockRef<'_>) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        let socket = socket2::SockRef::from(&*self.0);
+    fn poll_send(&self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let socket: &dyn DirectSocket = &*self.0;
         loop {
             ready!(self.0.poll_write_ready(cx))?;
-            match self
-                .0
-                .try_io(tokio::io::Interest::WRITABLE, || send(&socket))
-            {
+            let sent = || socket.try_write_vectored(bufs);
+            match self.0.try_io(tokio::io::Interest::WRITABLE, sent) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 written => return Poll::Ready(written),
             }
@@ -224,7 +218,7 @@ impl futures_util::io::AsyncWrite for Shared {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_send(cx, |socket| socket.send(buf))
+        self.poll_send(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -232,7 +226,7 @@ impl futures_util::io::AsyncWrite for Shared {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_send(cx, |socket| socket.send_vectored(bufs))
+        self.poll_send(cx, bufs)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
