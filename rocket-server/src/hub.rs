@@ -512,6 +512,7 @@ impl Hub {
             state.armed = next;
             let _ = self.wake.try_send(());
         }
+        cork.inputs += 1;
         self.dispatch(state, caller, cork)
     }
 
@@ -543,23 +544,38 @@ impl Hub {
 /// messages it got, when the cork is flushed or dropped, outside the hub's locks.
 ///
 /// A connection's driver keeps one across the messages it reads in a row and flushes it
-/// before it waits, so a burst of broadcasts reaches each subscriber in one system call
-/// (what uWebSockets calls corking); every other input is flushed when it is dispatched.
+/// before it waits; every other input is flushed when it is dispatched.
+///
+/// A cork filled by one input (the common, quiet case: one broadcast, then the publisher
+/// waits) is written through by the flushing thread, which spares every recipient's task a
+/// wake-up. A cork filled by several inputs in a row (a publisher's burst: the server is
+/// busy) is handed to the recipients' tasks instead, which the runtime runs on every worker
+/// thread, each writing all its messages in one system call (what uWebSockets calls
+/// corking): one thread alone would cap a busy channel's fan-out at one core.
 #[derive(Debug, Default)]
-pub(crate) struct Cork(Vec<Arc<Outbox>>);
+pub(crate) struct Cork {
+    outboxes: Vec<Arc<Outbox>>,
+    /// Inputs dispatched into this cork since its last flush.
+    inputs: u32,
+}
 
 impl Cork {
     /// A cork that kept more entries than this gives its memory back after a flush: a
     /// connection that once broadcast to a large channel should not keep the list.
     const KEEP: usize = 1024;
 
-    /// Writes every corked outbox through.
+    /// Writes every corked outbox through, or hands them to their tasks (see above).
     pub(crate) fn flush(&mut self) {
-        for outbox in self.0.drain(..) {
-            outbox.flush();
+        let busy = std::mem::take(&mut self.inputs) > 1;
+        for outbox in self.outboxes.drain(..) {
+            if busy {
+                outbox.hand_over();
+            } else {
+                outbox.flush();
+            }
         }
-        if self.0.capacity() > Self::KEEP {
-            self.0 = Vec::new();
+        if self.outboxes.capacity() > Self::KEEP {
+            self.outboxes = Vec::new();
         }
     }
 }
@@ -601,7 +617,7 @@ fn dispatch(
                 };
                 // On overflow the connection's driver closes it and logs why.
                 if outbox.push(frame) == Ok(Pushed::Flush) {
-                    cork.0.push(Arc::clone(outbox));
+                    cork.outboxes.push(Arc::clone(outbox));
                 }
             }
             Output::Close {
@@ -799,6 +815,56 @@ pub(crate) mod tests {
             }
             Poll::Pending => Vec::new(),
             Poll::Ready(other) => panic!("{other:?}"),
+        }
+    }
+
+    /// One input's cork is written through without waking anyone; a burst's goes to the
+    /// recipients' tasks, which write on every worker thread.
+    #[cfg(unix)]
+    #[test]
+    fn a_cork_of_one_input_is_written_through_and_a_bursts_goes_to_the_tasks() {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        for (inputs, written, woken) in [(1, true, 0), (2, false, 1)] {
+            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            ours.set_nonblocking(true).unwrap();
+            theirs.set_nonblocking(true).unwrap();
+            let outbox = Arc::new(Outbox::new(16, 1 << 20, Some(Arc::new(ours))));
+            let count = Arc::new(Count(AtomicUsize::new(0)));
+            let waker = Waker::from(Arc::clone(&count));
+            assert!(
+                outbox
+                    .poll_next(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+            let mut cork = Cork::default();
+            for i in 0..inputs {
+                let pushed = outbox.push(Frame::text(format!("m{i}")));
+                if pushed == Ok(Pushed::Flush) {
+                    cork.outboxes.push(Arc::clone(&outbox));
+                }
+                cork.inputs += 1;
+            }
+            cork.flush();
+            let mut out = Vec::new();
+            let _ = theirs.read_to_end(&mut out); // WouldBlock once drained
+            assert_eq!(
+                !out.is_empty(),
+                written,
+                "{inputs} input(s): written through"
+            );
+            assert_eq!(
+                count.0.load(Ordering::SeqCst),
+                woken,
+                "{inputs} input(s): woken"
+            );
+            assert_eq!(received(&outbox).len(), if written { 0 } else { inputs });
         }
     }
 

@@ -192,12 +192,7 @@ impl Outbox {
         s.queued_bytes += len;
         s.queue.push_back(Queued::frame(message));
         if s.queue.len() > 1 {
-            // Whoever was told of the first one (the task, or a flush) takes this one too;
-            // but a flush is not kept waiting for long (a burst of broadcasts read in a row).
-            if s.hub_writes() && (s.queue.len() >= FLUSH_MESSAGES || s.queued_bytes >= FLUSH_BYTES)
-            {
-                write_through(&mut s);
-            }
+            // Whoever was told of the first one (the task, or a flush) takes this one too.
             return Ok(Pushed::Queued);
         }
         if s.hub_writes() {
@@ -219,6 +214,15 @@ impl Outbox {
         if s.hub_writes() {
             write_through(&mut s);
         } else {
+            wake(&mut s);
+        }
+    }
+
+    /// Wakes the connection's task to write what is queued itself, instead of a
+    /// [`flush`](Self::flush): it writes on whichever worker thread runs it.
+    pub(crate) fn hand_over(&self) {
+        let mut s = self.lock();
+        if !s.queue.is_empty() {
             wake(&mut s);
         }
     }
@@ -332,13 +336,6 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
-
-/// A flush owed for this many queued messages, or bytes, is not left to the end of the
-/// pusher's turn: it is done by the push (a publisher's burst of broadcasts, read in a row,
-/// would otherwise hold a subscriber's frames, and count them against its queue bounds,
-/// until the burst is dispatched).
-const FLUSH_MESSAGES: usize = 16;
-const FLUSH_BYTES: usize = 64 * 1024;
 
 impl State {
     /// The socket is the hub's to write: shared, the task not writing, no end asked for.
@@ -622,16 +619,6 @@ mod tests {
         }
         assert_eq!(read_all(&mut peer), expected, "all of it, in order");
         assert_eq!(count.get(), 0, "and the task was never woken");
-        // A queue of the hub's never waits for more than a few messages.
-        let (o, mut peer) = direct(1 << 20);
-        for i in 0..FLUSH_MESSAGES {
-            let _ = o.push(Frame::text(i.to_string()));
-        }
-        assert!(o.is_empty(), "written by the push");
-        let expected: Vec<u8> = (0..FLUSH_MESSAGES)
-            .flat_map(|i| Queued::frame(Frame::text(i.to_string())).bytes.to_vec())
-            .collect();
-        assert_eq!(read_all(&mut peer), expected);
     }
 
     #[cfg(unix)]
