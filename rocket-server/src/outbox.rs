@@ -512,10 +512,22 @@ mod tests {
     /// An outbox writing through to one end of a socket pair; the other end is returned.
     #[cfg(unix)]
     fn direct(max_bytes: usize) -> (Outbox, std::os::unix::net::UnixStream) {
+        direct_with(100, max_bytes)
+    }
+
+    /// [`direct`], holding at most `max_messages` messages.
+    #[cfg(unix)]
+    fn direct_with(
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> (Outbox, std::os::unix::net::UnixStream) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         theirs.set_nonblocking(true).unwrap();
-        (Outbox::new(100, max_bytes, Some(Arc::new(ours))), theirs)
+        (
+            Outbox::new(max_messages, max_bytes, Some(Arc::new(ours))),
+            theirs,
+        )
     }
 
     /// Everything the peer can read now.
@@ -600,10 +612,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_burst_for_an_idle_connection_is_written_before_it_counts_as_slow() {
-        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        peer.set_nonblocking(true).unwrap();
-        let o = Outbox::new(4, 100, Some(Arc::new(ours)));
+        let (o, mut peer) = direct_with(4, 100);
         let (count, waker) = Count::new();
         assert!(o.poll_next(&mut Context::from_waker(&waker)).is_pending());
         assert_eq!(o.push(Frame::text("0".repeat(40))), Ok(Pushed::Flush));
