@@ -50,8 +50,11 @@ pub fn run(data: &[u8]) {
                     Some(Output::Start {
                         client,
                         op,
-                        operation: Operation::VerifySecret(verification),
+                        operation,
                     }) if client == id => {
+                        let Operation::VerifySecret(verification) = *operation else {
+                            panic!("expected a verification, got {operation:?}");
+                        };
                         assert_eq!(&*verification.phc, user.secret.as_str());
                         assert_eq!(verification.secret, user.secret);
                         op

@@ -922,8 +922,11 @@ impl World {
                 Output::Start {
                     client,
                     op,
-                    operation: Operation::VerifySecret(verification),
+                    operation,
                 } => {
+                    let Operation::VerifySecret(verification) = &**operation else {
+                        panic!("unknown operation {operation:?}");
+                    };
                     assert_eq!(*client, id, "verify for another client: {outputs:?}");
                     assert!(verify.is_none(), "two verifications: {outputs:?}");
                     assert!(

@@ -765,7 +765,7 @@ impl Engine {
                 self.outputs.push_back(Output::Start {
                     client: id,
                     op,
-                    operation,
+                    operation: Box::new(operation),
                 });
                 return;
             }
@@ -894,7 +894,7 @@ impl Engine {
         self.outputs.push_back(Output::Start {
             client,
             op,
-            operation,
+            operation: Box::new(operation),
         });
     }
 
@@ -1143,11 +1143,12 @@ impl Engine {
         Self::fan_out(&mut self.outputs, members, &payload);
         if self.cluster {
             let topic = Topic::Channel(Arc::clone(name));
-            self.outputs.push_back(Output::Publish(Publication {
-                topic,
-                payload,
-                history: None,
-            }));
+            self.outputs
+                .push_back(Output::Publish(Box::new(Publication {
+                    topic,
+                    payload,
+                    history: None,
+                })));
         }
         Ok(Routed::Done)
     }
@@ -1359,11 +1360,11 @@ impl Engine {
             let leave = self
                 .join_leave
                 .then(|| reply::join_leave("leave", channel, token, user));
-            self.outputs.push_back(Output::Left(Departure {
+            self.outputs.push_back(Output::Left(Box::new(Departure {
                 channel: Arc::clone(channel),
                 token: *token,
                 leave,
-            }));
+            })));
         }
     }
 

@@ -36,10 +36,14 @@
 //!     match output {
 //!         Output::Send { client, payload } => { /* queue payload on client's socket */ }
 //!         Output::Close { client, code, reason } => { /* flush, then close with code */ }
-//!         Output::Start { client, op, operation: Operation::VerifySecret(v) } => {
-//!             /* hold client's frames; check v off-thread; when done, with the result `ok`:
-//!                engine.handle_completion(op, Completion::SecretVerified(ok)), then drain */
-//!         }
+//!         Output::Start { client, op, operation } => match *operation {
+//!             Operation::VerifySecret(v) => {
+//!                 /* hold client's frames; check v off-thread; when done, with the result
+//!                    `ok`: engine.handle_completion(op, Completion::SecretVerified(ok)),
+//!                    then drain */
+//!             }
+//!             _ => {} // the others come only with EngineConfig::cluster (below)
+//!         },
 //!         Output::AuthFailed { client, user, error } => { /* log it */ }
 //!         Output::Watch(_) | Output::Unwatch(_) | Output::Publish(_) => {
 //!             /* only with EngineConfig::cluster: to the backplane, in order */

@@ -102,6 +102,9 @@ impl CloseCode {
 
 /// What the engine asks its frontend to do. Drained in order with
 /// [`Protocol::poll_output`](crate::Protocol::poll_output).
+///
+/// A broadcast is one [`Output::Send`] per recipient, so the enum is kept small (56 bytes
+/// on 64-bit targets): the rare, large variants' contents are boxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
@@ -131,8 +134,9 @@ pub enum Output {
         client: ClientId,
         /// The operation's id, to hand back with its completion.
         op: crate::OpId,
-        /// What to do.
-        operation: crate::Operation,
+        /// What to do (boxed: it is rare and large, and every [`Output`] is as large as
+        /// its largest variant).
+        operation: Box<crate::Operation>,
     },
     /// Cluster only: this node now holds `topic` (a channel got its first local subscriber,
     /// or a client connected). Receive what other nodes publish to it, in order, and feed
@@ -145,11 +149,11 @@ pub enum Output {
     /// every publication this engine asked for before (an [`Output::Publish`] or an
     /// [`Operation::Publish`](crate::Operation::Publish)), which keeps each publisher's
     /// order across nodes. Nothing to report back: the engine has answered the publisher.
-    Publish(crate::Publication),
+    Publish(Box<crate::Publication>),
     /// Cluster, on a hub with `Presence` or `JoinLeave`: a client left a channel (see
     /// [`Departure`](crate::Departure)); send it in order with the rest. Nothing to report
     /// back.
-    Left(crate::Departure),
+    Left(Box<crate::Departure>),
     /// For the log only: `client` failed to authenticate as `user`. Nothing to send; the
     /// error reply is a separate [`Output::Send`].
     AuthFailed {
@@ -161,3 +165,7 @@ pub enum Output {
         error: crate::ErrorCode,
     },
 }
+
+// A fan-out moves one `Output` per recipient: keep it small (see the enum's docs).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Output>() <= 56);

@@ -104,11 +104,11 @@ fn a_broadcast_with_local_subscribers_is_answered_at_once_and_published_once() {
     assert_eq!(serde_json::from_str::<Value>(&delivered[0]).unwrap(), event);
     assert_eq!(
         sim.cluster,
-        [Output::Publish(Publication {
+        [Output::Publish(Box::new(Publication {
             topic: channel("news"),
             payload: Payload::text(delivered[0].clone()),
             history: None,
-        })],
+        }))],
         "the other nodes get the same event bytes, once"
     );
     assert!(
@@ -510,7 +510,7 @@ fn a_shared_hub_subscribes_at_the_marker_and_leaves_through_the_store() {
         sim.cluster[..2],
         [
             Output::Unwatch(channel("news")),
-            Output::Left(departure_of("news", ta, true))
+            Output::Left(Box::new(departure_of("news", ta, true)))
         ]
     );
 }
@@ -530,7 +530,7 @@ fn a_join_that_fails_or_whose_client_goes_is_undone() {
         [
             Output::Watch(channel("c")),
             Output::Unwatch(channel("c")),
-            Output::Left(departure_of("c", ta, true))
+            Output::Left(Box::new(departure_of("c", ta, true)))
         ]
     );
     assert_eq!(sim.engine().subscriber_count("c"), 0);
@@ -544,7 +544,7 @@ fn a_join_that_fails_or_whose_client_goes_is_undone() {
         [
             Output::Watch(channel("c")),
             Output::Unwatch(channel("c")),
-            Output::Left(departure_of("c", ta, true)),
+            Output::Left(Box::new(departure_of("c", ta, true))),
             Output::Unwatch(Topic::Client(ta)),
         ],
         "a join under way is undone with its client"

@@ -635,7 +635,7 @@ fn dispatch(
                 operation,
             } if Some(client) == caller && started.is_none() => {
                 tracing::trace!(%client, %op, "starting an operation");
-                started = Some((op, operation));
+                started = Some((op, *operation));
             }
             Output::Start { client, op, .. } => {
                 // Only the client's own driver runs operations, one at a time.

@@ -326,7 +326,7 @@ impl Sim {
                         "{op} started twice"
                     );
                     self.started.push((client, op));
-                    match operation {
+                    match *operation {
                         Operation::VerifySecret(v) => {
                             self.verifications
                                 .push((client, v.phc.to_string(), v.secret));
