@@ -31,9 +31,10 @@ use rocket_proto::{
 use crate::Runtime;
 use crate::cluster::Backplane;
 use crate::metrics::HubCounters;
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{Outbox, Overflow, Pushed};
 use crate::runtime::Task;
 use crate::wire::Frame;
+use crate::writers::{Batch, SHARE_MIN, Writers};
 
 /// One hub: a request path served by one protocol instance.
 pub struct Hub {
@@ -540,37 +541,72 @@ impl Hub {
 }
 
 /// The outboxes a dispatch queued to without waking their connections' tasks (the hub
-/// owns their sockets, see `outbox.rs`): each is written through, once, however many
-/// messages it got, when the cork is flushed or dropped, outside the hub's locks.
+/// owns their sockets, see `outbox.rs`): each is written, once, however many messages it
+/// got, when the cork is flushed or dropped, outside the hub's locks.
 ///
 /// A connection's driver keeps one across the messages it reads in a row and flushes it
-/// before it waits; every other input is flushed when it is dispatched.
+/// before it waits; every other input is flushed when it is dispatched. Who writes depends
+/// on what the cork holds:
+/// - **About one message per connection** (a broadcast and then the publisher waits — the
+///   quiet, common case — or a burst of messages to many small channels): written through
+///   at once by the flushing thread, which spares every recipient's task a wake-up. From
+///   [`SHARE_MIN`] connections on, the process's writer threads take part (`writers.rs`),
+///   so a large channel's subscribers are written on every free core, not one after the
+///   other.
+/// - **Several messages per connection** (a publisher's burst to one large channel: the
+///   server is busy): handed to the connections' tasks, which the runtime runs on every
+///   worker thread, each writing all its messages in one system call (what uWebSockets
+///   calls corking), and whatever more arrived by the time it runs.
 ///
-/// A cork filled by one input (the common, quiet case: one broadcast, then the publisher
-/// waits) is written through by the flushing thread, which spares every recipient's task a
-/// wake-up. A cork filled by several inputs in a row (a publisher's burst: the server is
-/// busy) is handed to the recipients' tasks instead, which the runtime runs on every worker
-/// thread, each writing all its messages in one system call (what uWebSockets calls
-/// corking): one thread alone would cap a busy channel's fan-out at one core.
+/// The second rule trades latency for fewer system calls, and only pays where messages
+/// pile up per connection: handing a many-channel burst to the tasks made the runtime run
+/// every subscriber's task in turn before any of them wrote again, and its p99 latency was
+/// 4× what writing it through gives.
 #[derive(Debug, Default)]
 pub(crate) struct Cork {
     outboxes: Vec<Arc<Outbox>>,
     /// Inputs dispatched into this cork since its last flush.
     inputs: u32,
+    /// Messages those inputs queued, to any connection.
+    messages: usize,
 }
 
 impl Cork {
     /// A cork that kept more entries than this gives its memory back after a flush: a
     /// connection that once broadcast to a large channel should not keep the list.
     const KEEP: usize = 1024;
+    /// Messages per corked connection, on average, from which a burst goes to the tasks.
+    const HAND_OVER_AT: usize = 2;
+
+    /// Notes a message pushed to `outbox`, which `pushed` says whether to flush.
+    fn queued(&mut self, outbox: &Arc<Outbox>, pushed: Result<Pushed, Overflow>) {
+        self.messages += 1;
+        if pushed == Ok(Pushed::Flush) {
+            self.outboxes.push(Arc::clone(outbox));
+        }
+    }
 
     /// Writes every corked outbox through, or hands them to their tasks (see above).
     pub(crate) fn flush(&mut self) {
-        let busy = std::mem::take(&mut self.inputs) > 1;
-        for outbox in self.outboxes.drain(..) {
-            if busy {
+        let inputs = std::mem::take(&mut self.inputs);
+        let messages = std::mem::take(&mut self.messages);
+        if inputs > 1 && messages >= Self::HAND_OVER_AT * self.outboxes.len() {
+            for outbox in self.outboxes.drain(..) {
                 outbox.hand_over();
-            } else {
+            }
+        } else if self.outboxes.len() >= SHARE_MIN
+            && let Some(writers) = Writers::get()
+        {
+            let batch = Arc::new(Batch::new(std::mem::take(&mut self.outboxes)));
+            writers.offer(&batch);
+            batch.work();
+            if let Ok(batch) = Arc::try_unwrap(batch) {
+                // No writer holds it any more: keep the list's memory.
+                self.outboxes = batch.into_outboxes();
+                self.outboxes.clear();
+            }
+        } else {
+            for outbox in self.outboxes.drain(..) {
                 outbox.flush();
             }
         }
@@ -616,9 +652,7 @@ fn dispatch(
                     }
                 };
                 // On overflow the connection's driver closes it and logs why.
-                if outbox.push(frame) == Ok(Pushed::Flush) {
-                    cork.outboxes.push(Arc::clone(outbox));
-                }
+                cork.queued(outbox, outbox.push(frame));
             }
             Output::Close {
                 client,
@@ -818,12 +852,13 @@ pub(crate) mod tests {
         }
     }
 
-    /// One input's cork is written through without waking anyone; a burst's goes to the
-    /// recipients' tasks, which write on every worker thread.
+    /// Who writes a cork: about one message per connection is written through (by the
+    /// writer threads too, from `SHARE_MIN` connections on) without waking anyone; a burst
+    /// of several messages per connection goes to the recipients' tasks.
     #[cfg(unix)]
     #[test]
-    fn a_cork_of_one_input_is_written_through_and_a_bursts_goes_to_the_tasks() {
-        use std::io::Read;
+    fn a_cork_is_written_through_unless_messages_pile_up_per_connection() {
+        use crate::outbox::tests::{direct_with, read_all};
         use std::sync::atomic::{AtomicUsize, Ordering};
         struct Count(AtomicUsize);
         impl std::task::Wake for Count {
@@ -831,40 +866,77 @@ pub(crate) mod tests {
                 self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
-        for (inputs, written, woken) in [(1, true, 0), (2, false, 1)] {
-            let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-            ours.set_nonblocking(true).unwrap();
-            theirs.set_nonblocking(true).unwrap();
-            let outbox = Arc::new(Outbox::new(16, 1 << 20, Some(Arc::new(ours))));
-            let count = Arc::new(Count(AtomicUsize::new(0)));
-            let waker = Waker::from(Arc::clone(&count));
-            assert!(
-                outbox
-                    .poll_next(&mut Context::from_waker(&waker))
-                    .is_pending()
-            );
+        // A writer thread may still be writing its last chunk when the flush returns.
+        fn written(peer: &mut std::os::unix::net::UnixStream, case: &str) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while read_all(peer).is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{case}: never written"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        // Idle connections, their tasks waiting.
+        let idle = |n: usize| -> (Vec<_>, Vec<_>) {
+            (0..n)
+                .map(|_| {
+                    let (outbox, peer) = direct_with(16, 1 << 20);
+                    let cx = &mut Context::from_waker(&waker);
+                    assert!(outbox.poll_next(cx).is_pending());
+                    (Arc::new(outbox), peer)
+                })
+                .unzip()
+        };
+        // (connections, inputs each queueing a message to every connection, written through)
+        for (connections, inputs, through) in [
+            (1, 1, true),
+            (1, 2, false),
+            (SHARE_MIN + 3, 1, true),
+            (SHARE_MIN + 3, 3, false),
+        ] {
+            count.0.store(0, Ordering::SeqCst);
+            let (outboxes, mut peers) = idle(connections);
             let mut cork = Cork::default();
             for i in 0..inputs {
-                let pushed = outbox.push(Frame::text(format!("m{i}")));
-                if pushed == Ok(Pushed::Flush) {
-                    cork.outboxes.push(Arc::clone(&outbox));
+                for outbox in &outboxes {
+                    cork.queued(outbox, outbox.push(Frame::text(format!("m{i}"))));
                 }
                 cork.inputs += 1;
             }
             cork.flush();
-            let mut out = Vec::new();
-            let _ = theirs.read_to_end(&mut out); // WouldBlock once drained
-            assert_eq!(
-                !out.is_empty(),
-                written,
-                "{inputs} input(s): written through"
-            );
-            assert_eq!(
-                count.0.load(Ordering::SeqCst),
-                woken,
-                "{inputs} input(s): woken"
-            );
-            assert_eq!(received(&outbox).len(), if written { 0 } else { inputs });
+            let case = format!("{connections} connection(s), {inputs} input(s)");
+            let woken = if through { 0 } else { connections };
+            assert_eq!(count.0.load(Ordering::SeqCst), woken, "{case}: woken");
+            for (outbox, peer) in outboxes.iter().zip(&mut peers) {
+                if through {
+                    written(peer, &case);
+                    assert!(received(outbox).is_empty(), "{case}: nothing left");
+                } else {
+                    assert!(read_all(peer).is_empty(), "{case}: not written through");
+                    assert_eq!(received(outbox).len(), inputs, "{case}: left to the task");
+                }
+            }
+        }
+        // A burst of one message to each of many connections (a burst to many small
+        // channels) is written through too.
+        count.0.store(0, Ordering::SeqCst);
+        let (outboxes, mut peers) = idle(4);
+        let mut cork = Cork::default();
+        for (i, outbox) in outboxes.iter().enumerate() {
+            cork.queued(outbox, outbox.push(Frame::text(format!("to {i}"))));
+            cork.inputs += 1;
+        }
+        cork.flush();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            0,
+            "a burst of one each: woken"
+        );
+        for peer in &mut peers {
+            written(peer, "a burst of one each");
         }
     }
 

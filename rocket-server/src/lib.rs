@@ -33,7 +33,9 @@
 //! for output in buffer, in order, never waiting on a client:
 //!     Send       => outbox.push(message)    // the same bytes for every recipient;
 //!                   an idle connection's task is not woken: the message is written
-//!                   through to its socket after the dispatch (`outbox.rs`, `Cork`)
+//!                   through to its socket after the dispatch, by the dispatching
+//!                   thread and, for a large channel, writer threads on the other
+//!                   cores (`outbox.rs`, `Cork`, `writers.rs`)
 //!     Close      => outbox.close(code, reason)
 //!     Start      => to the client's driver: it runs the operation (argon2 off the
 //!                   executor), holds the client's frames, then feeds the Completion
@@ -80,6 +82,7 @@ mod static_files;
 mod tls;
 mod verifier;
 mod wire;
+mod writers;
 
 pub use config::{ClusterConfig, Config, HubConfig, Limits};
 pub use frontend::{AsSocket, Server, ServerHandle, bind_listener, serve_socket};

@@ -14,8 +14,9 @@
 //! subscriber idle between broadcasts. So when the connection's task is not writing, the
 //! socket belongs to the hub: what the hub queues is written straight to the socket by the
 //! thread that dispatched it ([`Outbox::flush`], a non-blocking vectored write of everything
-//! queued, after the dispatch and outside the hub's locks; see `hub::Cork`), and the task is
-//! not woken at all. The task takes the socket over ([`Outbox::poll_next`],
+//! queued, after the dispatch and outside the hub's locks; see `hub::Cork`), helped for a
+//! large channel by the process's writer threads (`writers.rs`), and the task is not woken
+//! at all. The task takes the socket over ([`Outbox::poll_next`],
 //! [`Outbox::claim`]) as soon as it has anything to write itself: the rest of a frame the
 //! socket did not take whole, a pong, a ping, a close frame. It hands it back
 //! ([`Outbox::release`]) once everything it wrote has left. Every write to the socket
@@ -393,7 +394,7 @@ fn wake(s: &mut State) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::task::Waker;
 
@@ -517,7 +518,7 @@ mod tests {
 
     /// [`direct`], holding at most `max_messages` messages.
     #[cfg(unix)]
-    fn direct_with(
+    pub(crate) fn direct_with(
         max_messages: usize,
         max_bytes: usize,
     ) -> (Outbox, std::os::unix::net::UnixStream) {
@@ -532,7 +533,7 @@ mod tests {
 
     /// Everything the peer can read now.
     #[cfg(unix)]
-    fn read_all(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    pub(crate) fn read_all(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
         use std::io::Read;
         let mut out = Vec::new();
         let mut buf = [0u8; 65536];

@@ -1,0 +1,215 @@
+//! Writer threads that share a large write-through with the thread that dispatched it.
+//!
+//! A broadcast to a large channel leaves one outbox per subscriber to write through
+//! (`hub::Cork`), one non-blocking system call each; on loopback, where the kernel runs the
+//! receiver's side inline, each costs several microseconds. One thread writing a thousand
+//! of them makes the last subscriber wait for the other 999, while the other cores may be
+//! idle. So a cork of [`SHARE_MIN`] outboxes or more becomes a [`Batch`] that the
+//! dispatching thread offers to the process's writer threads, then works on itself: whoever
+//! is free takes the next [`CHUNK`] outboxes, until none is left. The dispatching thread
+//! never waits for a writer: when every core is busy it simply writes the whole batch
+//! itself, as it would without writers.
+//!
+//! There is one writer thread per core beyond the first (at most [`MAX_WRITERS`]), started
+//! with the first shared batch and kept for the life of the process; on a single core there
+//! is none. A writer only ever makes the same non-blocking writes, under the same outbox
+//! locks, as the dispatching thread would ([`Outbox::flush`]), so what it writes and in
+//! which order is exactly the same.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use crate::outbox::Outbox;
+
+/// The fewest outboxes worth sharing: below this, waking a writer costs more than it saves.
+pub(crate) const SHARE_MIN: usize = 32;
+/// Outboxes taken at a time from a batch: few enough to balance, enough to keep the shared
+/// counter off the hot path.
+pub(crate) const CHUNK: usize = 8;
+/// Writer threads at most, whatever the core count.
+pub(crate) const MAX_WRITERS: usize = 7;
+/// Batches waiting for a writer at most: a writer that comes to an older one finds it
+/// done.
+const MAX_WAITING: usize = 16;
+
+/// Outboxes to write through, taken [`CHUNK`] at a time by whoever is free.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    outboxes: Vec<Arc<Outbox>>,
+    next: AtomicUsize,
+}
+
+impl Batch {
+    pub(crate) fn new(outboxes: Vec<Arc<Outbox>>) -> Self {
+        Self {
+            outboxes,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Writes through the outboxes nobody has taken yet, a chunk at a time; returns once
+    /// every chunk is taken (another thread may still be writing its last one).
+    pub(crate) fn work(&self) {
+        let len = self.outboxes.len();
+        loop {
+            let start = self.next.fetch_add(CHUNK, Ordering::Relaxed);
+            if start >= len {
+                return;
+            }
+            for outbox in &self.outboxes[start..len.min(start + CHUNK)] {
+                outbox.flush();
+            }
+        }
+    }
+
+    /// The outboxes, for reuse once nobody else holds the batch.
+    pub(crate) fn into_outboxes(self) -> Vec<Arc<Outbox>> {
+        self.outboxes
+    }
+}
+
+/// The process's writer threads and the batches offered to them.
+#[derive(Debug, Default)]
+pub(crate) struct Writers {
+    queue: Mutex<Queue>,
+    offered: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    batches: VecDeque<Arc<Batch>>,
+    /// Writers waiting for a batch.
+    idle: usize,
+}
+
+impl Writers {
+    /// The process's writers, started on first use; `None` on a single core.
+    pub(crate) fn get() -> Option<&'static Arc<Writers>> {
+        static WRITERS: OnceLock<Option<Arc<Writers>>> = OnceLock::new();
+        WRITERS
+            .get_or_init(|| {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                Writers::start(cores.saturating_sub(1).min(MAX_WRITERS))
+            })
+            .as_ref()
+    }
+
+    /// `count` writer threads (none: `None`). A thread that cannot be started is logged
+    /// and done without: the dispatching threads write everything themselves.
+    fn start(count: usize) -> Option<Arc<Writers>> {
+        if count == 0 {
+            return None;
+        }
+        let writers = Arc::new(Writers::default());
+        let mut started = 0;
+        for i in 0..count {
+            let w = Arc::clone(&writers);
+            match std::thread::Builder::new()
+                .name(format!("rocket-writer-{i}"))
+                .spawn(move || w.run())
+            {
+                Ok(_) => started += 1,
+                Err(e) => tracing::warn!("cannot start a writer thread: {e}"),
+            }
+        }
+        (started > 0).then_some(writers)
+    }
+
+    /// Offers `batch` to the writers; the caller then works on it too.
+    pub(crate) fn offer(&self, batch: &Arc<Batch>) {
+        let mut q = self.lock();
+        if q.idle == 0 && q.batches.len() >= MAX_WAITING {
+            return; // every writer is busy and behind: the caller writes it all
+        }
+        q.batches.push_back(Arc::clone(batch));
+        if q.idle > 0 {
+            self.offered.notify_one();
+        }
+    }
+
+    /// A writer thread: works on each batch offered, in turn.
+    fn run(&self) {
+        loop {
+            let batch = {
+                let mut q = self.lock();
+                loop {
+                    if let Some(batch) = q.batches.pop_front() {
+                        break batch;
+                    }
+                    q.idle += 1;
+                    q = self.offered.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    q.idle -= 1;
+                }
+            };
+            batch.work();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::tests::{direct_with, read_all};
+    use crate::wire::{Frame, Queued};
+    use std::time::{Duration, Instant};
+
+    fn frame(i: usize) -> Frame {
+        Frame::text(format!("to {i}"))
+    }
+
+    fn bytes(i: usize) -> Vec<u8> {
+        Queued::frame(frame(i)).bytes.to_vec()
+    }
+
+    fn idle_outboxes(n: usize) -> (Vec<Arc<Outbox>>, Vec<std::os::unix::net::UnixStream>) {
+        (0..n)
+            .map(|i| {
+                let (outbox, peer) = direct_with(16, 1 << 20);
+                outbox.push(frame(i)).expect("room");
+                (Arc::new(outbox), peer)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn every_outbox_of_a_batch_is_written_once_whoever_takes_it() {
+        let (outboxes, mut peers) = idle_outboxes(3 * CHUNK + 5);
+        let batch = Arc::new(Batch::new(outboxes));
+        let other = {
+            let batch = Arc::clone(&batch);
+            std::thread::spawn(move || batch.work())
+        };
+        batch.work();
+        other.join().expect("worked");
+        for (i, peer) in peers.iter_mut().enumerate() {
+            assert_eq!(read_all(peer), bytes(i), "outbox {i}");
+        }
+    }
+
+    #[test]
+    fn a_writer_thread_writes_a_batch_offered_to_it() {
+        let writers = Writers::start(1).expect("a writer started");
+        let (outboxes, mut peers) = idle_outboxes(SHARE_MIN);
+        let batch = Arc::new(Batch::new(outboxes));
+        // Offered, and not worked on here: only the writer can write it.
+        writers.offer(&batch);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while batch.next.load(Ordering::Relaxed) < SHARE_MIN {
+            assert!(Instant::now() < deadline, "the writer never took the batch");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let mut got = Vec::new();
+            while got.len() < bytes(i).len() {
+                assert!(Instant::now() < deadline, "outbox {i} never written");
+                got.extend(read_all(peer));
+            }
+            assert_eq!(got, bytes(i), "outbox {i}");
+        }
+    }
+}
