@@ -19,7 +19,9 @@
 #
 # Scenarios, as in scripts/bench.sh: 1. fan-out flat out, 1 publisher, 1 channel, 1,000
 # subscribers, 100-byte data; 2. latency, the same at 100 publishes/s (p99 and server CPU
-# per delivery); 4. idle capacity, 10,000 authenticated, subscribed idle connections. Each round runs each scenario against base, then new, every run against a
+# per delivery); 3. many channels, 1,000 channels x 10 subscribers, 10 publishers, flat out
+# (deliveries/s and p99); 4. idle capacity, 10,000 authenticated, subscribed idle
+# connections. Each round runs each scenario against base, then new, every run against a
 # fresh server process. JSON results (one file per run) go to $RESULTS
 # (target/bench-compare/results, emptied first); the table at the end (also written to
 # $RESULTS/summary.md) shows per version the median and the min-max of the runs, and
@@ -198,7 +200,7 @@ bench() {
   echo "load generator: the working tree's rocket-bench ($(git rev-parse --short HEAD)$(git diff --quiet HEAD -- rocket-bench || echo ' + uncommitted changes'))"
   echo "rustc: $(rustc --version)"
   echo "server command: rocket-cli --port $PORT --log-level warn scripts/bench.json"
-  echo "rounds: $REPEAT; fan-out and latency: $DURATION s measured per run, after 1 s of warm-up"
+  echo "rounds: $REPEAT; fan-out, latency and many channels: $DURATION s measured per run, after 1 s of warm-up"
   echo "machine busy before the runs: $BACKGROUND% of all cores (other jobs)"
 } >"$RESULTS/meta.txt"
 
@@ -212,6 +214,11 @@ for i in $(seq 1 "$REPEAT"); do
   # 2. Latency: the same at 100 publishes/s.
   for v in base new; do
     bench "$v" "$v-latency.$i" --subscribers 1000 --rate 100 --duration "$DURATION"
+  done
+  # 3. Many channels: 1,000 channels x 10 subscribers, 10 publishers, flat out.
+  for v in base new; do
+    bench "$v" "$v-channels.$i" --subscribers 10000 --channels 1000 --publishers 10 \
+      --duration "$DURATION"
   done
   # 4. Idle capacity: 10,000 authenticated, subscribed, idle connections.
   for v in base new; do
@@ -252,6 +259,8 @@ METRICS = [
     ("server µs per delivery at 100 publishes/s", "latency",
      lambda r: 1e6 / server(r, "deliveries_per_cpu_second") if server(r, "deliveries_per_cpu_second") else None,
      lambda v: f"{v:.2f}"),
+    ("many channels: deliveries/s", "channels", lambda r: r["load"]["deliveries_per_second"], lambda v: f"{v / 1000:.0f}k"),
+    ("many channels: p99 ms", "channels", lambda r: r["latency"]["p99_ms"], lambda v: f"{v:.0f}"),
     ("idle KiB per connection", "idle-10000", lambda r: server(r, "rss_per_connection_kib"), lambda v: f"{v:.2f}"),
 ]
 
@@ -273,10 +282,11 @@ for v, desc in versions.items():
         cells.append(f"**{fmt(m)}** ({fmt(min(values))}–{fmt(max(values))})")
     n_fan = len(runs(v, "fanout"))
     n_lat = len(runs(v, "latency"))
+    n_chan = len(runs(v, "channels"))
     n_idle = len(runs(v, "idle-10000"))
-    rows.append(f"| {v}: {desc} | {n_fan} + {n_lat} + {n_idle} | " + " | ".join(cells) + " |")
+    rows.append(f"| {v}: {desc} | {n_fan} + {n_lat} + {n_chan} + {n_idle} | " + " | ".join(cells) + " |")
 
-    for r in runs(v, "fanout") + runs(v, "latency") + runs(v, "idle-10000"):
+    for r in runs(v, "fanout") + runs(v, "latency") + runs(v, "channels") + runs(v, "idle-10000"):
         load, setup = r["load"], r["setup"]
         problems = []
         if setup["ready"] < r["subscribers"] or setup["failed"]:
@@ -309,16 +319,19 @@ def busy(v):
 print()
 print(f"## Rocket A/B: {repeat} round(s), base then new in each round, a fresh server per run")
 print()
-print("| version | runs (fan-out + latency + idle) | deliveries/s | deliveries per server CPU-s "
-      "| p99 ms at 100 publishes/s | server µs per delivery at 100/s | idle KiB per connection |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| version | runs (fan-out + latency + channels + idle) | deliveries/s "
+      "| deliveries per server CPU-s | p99 ms at 100 publishes/s "
+      "| server µs per delivery at 100/s | many channels: deliveries/s | many channels: p99 ms "
+      "| idle KiB per connection |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for row in rows:
     print(row)
 print("| **new / base** (medians) | | " + " | ".join(ratios) + " |")
 print()
 print("Median of the runs in bold, min–max in brackets. Fan-out: 1 publisher, 1 channel, "
       "1,000 subscribers, 100-byte data, flat out; latency: the same at 100 publishes/s "
-      "(lower is better for both of its columns); idle: 10,000 authenticated, subscribed idle "
+      "(lower is better for both of its columns); many channels: 1,000 channels x 10 "
+      "subscribers, 10 publishers, flat out; idle: 10,000 authenticated, subscribed idle "
       "connections, server RSS growth per connection. Deliveries per server CPU-second is the "
       "figure that carries over to a machine where the server has the cores to itself.")
 print()
