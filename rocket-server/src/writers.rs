@@ -29,8 +29,8 @@ pub(crate) const SHARE_MIN: usize = 32;
 pub(crate) const CHUNK: usize = 8;
 /// Writer threads at most, whatever the core count.
 pub(crate) const MAX_WRITERS: usize = 7;
-/// Batches waiting for a writer at most: a writer that comes to an older one finds it
-/// done.
+/// Batches waiting for a writer at most: past this, every writer is busy and behind, and
+/// the dispatching thread writes its batch alone.
 const MAX_WAITING: usize = 16;
 
 /// Outboxes to write through, taken [`CHUNK`] at a time by whoever is free.
@@ -63,6 +63,11 @@ impl Batch {
         }
     }
 
+    /// Every chunk is taken (some may still be being written).
+    fn is_taken(&self) -> bool {
+        self.next.load(Ordering::Relaxed) >= self.outboxes.len()
+    }
+
     /// The outboxes, for reuse once nobody else holds the batch.
     pub(crate) fn into_outboxes(self) -> Vec<Arc<Outbox>> {
         self.outboxes
@@ -78,9 +83,20 @@ pub(crate) struct Writers {
 
 #[derive(Debug, Default)]
 struct Queue {
+    /// Offered, oldest first; a batch stays while chunks of it are left, so that every
+    /// writer woken for it finds it.
     batches: VecDeque<Arc<Batch>>,
     /// Writers waiting for a batch.
     idle: usize,
+}
+
+impl Queue {
+    /// Forgets the batches whose every chunk is taken.
+    fn prune(&mut self) {
+        while self.batches.front().is_some_and(|b| b.is_taken()) {
+            self.batches.pop_front();
+        }
+    }
 }
 
 impl Writers {
@@ -116,33 +132,36 @@ impl Writers {
         (started > 0).then_some(writers)
     }
 
-    /// Offers `batch` to the writers; the caller then works on it too.
+    /// Offers `batch` to the writers, waking one waiting writer per [`SHARE_MIN`] of its
+    /// outboxes; the caller then works on it too.
     pub(crate) fn offer(&self, batch: &Arc<Batch>) {
         let mut q = self.lock();
-        if q.idle == 0 && q.batches.len() >= MAX_WAITING {
+        q.prune();
+        if q.batches.len() >= MAX_WAITING {
             return; // every writer is busy and behind: the caller writes it all
         }
         q.batches.push_back(Arc::clone(batch));
-        if q.idle > 0 {
+        for _ in 0..q.idle.min(batch.outboxes.len().div_ceil(SHARE_MIN)) {
             self.offered.notify_one();
         }
     }
 
-    /// A writer thread: works on each batch offered, in turn.
+    /// A writer thread: works on the oldest batch with chunks left, until none is left,
+    /// then waits for the next offer.
     fn run(&self) {
+        let mut q = self.lock();
         loop {
-            let batch = {
-                let mut q = self.lock();
-                loop {
-                    if let Some(batch) = q.batches.pop_front() {
-                        break batch;
-                    }
-                    q.idle += 1;
-                    q = self.offered.wait(q).unwrap_or_else(PoisonError::into_inner);
-                    q.idle -= 1;
-                }
+            q.prune();
+            let Some(batch) = q.batches.front().cloned() else {
+                q.idle += 1;
+                q = self.offered.wait(q).unwrap_or_else(PoisonError::into_inner);
+                q.idle -= 1;
+                continue;
             };
+            drop(q);
             batch.work();
+            drop(batch);
+            q = self.lock();
         }
     }
 
@@ -191,25 +210,29 @@ mod tests {
         }
     }
 
+    /// Offered batches are written by the writers alone (not worked on here), every
+    /// outbox once, by one writer or several, one batch after the other.
     #[test]
-    fn a_writer_thread_writes_a_batch_offered_to_it() {
-        let writers = Writers::start(1).expect("a writer started");
-        let (outboxes, mut peers) = idle_outboxes(SHARE_MIN);
-        let batch = Arc::new(Batch::new(outboxes));
-        // Offered, and not worked on here: only the writer can write it.
-        writers.offer(&batch);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while batch.next.load(Ordering::Relaxed) < SHARE_MIN {
-            assert!(Instant::now() < deadline, "the writer never took the batch");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        for (i, peer) in peers.iter_mut().enumerate() {
-            let mut got = Vec::new();
-            while got.len() < bytes(i).len() {
-                assert!(Instant::now() < deadline, "outbox {i} never written");
-                got.extend(read_all(peer));
+    fn writer_threads_write_the_batches_offered_to_them() {
+        for count in [1, 3] {
+            let writers = Writers::start(count).expect("writers started");
+            for round in 0..3 {
+                let (outboxes, mut peers) = idle_outboxes(4 * SHARE_MIN + 1);
+                let batch = Arc::new(Batch::new(outboxes));
+                writers.offer(&batch);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                for (i, peer) in peers.iter_mut().enumerate() {
+                    let case = format!("{count} writer(s), batch {round}, outbox {i}");
+                    let mut got = Vec::new();
+                    while got.len() < bytes(i).len() {
+                        assert!(Instant::now() < deadline, "{case}: never written");
+                        std::thread::sleep(Duration::from_millis(1));
+                        got.extend(read_all(peer));
+                    }
+                    assert_eq!(got, bytes(i), "{case}");
+                }
+                assert!(batch.is_taken());
             }
-            assert_eq!(got, bytes(i), "outbox {i}");
         }
     }
 }
