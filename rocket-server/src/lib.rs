@@ -42,6 +42,13 @@
 //!     AuthFailed => log
 //! ```
 //!
+//! ## Threads
+//! Everything runs on the runtime's tasks, with two exceptions: argon2 verifications go to
+//! [`Runtime::unblock`], and the first broadcast that reaches 32 or more idle connections
+//! starts the process's writer threads (one per core beyond the first, at most 7; none on
+//! one core), which only ever make non-blocking writes of what the hub queued, beside the
+//! thread that dispatched it (`writers.rs`).
+//!
 //! ## Cluster
 //! With a `Cluster` setting ([`ClusterConfig`]) the hubs' engines run in cluster mode: their
 //! `Watch`/`Unwatch`/`Publish` outputs and `Publish` operations go, in order, to one
