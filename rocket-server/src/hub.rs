@@ -615,6 +615,7 @@ impl Cork {
             let batch = Arc::new(Batch::new(std::mem::take(&mut self.outboxes)));
             writers.offer(&batch);
             batch.work();
+            writers.forget_taken();
             if let Ok(batch) = Arc::try_unwrap(batch) {
                 // No writer holds it any more: keep the list's memory.
                 self.outboxes = batch.into_outboxes();
@@ -873,7 +874,7 @@ pub(crate) mod tests {
     #[cfg(unix)]
     #[test]
     fn a_cork_is_written_through_unless_messages_pile_up_per_connection() {
-        use crate::outbox::tests::{direct_with, read_all};
+        use crate::outbox::tests::{direct_with, read_all, read_eventually};
         use std::sync::atomic::{AtomicUsize, Ordering};
         struct Count(AtomicUsize);
         impl std::task::Wake for Count {
@@ -883,14 +884,7 @@ pub(crate) mod tests {
         }
         // A writer thread may still be writing its last chunk when the flush returns.
         fn written(peer: &mut std::os::unix::net::UnixStream, case: &str) {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while read_all(peer).is_empty() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{case}: never written"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            read_eventually(peer, 1, case);
         }
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));

@@ -531,6 +531,27 @@ pub(crate) mod tests {
         )
     }
 
+    /// At least `len` bytes from the peer, waiting up to 10 s for them (a writer thread may
+    /// still be writing).
+    #[cfg(unix)]
+    pub(crate) fn read_eventually(
+        peer: &mut std::os::unix::net::UnixStream,
+        len: usize,
+        what: &str,
+    ) -> Vec<u8> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut got = read_all(peer);
+        while got.len() < len {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: never written"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            got.extend(read_all(peer));
+        }
+        got
+    }
+
     /// Everything the peer can read now.
     #[cfg(unix)]
     pub(crate) fn read_all(peer: &mut std::os::unix::net::UnixStream) -> Vec<u8> {

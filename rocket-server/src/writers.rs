@@ -146,6 +146,12 @@ impl Writers {
         }
     }
 
+    /// Forgets the batches whose every chunk is taken (the caller's, once it has worked on
+    /// it), so that the queue holds none of their outboxes.
+    pub(crate) fn forget_taken(&self) {
+        self.lock().prune();
+    }
+
     /// A writer thread: works on the oldest batch with chunks left, until none is left,
     /// then waits for the next offer.
     fn run(&self) {
@@ -173,9 +179,8 @@ impl Writers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::tests::{direct_with, read_all};
+    use crate::outbox::tests::{direct_with, read_all, read_eventually};
     use crate::wire::{Frame, Queued};
-    use std::time::{Duration, Instant};
 
     fn frame(i: usize) -> Frame {
         Frame::text(format!("to {i}"))
@@ -220,15 +225,9 @@ mod tests {
                 let (outboxes, mut peers) = idle_outboxes(4 * SHARE_MIN + 1);
                 let batch = Arc::new(Batch::new(outboxes));
                 writers.offer(&batch);
-                let deadline = Instant::now() + Duration::from_secs(10);
                 for (i, peer) in peers.iter_mut().enumerate() {
                     let case = format!("{count} writer(s), batch {round}, outbox {i}");
-                    let mut got = Vec::new();
-                    while got.len() < bytes(i).len() {
-                        assert!(Instant::now() < deadline, "{case}: never written");
-                        std::thread::sleep(Duration::from_millis(1));
-                        got.extend(read_all(peer));
-                    }
+                    let got = read_eventually(peer, bytes(i).len(), &case);
                     assert_eq!(got, bytes(i), "{case}");
                 }
                 assert!(batch.is_taken());
