@@ -55,11 +55,16 @@
 //! delivery goes on; no client is disconnected for it. The task reconnects at once, then
 //! with backoff (doubling from 100 ms to at most [`MAX_BACKOFF`]), subscribes again to
 //! every topic the hubs hold, and is up.
+//!
+//! A node that cannot hand the other nodes' messages to its hubs as fast as they arrive
+//! (more than [`MAX_PUSHES`] or [`MAX_PUSH_BYTES`] waiting) gives its connection up the same
+//! way, as Redis gives up a subscriber past its output buffer limit: its memory stays
+//! bounded, and its History channels resync.
 
 mod store;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -72,7 +77,7 @@ use rocket_proto::{
 
 use crate::Runtime;
 use crate::config::ClusterConfig;
-use crate::hub::Hub;
+use crate::hub::{Cork, Hub};
 use crate::runtime::Task;
 
 /// A PING goes out after this long without traffic on the connection.
@@ -97,6 +102,15 @@ const EARLY_QUEUED: usize = 4096;
 const NODE_ID_LEN: usize = 16;
 /// Length of a join's number in its marker: 16 hex digits.
 const JOIN_ID_LEN: usize = 16;
+/// Pushes waiting for the delivery task beyond which the node has fallen behind the other
+/// nodes: the connection is given up, as Redis itself gives up a subscriber past its output
+/// buffer limit (History channels then resync; see "Failure" above).
+const MAX_PUSHES: usize = 1 << 16;
+/// Bytes of the pushes waiting beyond which the node has fallen behind: Redis's own limit
+/// for a subscriber's output buffer (`client-output-buffer-limit pubsub 32mb`).
+const MAX_PUSH_BYTES: usize = 32 << 20;
+/// Pushes the delivery task hands to the hubs under one cork (`hub.rs`, `Cork`).
+const PUSH_RUN: usize = 128;
 
 /// The node's link to the other nodes: one per server with a `Cluster` setting.
 pub(crate) struct Backplane {
@@ -122,6 +136,15 @@ pub(crate) struct Backplane {
     /// Pushes received on the current connection: proof that it is alive while an answer
     /// waits behind them.
     pushes: AtomicU64,
+    /// Pushes received and not yet handled, in the order they arrived: the delivery task
+    /// ([`deliver`](Self::deliver)) takes them from `arrived`.
+    incoming: async_channel::Sender<(u64, PushInfo)>,
+    arrived: async_channel::Receiver<(u64, PushInfo)>,
+    /// Bytes of the pushes waiting in `arrived`.
+    waiting_bytes: AtomicUsize,
+    /// The connection given up because its pushes piled up past [`MAX_PUSHES`] or
+    /// [`MAX_PUSH_BYTES`]; whatever more it pushes is ignored.
+    behind: AtomicU64,
     /// Joins whose marker is awaited, by number.
     joins: Mutex<HashMap<u64, Joining>>,
     /// The last join's number.
@@ -131,9 +154,9 @@ pub(crate) struct Backplane {
     /// This node's place in each History channel it holds, by topic.
     streams: Mutex<HashMap<Vec<u8>, Position>>,
     /// Commands queued by the hubs and not yet carried out by the task.
-    in_flight: std::sync::atomic::AtomicUsize,
+    in_flight: AtomicUsize,
     /// History publications waiting to be sent again after a reconnection.
-    resending: std::sync::atomic::AtomicUsize,
+    resending: AtomicUsize,
     pub(crate) counters: ClusterCounters,
 }
 
@@ -289,6 +312,8 @@ impl Backplane {
             node[2 * i + 1] = HEX[usize::from(b & 0xf)];
         }
         let (commands, queue) = async_channel::unbounded();
+        // Bounded by `MAX_PUSHES`, checked before each send: the sender cannot wait.
+        let (incoming, arrived) = async_channel::unbounded();
         let mut prefix = config.prefix.as_bytes().to_vec();
         prefix.push(b':');
         let mut markers = prefix.clone();
@@ -307,12 +332,16 @@ impl Backplane {
             generation: AtomicU64::new(0),
             current: AtomicU64::new(0),
             pushes: AtomicU64::new(0),
+            incoming,
+            arrived,
+            waiting_bytes: AtomicUsize::new(0),
+            behind: AtomicU64::new(0),
             joins: Mutex::new(HashMap::new()),
             last_join: AtomicU64::new(0),
             last_epoch: AtomicU64::new(0),
             streams: Mutex::new(HashMap::new()),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            resending: std::sync::atomic::AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            resending: AtomicUsize::new(0),
             counters: ClusterCounters::default(),
         }))
     }
@@ -338,12 +367,17 @@ impl Backplane {
     }
 
     /// The backplane task on `runtime`, the first time it is asked for; it runs until
-    /// [`stop`](Self::stop).
+    /// [`stop`](Self::stop). The delivery task ([`deliver`](Self::deliver)) is spawned
+    /// beside it.
     pub(crate) fn task(self: &Arc<Self>, runtime: Arc<dyn Runtime>) -> Option<Task> {
         if self.started.swap(true, Ordering::AcqRel) {
             return None;
         }
         let this = Arc::clone(self);
+        runtime.spawn(Box::pin(Self::deliver(
+            Arc::downgrade(self),
+            self.arrived.clone(),
+        )));
         Some(Box::pin(async move { this.run(&*runtime).await }))
     }
 
@@ -353,9 +387,10 @@ impl Backplane {
         self.in_flight.load(Ordering::Acquire) == 0 && self.resending.load(Ordering::Acquire) == 0
     }
 
-    /// Ends the task (at shutdown).
+    /// Ends the tasks (at shutdown); the delivery task first hands over what arrived.
     pub(crate) fn stop(&self) {
         self.commands.close();
+        self.incoming.close();
     }
 
     /// Hub `hub` now holds `topic`.
@@ -800,19 +835,72 @@ impl Backplane {
         Some((hub, topic))
     }
 
-    /// A push from the connection of generation `generation`: a message of another node
-    /// goes to its hub, in the order of arrival; a disconnection wakes the task.
-    fn handle_push(&self, generation: u64, push: PushInfo) {
-        if generation != self.current.load(Ordering::Acquire) {
+    /// A push from the connection of generation `generation`, as it arrives (on the Redis
+    /// client's task): queued for the delivery task, in the order of arrival, unless that
+    /// connection was given up. A node that falls [`MAX_PUSHES`] behind gives the
+    /// connection up.
+    fn arrive(&self, generation: u64, push: PushInfo) {
+        if generation != self.current.load(Ordering::Acquire)
+            || generation == self.behind.load(Ordering::Acquire)
+        {
             return; // from a connection already given up
         }
         self.pushes.fetch_add(1, Ordering::Relaxed);
+        let bytes = push_bytes(&push);
+        let waiting = self.waiting_bytes.load(Ordering::Acquire);
+        if self.incoming.len() >= MAX_PUSHES || (waiting > 0 && waiting + bytes > MAX_PUSH_BYTES) {
+            if self.behind.swap(generation, Ordering::AcqRel) != generation {
+                tracing::warn!(
+                    waiting = self.incoming.len(),
+                    waiting_bytes = waiting,
+                    "cluster: this node fell behind the other nodes' messages; \
+                     giving its Redis connection up"
+                );
+                self.send(Command::Lost(generation));
+            }
+            return;
+        }
+        self.waiting_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if self.incoming.try_send((generation, push)).is_err() {
+            // Closed at shutdown: nothing more is delivered.
+            self.waiting_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
+    /// The delivery task: hands the pushes that arrived to the hubs, in order, until the
+    /// backplane stops. The pushes waiting at once (up to [`PUSH_RUN`]) share one cork:
+    /// their deliveries are written when the run is over, in one system call per
+    /// connection, or by the connections' tasks when the run piles up several messages per
+    /// connection (`hub.rs`, `Cork`). A quiet node's runs are one message long.
+    async fn deliver(backplane: Weak<Self>, arrived: async_channel::Receiver<(u64, PushInfo)>) {
+        while let Ok(first) = arrived.recv().await {
+            let Some(b) = backplane.upgrade() else {
+                return;
+            };
+            let mut cork = Cork::default();
+            b.handle_push(first, &mut cork);
+            for _ in 1..PUSH_RUN {
+                let Ok(next) = arrived.try_recv() else {
+                    break;
+                };
+                b.handle_push(next, &mut cork);
+            }
+            // The cork is flushed as it drops, outside every lock.
+        }
+    }
+
+    /// A push that arrived from the connection of generation `generation`: a message of
+    /// another node goes to its hub; a disconnection wakes the task, after everything the
+    /// connection pushed before it (the markers of joins among them) was handled.
+    fn handle_push(&self, (generation, push): (u64, PushInfo), cork: &mut Cork) {
+        self.waiting_bytes
+            .fetch_sub(push_bytes(&push), Ordering::AcqRel);
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
                 let [Value::BulkString(key), Value::BulkString(message)] = &push.data[..] else {
                     return;
                 };
-                self.handle_message(key, message);
+                self.handle_message(key, message, cork);
             }
             PushKind::Disconnection => {
                 self.send(Command::Lost(generation));
@@ -821,18 +909,18 @@ impl Backplane {
         }
     }
 
-    fn handle_message(&self, key: &[u8], message: &[u8]) {
+    fn handle_message(&self, key: &[u8], message: &[u8], cork: &mut Cork) {
         if key == self.markers {
             return match message.split_first() {
                 Some((b'!', marker)) => self.handle_marker(marker),
-                Some((b'%', marker)) => self.handle_resynced(marker),
+                Some((b'%', marker)) => self.handle_resynced(marker, cork),
                 _ => tracing::warn!("cluster: a malformed marker ignored"),
             };
         }
         match message.first() {
-            Some(b'*') => return self.deliver(key, &message[1..]),
-            Some(b'#') => return self.handle_event(key, &message[1..]),
-            Some(b'+') => return self.handle_about(key, &message[1..]),
+            Some(b'*') => return self.deliver_event(key, &message[1..], cork),
+            Some(b'#') => return self.handle_event(key, &message[1..], cork),
+            Some(b'+') => return self.handle_about(key, &message[1..], cork),
             _ => {}
         }
         let Some((node, event)) = message.split_at_checked(NODE_ID_LEN) else {
@@ -842,11 +930,11 @@ impl Backplane {
         if node == self.node {
             return; // our own: delivered locally already
         }
-        self.deliver(key, event);
+        self.deliver_event(key, event, cork);
     }
 
     /// An event for this node's holders of `key`'s topic.
-    fn deliver(&self, key: &[u8], event: &[u8]) {
+    fn deliver_event(&self, key: &[u8], event: &[u8], cork: &mut Cork) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let Some((hub, topic)) = self.route(key) else {
             tracing::debug!(key = %String::from_utf8_lossy(key), "cluster: message for no hub");
@@ -860,11 +948,11 @@ impl Backplane {
             );
             return;
         };
-        hub.handle_remote(&topic, Payload::text(text));
+        hub.handle_remote_into(&topic, Payload::text(text), cork);
     }
 
     /// A join or leave (after its `+`): the client's token, then the event.
-    fn handle_about(&self, key: &[u8], message: &[u8]) {
+    fn handle_about(&self, key: &[u8], message: &[u8], cork: &mut Cork) {
         let about = message.split_at_checked(2 * 16).and_then(|(token, event)| {
             let token = Token::parse(std::str::from_utf8(token).ok()?)?;
             Some((token, std::str::from_utf8(event).ok()?))
@@ -875,13 +963,13 @@ impl Backplane {
         };
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         if let Some((hub, Topic::Channel(channel))) = self.route(key) {
-            hub.handle_remote_about(&channel, token, Payload::text(event));
+            hub.handle_remote_about(&channel, token, Payload::text(event), cork);
         }
     }
 
     /// A History channel's event (after its `#`): delivered unless the node delivered it
     /// already, or held back while the channel resyncs.
-    fn handle_event(&self, key: &[u8], message: &[u8]) {
+    fn handle_event(&self, key: &[u8], message: &[u8], cork: &mut Cork) {
         let Some((offset, epoch, event)) = store::parse_event(message) else {
             tracing::warn!("cluster: a malformed history event ignored");
             return;
@@ -898,21 +986,21 @@ impl Backplane {
                 return;
             }
         }
-        self.deliver(key, event);
+        self.deliver_event(key, event, cork);
         drop(streams);
     }
 
     /// A resync's marker (after its `%`: the topic's length, `:`, the topic, then the data):
     /// the events the node missed go out, then those held back, in offset order and none
     /// twice.
-    fn handle_resynced(&self, marker: &[u8]) {
+    fn handle_resynced(&self, marker: &[u8], cork: &mut Cork) {
         let Some((key, data)) = split_topic(marker) else {
             tracing::warn!("cluster: a malformed resync marker");
             return;
         };
         let Some(joined) = store::parse_marker(data) else {
             tracing::warn!("cluster: a malformed resync marker");
-            return self.release(key);
+            return self.release(key, cork);
         };
         let mut out = Vec::new();
         {
@@ -942,19 +1030,19 @@ impl Backplane {
             }
             // Under the lock, so that live events wait behind these.
             for event in out {
-                self.deliver(key, &event);
+                self.deliver_event(key, &event, cork);
             }
         }
     }
 
     /// Ends a resync that cannot complete: the events held back go out.
-    fn release(&self, key: &[u8]) {
+    fn release(&self, key: &[u8], cork: &mut Cork) {
         let mut streams = lock(&self.streams);
         if let Some(position) = streams.get_mut(key) {
             for (offset, epoch, event) in position.held.take().unwrap_or_default() {
                 // Under the lock, so that live events wait behind these.
                 if position.advance(offset, &epoch) {
-                    self.deliver(key, &event);
+                    self.deliver_event(key, &event, cork);
                 }
             }
         }
@@ -1152,7 +1240,7 @@ impl Link<'_> {
             .set_response_timeout(None)
             .set_push_sender(move |push: PushInfo| {
                 match pushes.upgrade() {
-                    Some(b) => b.handle_push(generation, push),
+                    Some(b) => b.arrive(generation, push),
                     None => return Err(()),
                 }
                 Ok(())
@@ -1485,7 +1573,7 @@ impl Link<'_> {
                 }
                 // The connection is lost (and the resync starts over) or the script failed.
                 Then::Resync(topic) if reply.is_none() && self.conn.is_some() => {
-                    self.backplane.release(&topic);
+                    self.backplane.release(&topic, &mut Cork::default());
                 }
                 Then::Resync(_) => {}
                 // Not answered: sent again after the reconnection (a refusal is not).
@@ -1535,6 +1623,17 @@ fn split_topic(marker: &[u8]) -> Option<(&[u8], &[u8])> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The bytes a push holds: its key's and message's.
+fn push_bytes(push: &PushInfo) -> usize {
+    push.data
+        .iter()
+        .map(|value| match value {
+            Value::BulkString(bytes) => bytes.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// A hub path as it appears in topic names: `%` and `:` percent-encoded.
@@ -1636,6 +1735,135 @@ mod tests {
         assert_eq!(b.queue.len(), MAX_QUEUED + 1, "a watch is never dropped");
     }
 
+    /// Hands every push waiting to the hubs, in runs, as the delivery task does.
+    fn handle_waiting(b: &Backplane) {
+        while !b.arrived.is_empty() {
+            let mut cork = Cork::default();
+            for _ in 0..PUSH_RUN {
+                let Ok(push) = b.arrived.try_recv() else {
+                    break;
+                };
+                b.handle_push(push, &mut cork);
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_that_falls_behind_gives_the_connection_up() {
+        let b = backplane("p");
+        let other = envelope(b"0123456789abcdef", "{}");
+        b.current.store(5, Ordering::Release);
+        for _ in 0..MAX_PUSHES {
+            b.arrive(5, message(b"p:/x:c:c", &other));
+        }
+        assert!(b.queue.is_empty(), "kept up so far");
+        b.arrive(5, message(b"p:/x:c:c", &other));
+        assert!(matches!(b.queue.try_recv(), Ok(Command::Lost(5))));
+        b.arrive(5, message(b"p:/x:c:c", &other));
+        assert!(b.queue.is_empty(), "given up once");
+        assert_eq!(b.arrived.len(), MAX_PUSHES, "nothing more queued");
+        assert_eq!(b.pushes.load(Ordering::Relaxed), MAX_PUSHES as u64 + 1);
+        // What arrived before is still handed over, in order; the next connection's too.
+        handle_waiting(&b);
+        assert_eq!(
+            b.counters.received.load(Ordering::Relaxed),
+            MAX_PUSHES as u64
+        );
+        b.current.store(6, Ordering::Release);
+        b.arrive(6, message(b"p:/x:c:c", &other));
+        handle_waiting(&b);
+        assert_eq!(
+            b.counters.received.load(Ordering::Relaxed),
+            MAX_PUSHES as u64 + 1
+        );
+    }
+
+    #[test]
+    fn a_node_that_falls_behind_in_bytes_gives_the_connection_up() {
+        let b = backplane("p");
+        let big = vec![b'x'; MAX_PUSH_BYTES / 4];
+        b.current.store(5, Ordering::Release);
+        for _ in 0..3 {
+            b.arrive(5, message(b"p:/x:c:c", &big));
+        }
+        assert!(
+            b.queue.is_empty(),
+            "three quarters and a few bytes: kept up"
+        );
+        b.arrive(5, message(b"p:/x:c:c", &big));
+        assert!(matches!(b.queue.try_recv(), Ok(Command::Lost(5))));
+        assert_eq!(b.arrived.len(), 3);
+        handle_waiting(&b);
+        assert_eq!(b.waiting_bytes.load(Ordering::Relaxed), 0);
+        // One push larger than the limit passes when nothing waits.
+        b.current.store(6, Ordering::Release);
+        b.arrive(6, message(b"p:/x:c:c", &vec![b'x'; MAX_PUSH_BYTES + 1]));
+        assert!(b.queue.is_empty());
+        assert_eq!(b.arrived.len(), 1);
+    }
+
+    /// The pushes waiting at once share a cork: a message alone is written through to an
+    /// idle subscriber without waking its task; a run that piles messages up on it goes to
+    /// its task, which writes them together.
+    #[cfg(unix)]
+    #[test]
+    fn a_run_of_pushes_shares_one_cork() {
+        use crate::hub::tests::received;
+        use crate::outbox::tests::{direct_with, read_all, read_eventually};
+        use rocket_proto::Message;
+        use std::task::{Context, Wake, Waker};
+        struct Count(AtomicU64);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let config = crate::Config::from_json(
+            r#"{"Hubs":[{"Path":"/x","Users":{"u":{"Secret":"","Permission":3}}}]}"#,
+        )
+        .unwrap();
+        let engine =
+            rocket_proto::Engine::new(&config.engine_config(&config.hubs[0]), Default::default());
+        let hub = Arc::new(Hub::rocket("/x", engine));
+        let b = backplane("p");
+        b.route_to([&hub]);
+        let (outbox, mut peer) = direct_with(16, 1 << 20);
+        let outbox = Arc::new(outbox);
+        let id = hub
+            .connect(Token::from_bytes([1; 16]), Arc::clone(&outbox))
+            .unwrap();
+        for input in [
+            r#"{"authenticate":{"user":"u","secret":""}}"#,
+            r#"{"subscribe":{"channel":"news"}}"#,
+        ] {
+            hub.handle_message(id, Message::Text(input), &mut Cork::default());
+        }
+        read_eventually(&mut peer, 1, "the greeting and replies");
+        let count = Arc::new(Count(AtomicU64::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        assert!(
+            outbox
+                .poll_next(&mut Context::from_waker(&waker))
+                .is_pending(),
+            "the task waits"
+        );
+        let event = r#"{"event":"e","channel":"news","data":1}"#;
+        let other = envelope(b"0123456789abcdef", event);
+        b.current.store(5, Ordering::Release);
+        b.arrive(5, message(b"p:/x:c:news", &other));
+        handle_waiting(&b);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "one message: not woken");
+        let frame = read_eventually(&mut peer, 2 + event.len(), "one message");
+        assert_eq!(&frame[2..], event.as_bytes(), "written through");
+        for _ in 0..3 {
+            b.arrive(5, message(b"p:/x:c:news", &other));
+        }
+        handle_waiting(&b);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "a run: woken once");
+        assert!(read_all(&mut peer).is_empty(), "a run: left to the task");
+        assert_eq!(received(&outbox), [event; 3]);
+    }
+
     fn message(key: &[u8], message: &[u8]) -> PushInfo {
         PushInfo {
             kind: PushKind::Message,
@@ -1651,7 +1879,7 @@ mod tests {
         let b = backplane("p");
         let other = envelope(b"0123456789abcdef", "{}");
         b.current.store(5, Ordering::Release);
-        b.handle_push(4, message(b"p:/x:c:c", &other));
+        b.arrive(4, message(b"p:/x:c:c", &other));
         assert_eq!(
             b.counters.received.load(Ordering::Relaxed),
             0,
@@ -1662,27 +1890,37 @@ mod tests {
             0,
             "no proof of life either"
         );
-        b.handle_push(5, message(b"p:/x:c:c", &other));
+        b.arrive(5, message(b"p:/x:c:c", &other));
+        assert_eq!(
+            b.counters.received.load(Ordering::Relaxed),
+            0,
+            "not handled yet"
+        );
+        handle_waiting(&b);
         assert_eq!(b.counters.received.load(Ordering::Relaxed), 1);
         assert_eq!(b.pushes.load(Ordering::Relaxed), 1);
-        b.handle_push(
+        b.arrive(
             4,
             PushInfo {
                 kind: PushKind::Disconnection,
                 data: Vec::new(),
             },
         );
+        handle_waiting(&b);
         assert!(b.queue.is_empty(), "an old connection's end is old news");
-        b.handle_push(
+        b.arrive(
             5,
             PushInfo {
                 kind: PushKind::Disconnection,
                 data: Vec::new(),
             },
         );
+        assert!(b.queue.is_empty(), "not handled yet");
+        handle_waiting(&b);
         assert!(matches!(b.queue.try_recv(), Ok(Command::Lost(5))));
         b.current.store(0, Ordering::Release);
-        b.handle_push(5, message(b"p:/x:c:c", &other));
+        b.arrive(5, message(b"p:/x:c:c", &other));
+        handle_waiting(&b);
         assert_eq!(b.counters.received.load(Ordering::Relaxed), 1, "given up");
     }
 
@@ -1690,12 +1928,12 @@ mod tests {
     fn a_node_drops_its_own_messages_and_counts_the_others() {
         let b = backplane("p");
         let own = envelope(&b.node, "{}");
-        b.handle_message(b"p:/x:c:c", &own);
+        b.handle_message(b"p:/x:c:c", &own, &mut Cork::default());
         assert_eq!(b.counters.received.load(Ordering::Relaxed), 0);
         let other = envelope(b"0123456789abcdef", "{}");
-        b.handle_message(b"p:/x:c:c", &other);
+        b.handle_message(b"p:/x:c:c", &other, &mut Cork::default());
         assert_eq!(b.counters.received.load(Ordering::Relaxed), 1);
-        b.handle_message(b"p:/x:c:c", b"short");
+        b.handle_message(b"p:/x:c:c", b"short", &mut Cork::default());
         assert_eq!(b.counters.received.load(Ordering::Relaxed), 1);
         assert_eq!(b.node().len(), 16);
         assert!(b.node().bytes().all(|c| c.is_ascii_hexdigit()));

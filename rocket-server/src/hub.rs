@@ -375,7 +375,21 @@ impl Hub {
     /// delivered to this hub's subscribers of the channel or to the client with the token
     /// ([`Engine::handle_remote`]), dispatched like any input's outputs. Returns `false`,
     /// doing nothing, on a custom protocol.
+    ///
+    /// Its deliveries are handed to the recipients' tasks, which write whatever more
+    /// arrived by the time they run: a message handed over alone gives no sign of where a
+    /// burst ends. (A cluster node's own backplane corks each run of messages instead.)
     pub fn handle_remote(&self, topic: &Topic, payload: Payload) -> bool {
+        self.handle_remote_into(topic, payload, &mut Cork::handing_over())
+    }
+
+    /// [`handle_remote`](Self::handle_remote), leaving what is to be written in `cork`.
+    pub(crate) fn handle_remote_into(
+        &self,
+        topic: &Topic,
+        payload: Payload,
+        cork: &mut Cork,
+    ) -> bool {
         let mut rocket = false;
         let started = self.run_with(
             None,
@@ -385,14 +399,20 @@ impl Hub {
                     rocket = true;
                 }
             },
-            &mut Cork::handing_over(),
+            cork,
         );
         debug_assert!(started.is_none(), "a remote message starts no operation");
         rocket
     }
 
     /// A join or leave of client `about` in `channel` ([`Engine::handle_remote_about`]).
-    pub(crate) fn handle_remote_about(&self, channel: &str, about: Token, payload: Payload) {
+    pub(crate) fn handle_remote_about(
+        &self,
+        channel: &str,
+        about: Token,
+        payload: Payload,
+        cork: &mut Cork,
+    ) {
         let started = self.run_with(
             None,
             |p| {
@@ -400,7 +420,7 @@ impl Hub {
                     engine.handle_remote_about(channel, about, payload);
                 }
             },
-            &mut Cork::handing_over(),
+            cork,
         );
         debug_assert!(started.is_none(), "a remote message starts no operation");
     }
@@ -563,11 +583,12 @@ impl Hub {
 /// every subscriber's task in turn before any of them wrote again, and its p99 latency was
 /// 4× what writing it through gives.
 ///
-/// Messages from other nodes of a cluster are always handed over
-/// ([`handing_over`](Self::handing_over)): the backplane hands them over one at a time, with
-/// no sign of where a burst ends, so a cork per message wrote each delivery with a system
-/// call of its own (flat out, a cluster node then made 5 % of a single node's deliveries
-/// per CPU-second); the tasks write whatever arrived by the time they run.
+/// Messages from other nodes of a cluster share a cork per run: the backplane's delivery
+/// task takes every message waiting for it (`cluster.rs`, `Backplane::deliver`) and
+/// flushes once, so the rules above see the burst. A cork per message would write each
+/// delivery with a system call of its own: flat out, a cluster node then made 5 % of a
+/// single node's deliveries per CPU-second. A message handed to [`Hub::handle_remote`]
+/// alone goes to the tasks ([`handing_over`](Self::handing_over)).
 #[derive(Debug, Default)]
 pub(crate) struct Cork {
     outboxes: Vec<Arc<Outbox>>,
