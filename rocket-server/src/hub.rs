@@ -968,7 +968,8 @@ pub(crate) mod tests {
         for peer in &mut peers {
             written(peer, "a burst of one each");
         }
-        // A cluster's remote messages go to the tasks, even one alone.
+        // A cork handing over (a message given to `Hub::handle_remote` alone) wakes the
+        // tasks, even for one message.
         count.0.store(0, Ordering::SeqCst);
         let (outboxes, mut peers) = idle(1);
         let mut cork = Cork::handing_over();
