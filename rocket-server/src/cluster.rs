@@ -837,8 +837,8 @@ impl Backplane {
 
     /// A push from the connection of generation `generation`, as it arrives (on the Redis
     /// client's task): queued for the delivery task, in the order of arrival, unless that
-    /// connection was given up. A node that falls [`MAX_PUSHES`] behind gives the
-    /// connection up.
+    /// connection was given up. A node that falls [`MAX_PUSHES`] pushes or
+    /// [`MAX_PUSH_BYTES`] behind gives the connection up.
     fn arrive(&self, generation: u64, push: PushInfo) {
         if generation != self.current.load(Ordering::Acquire)
             || generation == self.behind.load(Ordering::Acquire)
