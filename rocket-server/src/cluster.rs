@@ -1808,9 +1808,8 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_run_of_pushes_shares_one_cork() {
-        use crate::hub::tests::received;
+        use crate::hub::tests::{received, rocket_hub_at, subscribe};
         use crate::outbox::tests::{direct_with, read_all, read_eventually};
-        use rocket_proto::Message;
         use std::task::{Context, Wake, Waker};
         struct Count(AtomicU64);
         impl Wake for Count {
@@ -1818,26 +1817,12 @@ mod tests {
                 self.0.fetch_add(1, Ordering::SeqCst);
             }
         }
-        let config = crate::Config::from_json(
-            r#"{"Hubs":[{"Path":"/x","Users":{"u":{"Secret":"","Permission":3}}}]}"#,
-        )
-        .unwrap();
-        let engine =
-            rocket_proto::Engine::new(&config.engine_config(&config.hubs[0]), Default::default());
-        let hub = Arc::new(Hub::rocket("/x", engine));
+        let hub = Arc::new(rocket_hub_at("/x"));
         let b = backplane("p");
         b.route_to([&hub]);
         let (outbox, mut peer) = direct_with(16, 1 << 20);
         let outbox = Arc::new(outbox);
-        let id = hub
-            .connect(Token::from_bytes([1; 16]), Arc::clone(&outbox))
-            .unwrap();
-        for input in [
-            r#"{"authenticate":{"user":"u","secret":""}}"#,
-            r#"{"subscribe":{"channel":"news"}}"#,
-        ] {
-            hub.handle_message(id, Message::Text(input), &mut Cork::default());
-        }
+        subscribe(&hub, 1, "news", &outbox);
         read_eventually(&mut peer, 1, "the greeting and replies");
         let count = Arc::new(Count(AtomicU64::new(0)));
         let waker = Waker::from(Arc::clone(&count));

@@ -1048,34 +1048,38 @@ pub(crate) mod tests {
         assert_eq!(poll(&mut timer), Poll::Ready(()));
     }
 
-    fn rocket_hub() -> Hub {
-        let config = crate::Config::from_json(
-            r#"{"Hubs":[{"Path":"/r","Users":{"u":{"Secret":"","Permission":3}}}]}"#,
-        )
+    /// A Rocket hub at `path` whose user `u` (no secret) may subscribe and broadcast.
+    pub(crate) fn rocket_hub_at(path: &str) -> Hub {
+        let config = crate::Config::from_json(&format!(
+            r#"{{"Hubs":[{{"Path":"{path}","Users":{{"u":{{"Secret":"","Permission":3}}}}}}]}}"#
+        ))
         .unwrap();
         let engine = Engine::new(&config.engine_config(&config.hubs[0]), Default::default());
-        Hub::rocket("/r", engine)
+        Hub::rocket(path, engine)
+    }
+
+    /// Connects client `n` of `hub` with `outbox`, authenticated as `u` and subscribed to
+    /// `channel`.
+    pub(crate) fn subscribe(hub: &Hub, n: u8, channel: &str, outbox: &Arc<Outbox>) {
+        let id = hub
+            .connect(Token::from_bytes([n; 16]), Arc::clone(outbox))
+            .unwrap();
+        let subscribe = format!(r#"{{"subscribe":{{"channel":"{channel}"}}}}"#);
+        for input in [r#"{"authenticate":{"user":"u","secret":""}}"#, &subscribe] {
+            hub.handle_message(id, Message::Text(input), &mut Cork::default());
+        }
     }
 
     fn subscribed(hub: &Hub, n: u8, channel: &str) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::new(16, 1 << 20, None));
-        let id = hub
-            .connect(Token::from_bytes([n; 16]), Arc::clone(&outbox))
-            .unwrap();
-        hub.handle_message(
-            id,
-            Message::Text(r#"{"authenticate":{"user":"u","secret":""}}"#),
-            &mut Cork::default(),
-        );
-        let subscribe = format!(r#"{{"subscribe":{{"channel":"{channel}"}}}}"#);
-        hub.handle_message(id, Message::Text(&subscribe), &mut Cork::default());
+        subscribe(hub, n, channel, &outbox);
         assert_eq!(received(&outbox).len(), 3, "greeting and two replies");
         outbox
     }
 
     #[test]
     fn a_rocket_hub_reports_its_channels_and_takes_remote_broadcasts() {
-        let hub = rocket_hub();
+        let hub = rocket_hub_at("/r");
         assert_eq!(hub.channel_count(), Some(0));
         assert_eq!(hub.subscriber_count("news"), Some(0));
         let a = subscribed(&hub, 1, "news");
