@@ -13,7 +13,7 @@
 //! (a cross-thread wake-up, a poll, then the write), and that is the common case: a
 //! subscriber idle between broadcasts. So when the connection's task is not writing, the
 //! socket belongs to the hub: what the hub queues is written straight to the socket by the
-//! thread that dispatched it ([`Outbox::flush`], a non-blocking vectored write of everything
+//! thread that dispatched it ([`Outbox::flush`], one non-blocking write of everything
 //! queued, after the dispatch and outside the hub's locks; see `hub::Cork`), helped for a
 //! large channel by the process's writer threads (`writers.rs`), and the task is not woken
 //! at all. The task takes the socket over ([`Outbox::poll_next`],
@@ -37,7 +37,7 @@ use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use crate::wire::{Frame, MAX_SLICES, Queued};
+use crate::wire::{Frame, Queued, gather};
 
 /// A socket the hub may write to from any thread, without waiting: a plain TCP socket,
 /// shared with the connection's task (every runtime's `TcpStream` is one, through its file
@@ -204,7 +204,7 @@ impl Outbox {
     }
 
     /// Writes what is queued straight to the socket while the hub owns it, in one
-    /// non-blocking vectored write; wakes the connection's task for whatever the socket did
+    /// non-blocking write (see `wire::gather`); wakes the connection's task for whatever the socket did
     /// not take (the task then owns the socket until that is out), or when the socket
     /// cannot be written through.
     pub(crate) fn flush(&self) {
@@ -345,19 +345,15 @@ impl State {
     }
 }
 
-/// One non-blocking vectored write of what is queued, from the front (the rest of a frame
+/// One non-blocking write of what is queued (see `wire::gather`), from the front (the rest of a frame
 /// begun goes first); wakes the task for whatever the socket did not take.
 fn write_through(s: &mut State) {
     let Some(socket) = s.socket.as_ref() else {
         return;
     };
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let count = s.queue.len().min(MAX_SLICES);
-    for (slice, queued) in slices.iter_mut().zip(&s.queue) {
-        *slice = IoSlice::new(&queued.bytes);
-    }
+    let frames = s.queue.iter().map(|queued| &queued.bytes[..]);
     // A failure (the peer is gone) is the task's to find: its own write fails the same.
-    let mut n = socket.try_write_vectored(&slices[..count]).unwrap_or(0);
+    let mut n = gather(frames, true, |slices| socket.try_write_vectored(slices)).unwrap_or(0);
     while n > 0 {
         let front = s.queue.front_mut().expect("written bytes were queued");
         if n < front.bytes.len() {

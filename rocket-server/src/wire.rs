@@ -3,9 +3,11 @@
 //! A server's WebSocket frame is not masked, so its bytes (header and payload) are the same
 //! for every recipient. The hub frames a broadcast once ([`Frame`]) and queues the shared
 //! bytes to each subscriber; the connection's driver hands them to its [`Wire`], which
-//! writes whatever is queued with vectored writes, straight from the shared bytes, without
-//! framing or copying per recipient. Under TLS the shared bytes are encrypted per
-//! recipient, but still framed once.
+//! writes whatever is queued with one system call, without framing per recipient: small
+//! frames copied together into the writing thread's buffer (one slice, which the kernel
+//! copies faster than many small ones), a large frame straight from the shared bytes
+//! ([`gather`]). Under TLS the shared bytes are encrypted per recipient, but still framed
+//! once.
 //!
 //! tungstenite keeps the read side (unmasking, UTF-8, control frames) and writes its own
 //! control frames (pongs, close) through the same [`Wire`], which accepts each of its
@@ -15,6 +17,7 @@
 //! last frame, so a connection holds write memory only while something is unwritten (a
 //! WebSocket library's write buffer, by contrast, keeps the largest size it ever reached).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -107,8 +110,63 @@ impl Frame {
 /// few dozen small frames a write is already as large as a socket buffer takes at once).
 pub(crate) const MAX_SLICES: usize = 64;
 
+/// How many bytes of frames [`gather`] copies into one slice for a write, at most.
+pub(crate) const JOIN_MAX: usize = 16 * 1024;
+
+thread_local! {
+    /// The thread's buffer for [`gather`]: it holds a write's frames only while the write
+    /// is made, so one per thread serves every connection (no connection keeps one).
+    static JOINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `write` with the bytes of the first `frames` of a queue as one write, in order.
+///
+/// Several small frames (a broadcast's is its payload and a few bytes of header) are
+/// copied into one slice, up to [`JOIN_MAX`] bytes: the kernel copies each slice of a
+/// vectored write on its own, at a cost per slice above the cost of copying a small frame
+/// here (flat out, about 40 frames of 100 bytes per write, the kernel's copy was 9.5 % of
+/// the server's CPU with a slice per frame, 3.1 % joined, and the copy here 3.5 %). A lone
+/// frame, or a first frame too large to join with the next, goes as it is, with those
+/// after it, up to [`MAX_SLICES`] slices; so do all of them unless `join` (a TLS stream
+/// copies every slice into its records itself).
+pub(crate) fn gather<'a, R>(
+    frames: impl Iterator<Item = &'a [u8]> + Clone,
+    join: bool,
+    write: impl FnOnce(&[IoSlice<'_>]) -> R,
+) -> R {
+    let mut firsts = frames.clone();
+    let join = join
+        && match (firsts.next(), firsts.next()) {
+            (Some(first), Some(second)) => first.len() + second.len() <= JOIN_MAX,
+            _ => false,
+        };
+    JOINED.with(|joined| {
+        // Not taken unless `write` gathered again on this thread (it never does).
+        if let Some(mut joined) = joined.try_borrow_mut().ok().filter(|_| join) {
+            for frame in frames.clone() {
+                if joined.len() + frame.len() > JOIN_MAX {
+                    break;
+                }
+                joined.extend_from_slice(frame);
+            }
+            if !joined.is_empty() {
+                let result = write(&[IoSlice::new(&joined)]);
+                joined.clear();
+                return result;
+            }
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        for (slice, frame) in slices.iter_mut().zip(frames) {
+            *slice = IoSlice::new(frame);
+            count += 1;
+        }
+        write(&slices[..count])
+    })
+}
+
 /// A connection's socket as the server writes to it: `Frame`s (pre-framed messages) queued by the driver,
-/// written with vectored writes in order, and a count of the bytes written (which tells a
+/// written in order, as many as one write takes ([`gather`]), and a count of the bytes written (which tells a
 /// slow write from a stalled one, `WriteTimeoutMs`).
 ///
 /// As a `futures` IO stream (for the HTTP front, and for tungstenite's own frames), it
@@ -219,10 +277,14 @@ impl<S> Wire<S> {
         !self.queue.is_empty() || self.unflushed
     }
 
-    /// Queues `frames` (from the send queue) after what is queued. Nothing is written until
-    /// [`Wire::poll_send`].
-    pub(crate) fn queue(&mut self, frames: impl IntoIterator<Item = Queued>) {
-        self.queue.extend(frames);
+    /// Queues `frames` (a batch from the send queue) after what is queued. Nothing is
+    /// written until [`Wire::poll_send`]. Into an empty queue (the common case) the batch
+    /// moves whole, its allocation with it, instead of being copied entry by entry.
+    pub(crate) fn queue(&mut self, mut frames: VecDeque<Queued>) {
+        if self.queue.is_empty() {
+            std::mem::swap(&mut self.queue, &mut frames);
+        }
+        self.queue.append(&mut frames);
     }
 
     /// Queues one frame.
@@ -269,16 +331,23 @@ impl<S: AsyncWrite + Unpin> Wire<S> {
             self.claim();
         }
         while !self.queue.is_empty() {
-            let n = {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let mut count = 0;
-                for (i, queued) in self.queue.iter().take(MAX_SLICES).enumerate() {
-                    let skip = if i == 0 { self.offset } else { 0 };
-                    slices[i] = IoSlice::new(&queued.bytes[skip..]);
-                    count += 1;
-                }
-                ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..count]))?
-            };
+            let Self {
+                inner,
+                queue,
+                offset,
+                gate,
+                ..
+            } = &mut *self;
+            // A plain socket (shared with the hub) takes joined frames; a TLS stream
+            // copies them into its records.
+            let join = gate.is_some();
+            let frames = queue.iter().enumerate().map(|(i, queued)| {
+                let skip = if i == 0 { *offset } else { 0 };
+                &queued.bytes[skip..]
+            });
+            let n = ready!(gather(frames, join, |slices| {
+                Pin::new(&mut *inner).poll_write_vectored(cx, slices)
+            }))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -407,10 +476,57 @@ mod tests {
             .collect()
     }
 
+    /// What `gather` hands its write: the slices' bytes, each slice copied out.
+    fn gathered(queue: &[Bytes]) -> Vec<Vec<u8>> {
+        gather(queue.iter().map(|b| &b[..]), true, |slices| {
+            slices.iter().map(|s| s.to_vec()).collect()
+        })
+    }
+
+    #[test]
+    fn small_frames_are_joined_into_one_slice_up_to_the_limit() {
+        let small = Frame::text("x".repeat(100)).0;
+        let fit = JOIN_MAX / small.len();
+        let queue = vec![small.clone(); fit + 3];
+        assert_eq!(gathered(&queue), [small.repeat(fit)], "in order, what fits");
+        // The thread's buffer is empty again for the next write.
+        assert_eq!(gathered(&queue[..2]), [small.repeat(2)]);
+        gather(queue.iter().map(|b| &b[..]), false, |slices| {
+            assert_eq!(slices.len(), MAX_SLICES, "not joined: a slice per frame");
+        });
+        gather([&small[..]].into_iter(), true, |slices| {
+            assert_eq!(slices.len(), 1);
+            assert_eq!(
+                slices[0].as_ptr(),
+                small.as_ptr(),
+                "a lone frame is not copied"
+            );
+        });
+    }
+
+    #[test]
+    fn a_large_frame_goes_as_it_is_first_and_waits_for_the_next_write_after_small_ones() {
+        let large = Frame::text("y".repeat(JOIN_MAX)).0;
+        let small = Frame::text("z").0;
+        let queue = [large.clone(), small.clone(), small.clone(), large.clone()];
+        gather(queue.iter().map(|b| &b[..]), true, |slices| {
+            assert_eq!(slices.len(), 4, "one slice per frame");
+            assert_eq!(slices[0].as_ptr(), large.as_ptr(), "not copied");
+            assert_eq!(&*slices[1], &small[..]);
+        });
+        assert_eq!(gathered(&queue[1..]), [small.repeat(2)], "the small ones");
+        let many = vec![large.clone(); MAX_SLICES + 1];
+        assert_eq!(gathered(&many).len(), MAX_SLICES);
+    }
+
     #[test]
     fn frames_go_out_in_order_through_partial_writes_then_the_queue_is_freed() {
         let mut w = wire(7, 1000);
-        w.queue(["hello", "world", "!"].map(|t| Queued::frame(Frame::text(t))));
+        w.queue(
+            ["hello", "world", "!"]
+                .map(|t| Queued::frame(Frame::text(t)))
+                .into(),
+        );
         assert!(w.poll_send(&mut cx()).is_ready());
         assert_eq!(w.inner.out, frames(&["hello", "world", "!"]));
         assert_eq!(w.written(), w.inner.out.len() as u64);
@@ -420,9 +536,29 @@ mod tests {
     }
 
     #[test]
+    fn joined_frames_go_out_in_order_through_partial_writes() {
+        let mut w = wire(7, 1000);
+        // Shared with its outbox: a plain socket, whose writes join small frames.
+        w.share(Arc::new(Outbox::new(100, 1 << 20, None)));
+        w.queue(
+            ["hello", "world", "!"]
+                .map(|t| Queued::frame(Frame::text(t)))
+                .into(),
+        );
+        assert!(w.poll_send(&mut cx()).is_ready());
+        assert_eq!(w.inner.out, frames(&["hello", "world", "!"]));
+        assert_eq!(w.take_released(), 11, "every frame counted once, whole");
+        assert!(!w.is_sending());
+    }
+
+    #[test]
     fn a_blocked_socket_keeps_the_rest_and_counts_what_left() {
         let mut w = wire(100, 9);
-        w.queue(["hello", "world"].map(|t| Queued::frame(Frame::text(t))));
+        w.queue(
+            ["hello", "world"]
+                .map(|t| Queued::frame(Frame::text(t)))
+                .into(),
+        );
         assert!(w.poll_send(&mut cx()).is_pending());
         assert!(w.is_sending());
         assert_eq!(w.written(), 9);
@@ -505,14 +641,18 @@ mod tests {
     #[test]
     fn discard_finishes_a_frame_begun() {
         let mut w = wire(3, 3);
-        w.queue(["begun", "never"].map(|t| Queued::frame(Frame::text(t))));
+        w.queue(
+            ["begun", "never"]
+                .map(|t| Queued::frame(Frame::text(t)))
+                .into(),
+        );
         assert!(w.poll_send(&mut cx()).is_pending());
         w.discard();
         w.inner.budget = 100;
         assert!(w.poll_send(&mut cx()).is_ready());
         assert_eq!(w.inner.out, frames(&["begun"]));
         let mut untouched = wire(3, 0);
-        untouched.queue(["a", "b"].map(|t| Queued::frame(Frame::text(t))));
+        untouched.queue(["a", "b"].map(|t| Queued::frame(Frame::text(t))).into());
         untouched.discard();
         assert!(!untouched.is_sending());
     }
