@@ -204,9 +204,9 @@ impl Outbox {
     }
 
     /// Writes what is queued straight to the socket while the hub owns it, in one
-    /// non-blocking write (see `wire::gather`); wakes the connection's task for whatever the socket did
-    /// not take (the task then owns the socket until that is out), or when the socket
-    /// cannot be written through.
+    /// non-blocking write (see `wire::gather`); wakes the connection's task for whatever the
+    /// socket did not take (the task then owns the socket until that is out), or when the
+    /// socket cannot be written through.
     pub(crate) fn flush(&self) {
         let mut s = self.lock();
         if s.queue.is_empty() || s.task_writes {
@@ -345,8 +345,8 @@ impl State {
     }
 }
 
-/// One non-blocking write of what is queued (see `wire::gather`), from the front (the rest of a frame
-/// begun goes first); wakes the task for whatever the socket did not take.
+/// One non-blocking write of what is queued (see `wire::gather`), from the front (the rest
+/// of a frame begun goes first); wakes the task for whatever the socket did not take.
 fn write_through(s: &mut State) {
     let Some(socket) = s.socket.as_ref() else {
         return;

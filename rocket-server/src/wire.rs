@@ -165,9 +165,10 @@ pub(crate) fn gather<'a, R>(
     })
 }
 
-/// A connection's socket as the server writes to it: `Frame`s (pre-framed messages) queued by the driver,
-/// written in order, as many as one write takes ([`gather`]), and a count of the bytes written (which tells a
-/// slow write from a stalled one, `WriteTimeoutMs`).
+/// A connection's socket as the server writes to it: `Frame`s (pre-framed messages) queued
+/// by the driver, written in order, as many as one write takes (small ones joined), and a
+/// count of the bytes written (which tells a slow write from a stalled one,
+/// `WriteTimeoutMs`).
 ///
 /// As a `futures` IO stream (for the HTTP front, and for tungstenite's own frames), it
 /// writes after what is queued: a write waits until the queue is out, then is accepted
