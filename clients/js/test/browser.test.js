@@ -65,8 +65,10 @@ async function open(name, srv = server) {
   const problems = [];
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("console", (m) => {
-    // Refused connections are expected while the server restarts.
-    if (m.type() === "error" && !m.text().includes("ERR_CONNECTION_REFUSED")) problems.push(`console: ${m.text()}`);
+    // Refused connections are expected while the server restarts, failed ones while a page
+    // is offline.
+    const expected = ["ERR_CONNECTION_REFUSED", "ERR_INTERNET_DISCONNECTED"];
+    if (m.type() === "error" && !expected.some((e) => m.text().includes(e))) problems.push(`console: ${m.text()}`);
   });
   page.problems = problems;
   await page.goto(`${srv.http()}/demo/?name=${encodeURIComponent(name)}`);
@@ -168,7 +170,10 @@ test("on a History hub, a page recovers what was sent while it was away", async 
     // A delivery first, so that erin's client knows an offset to recover from.
     await send(frank, "before the drop");
     await seen(erin, "message", "before the drop");
-    // Erin's connection drops (the socket closes under the client)...
+    // Erin's network goes away and her connection drops (the socket closes under the
+    // client); offline, her reconnects fail until she is back, however long the
+    // publishes below take...
+    await erin.context().setOffline(true);
     await erin.evaluate(() => window.rocketDemo._ws.close(4000, "test: connection lost"));
     await erin.locator('#status[data-state="reconnecting"]').waitFor();
     // ...and while she is away a backend publishes five messages over the publish API.
@@ -188,6 +193,7 @@ test("on a History hub, a page recovers what was sent while it was away", async 
       });
       assert.equal(response.status, 200, await response.text());
     }
+    await erin.context().setOffline(false);
     await erin.locator('#status[data-state="connected"]').waitFor({ timeout: 15000 });
     // She got them through recovery, once each and in order, and no gap was reported.
     await seen(erin, "system", "recovered 5 messages sent while away");
