@@ -514,6 +514,62 @@ pub async fn a_pipelined_burst_does_not_make_a_reader_slow<F: Frontend>() {
     assert_eq!(s.service.hub("/echo").unwrap().connection_count(), 2);
 }
 
+/// Bursts to many small channels (a publisher's broadcasts read in a row, about one per
+/// subscriber each) are left to the writer threads, and the next bursts pile up behind
+/// them: every subscriber gets its channel's broadcasts whole, in order, none missing, and
+/// none is taken for a slow consumer, though each burst alone would fill its send queue of
+/// 8 messages several times over before it is written.
+pub async fn bursts_to_many_channels_arrive_in_order_everywhere<F: Frontend>() {
+    const CHANNELS: usize = 24;
+    const BURSTS: usize = 10;
+    const PER_BURST: usize = 240; // 10 broadcasts to each channel
+    let s = start::<F>(r#""SendQueueMessages": 8"#);
+    let mut subs = Vec::new();
+    for c in 0..CHANNELS {
+        for _ in 0..3 {
+            subs.push((c, Client::subscriber(s.addr, &format!("room{c}")).await));
+        }
+    }
+    let mut publisher = Client::login(s.addr, "backend", "secret").await;
+    for burst in 0..BURSTS {
+        for i in 0..PER_BURST {
+            let (channel, n) = (i % CHANNELS, burst * (PER_BURST / CHANNELS) + i / CHANNELS);
+            let m = json!({"broadcast": {"event": "n", "channel": format!("room{channel}"), "data": n}});
+            publisher
+                .ws
+                .feed(Message::text(m.to_string()))
+                .await
+                .expect("feed");
+        }
+        publisher.ws.flush().await.expect("flush"); // one write: read in a row
+    }
+    let per_channel = BURSTS * PER_BURST / CHANNELS;
+    let readers = subs.into_iter().map(|(c, mut sub)| {
+        tokio::spawn(async move {
+            for n in 0..per_channel {
+                let m = sub.recv().await;
+                assert_eq!(m["channel"], json!(format!("room{c}")), "its own channel");
+                assert_eq!(m["data"], json!(n), "in order, none missing, on room{c}");
+            }
+            sub.quiet().await; // nothing more, and not closed
+            sub
+        })
+    });
+    let mut subs = Vec::new();
+    for r in readers.collect::<Vec<_>>() {
+        subs.push(r.await.unwrap());
+    }
+    for _ in 0..BURSTS * PER_BURST {
+        let answer = publisher.recv().await;
+        assert!(answer.get("broadcasted").is_some(), "{answer}");
+    }
+    assert_eq!(
+        s.service.hub("/echo").unwrap().connection_count(),
+        3 * CHANNELS + 1,
+        "nobody dropped"
+    );
+}
+
 pub async fn fan_out_to_hundreds<F: Frontend>() {
     let s = start::<F>("");
     let mut subs = Vec::new();
@@ -2038,6 +2094,7 @@ macro_rules! e2e_tests {
             pongs_never_split_a_broadcast,
             a_pipelined_burst_does_not_make_a_reader_slow,
             fan_out_to_hundreds,
+            bursts_to_many_channels_arrive_in_order_everywhere,
             a_vanishing_client_hurts_nobody,
             oversized_message_closes_1009,
             invalid_utf8_closes_1007,
