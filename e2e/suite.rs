@@ -515,10 +515,10 @@ pub async fn a_pipelined_burst_does_not_make_a_reader_slow<F: Frontend>() {
 }
 
 /// Bursts to many small channels (a publisher's broadcasts read in a row, about one per
-/// subscriber each) are left to the writer threads, and the next bursts pile up behind
-/// them: every subscriber gets its channel's broadcasts whole, in order, none missing, and
-/// none is taken for a slow consumer, though each burst alone would fill its send queue of
-/// 8 messages several times over before it is written.
+/// subscriber each, written through by the hub, with writer threads for the larger ones)
+/// while the subscribers do not read yet: every subscriber gets its channel's broadcasts
+/// whole, in order, none missing, and none is taken for a slow consumer, though all of
+/// them together fill its send queue of 8 messages ten times over.
 pub async fn bursts_to_many_channels_arrive_in_order_everywhere<F: Frontend>() {
     const CHANNELS: usize = 24;
     const BURSTS: usize = 10;
