@@ -567,21 +567,28 @@ impl Hub {
 /// A connection's driver keeps one across the messages it reads in a row and flushes it
 /// before it waits; every other input is flushed when it is dispatched. Who writes depends
 /// on what the cork holds:
-/// - **About one message per connection** (a broadcast and then the publisher waits — the
-///   quiet, common case — or a burst of messages to many small channels): written through
-///   at once by the flushing thread, which spares every recipient's task a wake-up. From
-///   [`SHARE_MIN`] connections on, the process's writer threads take part (`writers.rs`),
-///   so a large channel's subscribers are written on every free core, not one after the
-///   other.
+/// - **One input** (a broadcast and then the publisher waits: the quiet, common case), or a
+///   short burst leaving about one message per connection: written through at once by the
+///   flushing thread, which spares every recipient's task a wake-up. From [`SHARE_MIN`]
+///   connections on, the process's writer threads take part (`writers.rs`), so a large
+///   channel's subscribers are written on every free core, not one after the other.
+/// - **A long burst of about one message per connection** (the driver read
+///   [`DEFER_AT`](Self::DEFER_AT) messages or more in a row: publishers on many small
+///   channels faster than the server writes): left to the writer threads, which write
+///   through every outbox of it while the flushing thread goes back to reading; the next
+///   bursts' messages for outboxes they have not reached yet go out in the same write
+///   (`writers.rs`). Without writer threads (one core), written at once as above.
 /// - **Several messages per connection** (a publisher's burst to one large channel: the
 ///   server is busy): handed to the connections' tasks, which the runtime runs on every
 ///   worker thread, each writing all its messages in one system call (what uWebSockets
 ///   calls corking), and whatever more arrived by the time it runs.
 ///
-/// The second rule trades latency for fewer system calls, and only pays where messages
-/// pile up per connection: handing a many-channel burst to the tasks made the runtime run
-/// every subscriber's task in turn before any of them wrote again, and its p99 latency was
-/// 4× what writing it through gives.
+/// The last two rules trade latency for fewer system calls, and only apply when the server
+/// is behind. Handing a many-channel burst to the tasks made the runtime run every
+/// subscriber's task in turn before any of them wrote again, and its p99 latency was 4×
+/// what writing it through gives; writing a long one through at once kept about one
+/// delivery per system call, and the system calls capped the server's throughput below a
+/// single-threaded loop's; the writer threads gather several per call.
 ///
 /// Messages from other nodes of a cluster share a cork per run: the backplane's delivery
 /// task takes every message waiting for it (`cluster.rs`, `Backplane::deliver`) and
@@ -589,15 +596,32 @@ impl Hub {
 /// delivery with a system call of its own: flat out, a cluster node then made 5 % of a
 /// single node's deliveries per CPU-second. A message handed to [`Hub::handle_remote`]
 /// alone goes to the tasks ([`handing_over`](Self::handing_over)).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Cork {
+    /// This cork's number, as its outboxes know it ([`Outbox::push_by`]), renewed when a
+    /// flush leaves outboxes to the writer threads: what is queued behind a flush that
+    /// somebody else owes is not counted here.
+    id: u64,
     outboxes: Vec<Arc<Outbox>>,
     /// Hand every outbox to its task, however few messages it holds.
     hand_over: bool,
     /// Inputs dispatched into this cork since its last flush.
     inputs: u32,
-    /// Messages those inputs queued, to any connection.
+    /// Messages those inputs queued, to any connection, but for those queued behind a
+    /// flush that another cork (or the writer threads) owes.
     messages: usize,
+}
+
+impl Default for Cork {
+    fn default() -> Self {
+        Self {
+            id: Self::next_id(),
+            outboxes: Vec::new(),
+            hand_over: false,
+            inputs: 0,
+            messages: 0,
+        }
+    }
 }
 
 impl Cork {
@@ -606,6 +630,13 @@ impl Cork {
     const KEEP: usize = 1024;
     /// Messages per corked connection, on average, from which a burst goes to the tasks.
     const HAND_OVER_AT: usize = 2;
+    /// Inputs in a row from which a burst of about one message per connection is left to
+    /// the writer threads: that many messages waited in one connection's socket, so the
+    /// server is behind its publishers. Below it, writing the burst at once costs less
+    /// latency than gathering would save (at 10 × 1,000 publishes/s on 1,000 channels of
+    /// 10, a rule of 2 had one writer thread take every burst and fall behind: p50 16–22 ms
+    /// against 1.4–2.0).
+    const DEFER_AT: u32 = 16;
 
     /// A cork whose outboxes always go to their tasks (see above).
     fn handing_over() -> Self {
@@ -614,28 +645,61 @@ impl Cork {
         cork
     }
 
-    /// Notes a message pushed to `outbox`, which `pushed` says whether to flush.
-    fn queued(&mut self, outbox: &Arc<Outbox>, pushed: Result<Pushed, Overflow>) {
-        self.messages += 1;
-        if pushed == Ok(Pushed::Flush) {
-            self.outboxes.push(Arc::clone(outbox));
-        }
+    /// A fresh cork number: never 0 (a pusher with no name), never one given before.
+    fn next_id() -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Writes every corked outbox through, or hands them to their tasks (see above).
+    /// Pushes `frame` to `outbox`, keeping the outbox to flush if it asks for it. An
+    /// overflow is the connection's driver's to report (it closes the connection).
+    fn push(&mut self, outbox: &Arc<Outbox>, frame: Frame) -> Result<Pushed, Overflow> {
+        let pushed = outbox.push_by(frame, self.id);
+        match pushed {
+            Ok(Pushed::Flush) => {
+                self.messages += 1;
+                self.outboxes.push(Arc::clone(outbox));
+            }
+            Ok(Pushed::Queued) | Err(Overflow) => self.messages += 1,
+            Ok(Pushed::Behind) => {}
+        }
+        pushed
+    }
+
+    /// Writes every corked outbox through, or leaves them to the writer threads, or hands
+    /// them to their tasks (see above).
     pub(crate) fn flush(&mut self) {
+        self.flush_with(|| Writers::get().map(|writers| &**writers));
+    }
+
+    /// [`flush`](Self::flush) with the writer threads `writers` gives, asked for only when
+    /// they may take part (the process's are started on first use); `None`: no other
+    /// thread writes.
+    fn flush_with<'w>(&mut self, writers: impl FnOnce() -> Option<&'w Writers>) {
         let inputs = std::mem::take(&mut self.inputs);
         let messages = std::mem::take(&mut self.messages);
-        if self.hand_over || (inputs > 1 && messages >= Self::HAND_OVER_AT * self.outboxes.len()) {
+        let burst = inputs > 1;
+        if self.hand_over || (burst && messages >= Self::HAND_OVER_AT * self.outboxes.len()) {
             for outbox in self.outboxes.drain(..) {
                 outbox.hand_over();
             }
-        } else if self.outboxes.len() >= SHARE_MIN
-            && let Some(writers) = Writers::get()
+        } else if let busy = inputs >= Self::DEFER_AT
+            && !self.outboxes.is_empty()
+            && (busy || self.outboxes.len() >= SHARE_MIN)
+            && let Some(writers) = writers()
         {
             let batch = Arc::new(Batch::new(std::mem::take(&mut self.outboxes)));
-            writers.offer(&batch);
-            batch.work();
+            if busy {
+                if writers.defer(&batch) {
+                    // What it left to the writers is not this cork's to count any more.
+                    self.id = Self::next_id();
+                } else {
+                    batch.work();
+                }
+            } else {
+                writers.share(&batch);
+                batch.work();
+            }
             writers.forget_taken();
             if let Ok(batch) = Arc::try_unwrap(batch) {
                 // No writer holds it any more: keep the list's memory.
@@ -689,7 +753,7 @@ fn dispatch(
                     }
                 };
                 // On overflow the connection's driver closes it and logs why.
-                cork.queued(outbox, outbox.push(frame));
+                let _ = cork.push(outbox, frame);
             }
             Output::Close {
                 client,
@@ -932,7 +996,8 @@ pub(crate) mod tests {
             let mut cork = Cork::default();
             for i in 0..inputs {
                 for outbox in &outboxes {
-                    cork.queued(outbox, outbox.push(Frame::text(format!("m{i}"))));
+                    cork.push(outbox, Frame::text(format!("m{i}")))
+                        .expect("room");
                 }
                 cork.inputs += 1;
             }
@@ -956,7 +1021,8 @@ pub(crate) mod tests {
         let (outboxes, mut peers) = idle(4);
         let mut cork = Cork::default();
         for (i, outbox) in outboxes.iter().enumerate() {
-            cork.queued(outbox, outbox.push(Frame::text(format!("to {i}"))));
+            cork.push(outbox, Frame::text(format!("to {i}")))
+                .expect("room");
             cork.inputs += 1;
         }
         cork.flush();
@@ -973,7 +1039,8 @@ pub(crate) mod tests {
         count.0.store(0, Ordering::SeqCst);
         let (outboxes, mut peers) = idle(1);
         let mut cork = Cork::handing_over();
-        cork.queued(&outboxes[0], outboxes[0].push(Frame::text("remote")));
+        cork.push(&outboxes[0], Frame::text("remote"))
+            .expect("room");
         cork.inputs += 1;
         cork.flush();
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "a remote message: woken");
@@ -982,6 +1049,124 @@ pub(crate) mod tests {
             "a remote message: not written"
         );
         assert_eq!(received(&outboxes[0]), ["remote"]);
+    }
+
+    /// A long burst of about one message per connection is left to the writer threads: the
+    /// flushing thread writes nothing, and what is pushed before a writer gets there goes
+    /// out in the same write. One input and a short burst are written at once, and so is a
+    /// long burst the writers are too far behind to take.
+    #[cfg(unix)]
+    #[test]
+    fn a_long_burst_is_left_to_the_writer_threads_and_gathers_what_follows() {
+        use crate::outbox::tests::{direct_with, read_all};
+        let bytes = |texts: &[&str]| -> Vec<u8> {
+            let frames = texts
+                .iter()
+                .map(|t| crate::wire::Queued::frame(Frame::text(*t)).bytes);
+            frames.flat_map(|b| b.to_vec()).collect()
+        };
+        // Writers that write only when the test says so.
+        let writers = Writers::default();
+        let idle = |n: usize| -> (Vec<_>, Vec<_>) {
+            (0..n)
+                .map(|_| {
+                    let (outbox, peer) = direct_with(16, 1 << 20);
+                    assert!(
+                        outbox
+                            .poll_next(&mut Context::from_waker(Waker::noop()))
+                            .is_pending()
+                    );
+                    (Arc::new(outbox), peer)
+                })
+                .unzip()
+        };
+        let (outboxes, mut peers) = idle(4);
+        let mut cork = Cork::default();
+        for (i, outbox) in outboxes.iter().enumerate() {
+            cork.push(outbox, Frame::text(format!("to {i}")))
+                .expect("room");
+        }
+        cork.inputs = Cork::DEFER_AT; // read in a row, the rest sent nothing here
+        cork.flush_with(|| Some(&writers));
+        for peer in &mut peers {
+            assert!(
+                read_all(peer).is_empty(),
+                "the flushing thread wrote a burst"
+            );
+        }
+        // The next burst: a message to every waiting connection joins the one waiting
+        // (the writers' flush writes it: it does not count here), and one to an idle
+        // connection makes one message per connection of this cork's own, so it is left to
+        // the writers too, not handed to the task as a pile would be.
+        let (fresh, mut fresh_peer) = idle(1);
+        let mut next = Cork::default();
+        for outbox in &outboxes {
+            assert_eq!(next.push(outbox, Frame::text("again")), Ok(Pushed::Behind));
+        }
+        assert_eq!(next.push(&fresh[0], Frame::text("new")), Ok(Pushed::Flush));
+        next.inputs = Cork::DEFER_AT;
+        next.flush_with(|| Some(&writers));
+        assert!(
+            read_all(&mut fresh_peer[0]).is_empty(),
+            "left to the writers"
+        );
+        assert_eq!(writers.work_waiting(), 2, "two batches waited");
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let expected = bytes(&[&format!("to {i}"), "again"]);
+            assert_eq!(read_all(peer), expected, "connection {i}: in one write");
+        }
+        assert_eq!(read_all(&mut fresh_peer[0]), bytes(&["new"]));
+        for outbox in outboxes.iter().chain(&fresh) {
+            assert!(received(outbox).is_empty(), "nothing left, no task needed");
+        }
+
+        // One input, many connections: written at once (shared with the writers).
+        let (outboxes, mut peers) = idle(SHARE_MIN);
+        let mut cork = Cork::default();
+        for outbox in &outboxes {
+            cork.push(outbox, Frame::text("quiet")).expect("room");
+        }
+        cork.inputs += 1;
+        cork.flush_with(|| Some(&writers));
+        for peer in &mut peers {
+            assert_eq!(
+                read_all(peer),
+                bytes(&["quiet"]),
+                "one input: written at once"
+            );
+        }
+        writers.work_waiting();
+
+        // A short burst of one message each: written at once too.
+        let (outboxes, mut peers) = idle(3);
+        let mut cork = Cork::default();
+        for outbox in &outboxes {
+            cork.push(outbox, Frame::text("short")).expect("room");
+        }
+        cork.inputs = Cork::DEFER_AT - 1;
+        cork.flush_with(|| Some(&writers));
+        for peer in &mut peers {
+            assert_eq!(read_all(peer), bytes(&["short"]), "a short burst: at once");
+        }
+        assert_eq!(writers.work_waiting(), 0, "nothing left to the writers");
+
+        // Writers far behind: the burst is written by the flushing thread after all.
+        let (waiting, _waiting_peers) = idle(1);
+        while writers.defer(&Arc::new(Batch::new(waiting.clone()))) {}
+        let (outboxes, mut peers) = idle(2);
+        let mut cork = Cork::default();
+        for outbox in &outboxes {
+            cork.push(outbox, Frame::text("behind")).expect("room");
+        }
+        cork.inputs = Cork::DEFER_AT;
+        cork.flush_with(|| Some(&writers));
+        for peer in &mut peers {
+            assert_eq!(
+                read_all(peer),
+                bytes(&["behind"]),
+                "writers behind: written at once"
+            );
+        }
     }
 
     #[test]

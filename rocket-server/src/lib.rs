@@ -34,8 +34,8 @@
 //!     Send       => outbox.push(message)    // the same bytes for every recipient;
 //!                   an idle connection's task is not woken: the message is written
 //!                   through to its socket after the dispatch, by the dispatching
-//!                   thread and, for a large channel, writer threads on the other
-//!                   cores (`outbox.rs`, `Cork`, `writers.rs`)
+//!                   thread and, for a large channel or a burst of messages, writer
+//!                   threads on the other cores (`outbox.rs`, `Cork`, `writers.rs`)
 //!     Close      => outbox.close(code, reason)
 //!     Start      => to the client's driver: it runs the operation (argon2 off the
 //!                   executor), holds the client's frames, then feeds the Completion
@@ -44,10 +44,11 @@
 //!
 //! ## Threads
 //! Everything runs on the runtime's tasks, with two exceptions: argon2 verifications go to
-//! [`Runtime::unblock`], and the first broadcast that reaches 32 or more idle connections
-//! starts the process's writer threads (one per core beyond the first, at most 7; none on
-//! one core), which only ever make non-blocking writes of what the hub queued, beside the
-//! thread that dispatched it (`writers.rs`).
+//! [`Runtime::unblock`], and the first broadcast that reaches 32 or more idle connections,
+//! or the first burst of messages a connection's task read in a row, starts the process's
+//! writer threads (one per core beyond the first, at most 7; none on one core), which only
+//! ever make non-blocking writes of what the hub queued, beside or instead of the thread
+//! that dispatched it (`writers.rs`).
 //!
 //! ## Cluster
 //! With a `Cluster` setting ([`ClusterConfig`]) the hubs' engines run in cluster mode: their

@@ -99,10 +99,14 @@ pub(crate) struct Overflow;
 /// What [`Outbox::push`] did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pushed {
-    /// Queued for the connection's task (woken if need be), or discarded after its end.
+    /// Queued for the connection's task (woken if need be), behind the pusher's own
+    /// [`Flush`](Self::Flush), or discarded after the connection's end.
     Queued,
     /// Queued first while the socket is the hub's: the pusher must [`Outbox::flush`] it.
     Flush,
+    /// Queued behind messages that a flush of somebody else (another dispatch's, or the
+    /// writer threads') owes: that flush writes it too.
+    Behind,
 }
 
 #[derive(Default)]
@@ -121,6 +125,8 @@ struct State {
     task_writes: bool,
     /// The queue's first entry is the rest of a frame partly written by a flush.
     partial: bool,
+    /// Who was told to flush the queue (see [`Outbox::push_by`]).
+    flush_by: u64,
 }
 
 impl std::fmt::Debug for State {
@@ -163,11 +169,19 @@ impl Outbox {
         }
     }
 
-    /// Queues `message`. Never waits. On overflow the queue is dropped and the connection
-    /// marked as a slow consumer (reported once). Messages pushed after the connection
-    /// was told to end are discarded. [`Pushed::Flush`] asks the caller to
-    /// [`flush`](Self::flush) once its dispatch is over: the task was not woken.
+    /// Queues `message`, as [`push_by`](Self::push_by) a pusher with no name.
+    #[cfg(test)]
     pub(crate) fn push(&self, message: Frame) -> Result<Pushed, Overflow> {
+        self.push_by(message, 0)
+    }
+
+    /// Queues `message` for pusher `by` (a cork's number). Never waits. On overflow the
+    /// queue is dropped and the connection marked as a slow consumer (reported once).
+    /// Messages pushed after the connection was told to end are discarded.
+    /// [`Pushed::Flush`] asks the caller to [`flush`](Self::flush) once its dispatch is
+    /// over: the task was not woken. [`Pushed::Behind`] tells a message that another
+    /// pusher's flush will write.
+    pub(crate) fn push_by(&self, message: Frame, by: u64) -> Result<Pushed, Overflow> {
         let mut s = self.lock();
         if s.end.is_some() {
             return Ok(Pushed::Queued);
@@ -194,9 +208,13 @@ impl Outbox {
         s.queue.push_back(Queued::frame(message));
         if s.queue.len() > 1 {
             // Whoever was told of the first one (the task, or a flush) takes this one too.
+            if s.hub_writes() && s.flush_by != by {
+                return Ok(Pushed::Behind);
+            }
             return Ok(Pushed::Queued);
         }
         if s.hub_writes() {
+            s.flush_by = by;
             return Ok(Pushed::Flush);
         }
         wake(&mut s);

@@ -1,20 +1,32 @@
-//! Writer threads that share a large write-through with the thread that dispatched it.
+//! Writer threads that write through what a dispatch queued, beside or instead of the
+//! thread that dispatched it.
 //!
 //! A broadcast to a large channel leaves one outbox per subscriber to write through
 //! (`hub::Cork`), one non-blocking system call each; on loopback, where the kernel runs the
 //! receiver's side inline, each costs several microseconds. One thread writing a thousand
 //! of them makes the last subscriber wait for the other 999, while the other cores may be
 //! idle. So a cork of [`SHARE_MIN`] outboxes or more becomes a [`Batch`] that the
-//! dispatching thread offers to the process's writer threads, then works on itself: whoever
-//! is free takes the next [`CHUNK`] outboxes, until none is left. The dispatching thread
-//! never waits for a writer: when every core is busy it simply writes the whole batch
-//! itself, as it would without writers.
+//! dispatching thread offers to the process's writer threads, then works on itself
+//! ([`Writers::share`]): whoever is free takes the next [`CHUNK`] outboxes, until none is
+//! left. The dispatching thread never waits for a writer: when every core is busy it simply
+//! writes the whole batch itself, as it would without writers.
+//!
+//! A *long burst* (a connection's task read many messages in a row, each queueing about
+//! one message per recipient: publishers on many small channels faster than the server
+//! writes, `hub::Cork`) is left to the writers alone ([`Writers::defer`]), and the
+//! dispatching thread goes back to reading. While the writers are behind, the messages of
+//! the next bursts pile up in the outboxes they have not reached yet, and each of their
+//! writes carries all of them: the busier the publishers, the fewer system calls per
+//! delivery. Writing each burst at once instead kept every write to about one delivery,
+//! and the system calls, not the reading, capped the server. Quiet inputs and short bursts
+//! are written at once, as above: there is little to gather by waiting, and the writer
+//! threads alone would be a bottleneck of their own.
 //!
 //! There is one writer thread per core beyond the first (at most [`MAX_WRITERS`]), started
-//! with the first shared batch and kept for the life of the process; on a single core there
-//! is none. A writer only ever makes the same non-blocking writes, under the same outbox
-//! locks, as the dispatching thread would ([`Outbox::flush`]), so what it writes and in
-//! which order is exactly the same.
+//! with the first batch offered to them and kept for the life of the process; on a single
+//! core there is none. A writer only ever makes the same non-blocking writes, under the
+//! same outbox locks, as the dispatching thread would ([`Outbox::flush`]), so what it
+//! writes and in which order is exactly the same.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,9 +41,15 @@ pub(crate) const SHARE_MIN: usize = 32;
 pub(crate) const CHUNK: usize = 8;
 /// Writer threads at most, whatever the core count.
 pub(crate) const MAX_WRITERS: usize = 7;
-/// Batches waiting for a writer at most: past this, every writer is busy and behind, and
-/// the dispatching thread writes its batch alone.
+/// Batches waiting for a writer at most when a batch is shared: past this, every writer is
+/// busy and behind, and the dispatching thread writes its batch alone.
 const MAX_WAITING: usize = 16;
+/// Batches waiting for a writer at most when a burst is deferred. An outbox joins a batch
+/// only when a push finds its queue empty (`Outbox::push_by`), and the messages pushed
+/// while it waits ride along, so what waits is bounded by the connections and their send
+/// queues anyway; past this many batches the writers are far behind, and the dispatching
+/// thread writes its burst itself, which also slows its reading of more.
+const MAX_DEFERRED: usize = 1024;
 
 /// Outboxes to write through, taken [`CHUNK`] at a time by whoever is free.
 #[derive(Debug)]
@@ -134,16 +152,30 @@ impl Writers {
 
     /// Offers `batch` to the writers, waking one waiting writer per [`SHARE_MIN`] of its
     /// outboxes; the caller then works on it too.
-    pub(crate) fn offer(&self, batch: &Arc<Batch>) {
+    pub(crate) fn share(&self, batch: &Arc<Batch>) {
+        self.offer(batch, MAX_WAITING);
+    }
+
+    /// Leaves `batch` to the writers, waking one waiting writer per [`SHARE_MIN`] of its
+    /// outboxes (at least one); the caller does not work on it. Returns `false`, leaving
+    /// nothing, when the writers are far behind: the caller then writes it itself.
+    #[must_use = "a batch not deferred is the caller's to write"]
+    pub(crate) fn defer(&self, batch: &Arc<Batch>) -> bool {
+        self.offer(batch, MAX_DEFERRED)
+    }
+
+    /// Queues `batch` unless `limit` batches wait already; returns whether it was queued.
+    fn offer(&self, batch: &Arc<Batch>, limit: usize) -> bool {
         let mut q = self.lock();
         q.prune();
-        if q.batches.len() >= MAX_WAITING {
-            return; // every writer is busy and behind: the caller writes it all
+        if q.batches.len() >= limit {
+            return false;
         }
         q.batches.push_back(Arc::clone(batch));
         for _ in 0..q.idle.min(batch.outboxes.len().div_ceil(SHARE_MIN)) {
             self.offered.notify_one();
         }
+        true
     }
 
     /// Forgets the batches whose every chunk is taken (the caller's, once it has worked on
@@ -153,7 +185,8 @@ impl Writers {
     }
 
     /// A writer thread: works on the oldest batch with chunks left, until none is left,
-    /// then waits for the next offer.
+    /// then waits for the next offer. A panic while writing (a bug) is logged and the
+    /// thread goes on: deferred batches have nobody else to write them.
     fn run(&self) {
         let mut q = self.lock();
         loop {
@@ -165,10 +198,25 @@ impl Writers {
                 continue;
             };
             drop(q);
-            batch.work();
+            // The outboxes' state is consistent between their locks (see `outbox.rs`).
+            let worked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch.work()));
+            if worked.is_err() {
+                tracing::error!("a writer thread panicked while writing a batch; it goes on");
+            }
             drop(batch);
             q = self.lock();
         }
+    }
+
+    /// Works on every waiting batch on this thread, as a writer would; returns how many
+    /// there were.
+    #[cfg(test)]
+    pub(crate) fn work_waiting(&self) -> usize {
+        let batches = std::mem::take(&mut self.lock().batches);
+        for batch in &batches {
+            batch.work();
+        }
+        batches.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -224,7 +272,7 @@ mod tests {
             for round in 0..3 {
                 let (outboxes, mut peers) = idle_outboxes(4 * SHARE_MIN + 1);
                 let batch = Arc::new(Batch::new(outboxes));
-                writers.offer(&batch);
+                assert!(writers.defer(&batch), "room for it");
                 for (i, peer) in peers.iter_mut().enumerate() {
                     let case = format!("{count} writer(s), batch {round}, outbox {i}");
                     let got = read_eventually(peer, bytes(i).len(), &case);
