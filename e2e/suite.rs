@@ -1748,6 +1748,80 @@ pub async fn publish_api_keeps_per_channel_order_beside_websocket_traffic<F: Fro
     }
 }
 
+/// Publishes a client pipelines over HTTP are read in a row and written as one burst: each
+/// still gets its answer, in order among the connection's other answers, and every
+/// subscriber every message, in order, whether the connection then waits for more or
+/// closes.
+pub async fn pipelined_publishes_over_http_are_answered_and_delivered_in_order<F: Frontend>() {
+    const ROUNDS: usize = 2;
+    const PER_ROUND: usize = 60; // alternating between two channels
+    // The subscribers' tasks look at their queues only when woken: no tick writes for them
+    // within the test's patience (`STEP`).
+    let s = start::<F>(r#""WriteTimeoutMs": 30000, "PingIntervalMs": 0, "IdleTimeoutMs": 0"#);
+    let mut subs = Vec::new();
+    for c in ["pa", "pb"] {
+        for _ in 0..20 {
+            subs.push((c, Client::subscriber(s.addr, c).await));
+        }
+    }
+    let mut tcp = TcpStream::connect(s.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let auth = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("backend:secret")
+    };
+    for round in 0..ROUNDS {
+        let last = round + 1 == ROUNDS;
+        // One write: a run of publishes with a malformed one and a probe among them; the
+        // last round ends with `Connection: close`.
+        let mut requests = String::new();
+        let mut expected = Vec::new();
+        for i in 0..PER_ROUND {
+            let n = round * PER_ROUND / 2 + i / 2;
+            let channel = ["pa", "pb"][i % 2];
+            let body = format!(r#"{{"hub":"/echo","channel":"{channel}","event":"e","data":{n}}}"#);
+            let close = if last && i + 1 == PER_ROUND {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            requests += &format!(
+                "POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n{close}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            expected.push((200, format!(r#"{{"broadcasted":"{channel}"}}"#)));
+            if i == PER_ROUND / 3 {
+                requests += "POST /api/broadcast HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]";
+                expected.push((400, r#"{"err":"INVALID_PAYLOAD"}"#.to_owned()));
+                requests += "GET /health HTTP/1.1\r\n\r\n";
+                expected.push((200, r#"{"status":"ok"}"#.to_owned()));
+            }
+        }
+        tcp.write_all(requests.as_bytes()).await.unwrap();
+        for (k, (status, body)) in expected.iter().enumerate() {
+            let r = http_exchange(&mut tcp, &mut buf, "").await;
+            assert_eq!(
+                (r.status, &r.body),
+                (*status, body),
+                "answer {k} of round {round}"
+            );
+        }
+        // The connection now waits (or closes): every delivery of the run is written.
+        for (c, sub) in &mut subs {
+            for n in round * PER_ROUND / 2..(round + 1) * PER_ROUND / 2 {
+                let m = sub.recv().await;
+                assert_eq!(m["channel"], json!(*c), "its own channel");
+                assert_eq!(m["data"], json!(n), "in order, none missing, on {c}");
+            }
+        }
+    }
+    assert!(
+        closed_by_server(&mut tcp).await,
+        "closed after Connection: close"
+    );
+    futures_util::future::join_all(subs.iter_mut().map(|(_, sub)| sub.quiet())).await;
+}
+
 /// A custom protocol for the timer test, served with `ServerState::with_protocol`: it greets
 /// like Rocket, and answers the frame `in N` with `{"later":N}` N ms later, through
 /// `poll_timeout` and `handle_timeout`. It notes when a request came from the system clock
@@ -2117,6 +2191,7 @@ macro_rules! e2e_tests {
             metrics_can_require_a_bearer_token,
             publish_api_delivers_and_answers_every_error,
             publish_api_keeps_per_channel_order_beside_websocket_traffic,
+            pipelined_publishes_over_http_are_answered_and_delivered_in_order,
             reconnect_and_recover_under_a_flat_out_publisher,
             presence_and_join_leave_with_several_clients,
             history_expires_after_its_ttl,

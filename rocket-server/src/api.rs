@@ -6,7 +6,9 @@
 //! INVALID_HUB`), credentials (`401`, HTTP Basic with a user of the hub, verified exactly
 //! like `authenticate`: PHC hashes off the executor, through the same queue as WebSocket
 //! logins), permission (`403`), target (`404`). The publish itself is an input of the
-//! hub's engine, so its deliveries are dispatched like a WebSocket broadcast's.
+//! hub's engine, so its deliveries are dispatched like a WebSocket broadcast's, into the
+//! HTTP connection's cork: the requests a client pipelined, read in a row, are written as
+//! one burst (`frontend.rs`, `hub::Cork`).
 
 use std::net::IpAddr;
 
@@ -15,6 +17,7 @@ use rocket_proto::{ErrorCode, Publish, PublishKind, PublishStep};
 use tungstenite::http::{HeaderValue, StatusCode};
 
 use crate::Runtime;
+use crate::hub::Cork;
 use crate::state::ServerState;
 
 /// The answer to one publish.
@@ -46,7 +49,9 @@ impl Answer {
     }
 }
 
-/// Runs one publish of `kind` with `body` and the request's `Authorization` header.
+/// Runs one publish of `kind` with `body` and the request's `Authorization` header,
+/// leaving its deliveries in `cork`, which it flushes before it waits (for a verification
+/// or for the other nodes of a cluster).
 pub(crate) async fn publish(
     state: &ServerState,
     runtime: &dyn Runtime,
@@ -54,6 +59,7 @@ pub(crate) async fn publish(
     kind: PublishKind,
     authorization: Option<&HeaderValue>,
     body: &[u8],
+    cork: &mut Cork,
 ) -> Answer {
     let publish = match Publish::parse(kind, body) {
         Ok(publish) => publish,
@@ -71,21 +77,27 @@ pub(crate) async fn publish(
         return Answer::error(ErrorCode::InvalidUser);
     };
     let mut step = hub
-        .with_engine(|engine| engine.handle_publish(&publish, &user, &secret))
+        .with_engine(cork, |engine| {
+            engine.handle_publish(&publish, &user, &secret)
+        })
         .expect("a Rocket hub");
     if let PublishStep::Verify(verification) = step {
         let phc = std::sync::Arc::clone(&verification.phc);
+        cork.flush();
         let ok = state.verify(runtime, peer, verification).await;
         step = hub
-            .with_engine(|engine| engine.handle_publish_verified(&publish, &user, &phc, ok))
+            .with_engine(cork, |engine| {
+                engine.handle_publish_verified(&publish, &user, &phc, ok)
+            })
             .expect("a Rocket hub");
     }
     let result = match step {
         PublishStep::Done(result) => result,
         // A cluster node without a local holder of the target asks the other nodes.
         PublishStep::Publish(publication) => {
+            cork.flush();
             let reached = hub.publish_and_ask(&publication).await;
-            hub.with_engine(|engine| match reached {
+            hub.with_engine(cork, |engine| match reached {
                 Some(reached) => engine.handle_publish_published(&publication, reached),
                 None => engine.handle_publish_unavailable(&publication),
             })

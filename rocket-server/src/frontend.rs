@@ -21,6 +21,7 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::driver::serve_connection;
 use crate::gate::Full;
 use crate::http::{self, Closed};
+use crate::hub::Cork;
 use crate::metrics::Refused;
 use crate::outbox::DirectSocket;
 use crate::state::{Admission, ServerState};
@@ -342,7 +343,16 @@ where
     // while it is open; an upgrade hands it to the WebSocket.
     let mut place = None;
     let mut served = false;
+    // Publishes read in a row (pipelined) are dispatched into one cork, and their answers
+    // wait in `answers`: both are written out before the connection waits for its client
+    // (`settle`), the deliveries first. A burst of publishes to a large channel then gives
+    // each subscriber its messages in one write, as a WebSocket publisher's burst does.
+    let mut cork = Cork::default();
+    let mut answers = Vec::new();
     loop {
+        if !http::holds_head(&buf) {
+            settle(&runtime, deadline, &mut stream, &mut cork, &mut answers).await?;
+        }
         let head = within(&runtime, deadline, async {
             http::read_head(&mut stream, &mut buf)
                 .await
@@ -377,7 +387,8 @@ where
                 admission,
                 response,
             } => {
-                within(&runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                answers.extend_from_slice(&response);
+                settle(&runtime, deadline, &mut stream, &mut cork, &mut answers).await?;
                 return Ok((stream, direct, buf, admission));
             }
             http::Step::Respond {
@@ -386,7 +397,8 @@ where
             } => {
                 answered(&state, &label, &response);
                 tracing::debug!(%peer, status = %http::status_of(&response), "http request");
-                within(&runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                answers.extend_from_slice(&response);
+                settle(&runtime, deadline, &mut stream, &mut cork, &mut answers).await?;
                 if !keep_alive {
                     return Err(io::Error::other("answered over plain HTTP"));
                 }
@@ -399,6 +411,9 @@ where
                 keep_alive,
             } => {
                 // The body follows the head, partly read already.
+                if buf.len() < length {
+                    settle(&runtime, deadline, &mut stream, &mut cork, &mut answers).await?;
+                }
                 while buf.len() < length {
                     let start = buf.len();
                     buf.resize(length, 0);
@@ -416,6 +431,7 @@ where
                     kind,
                     authorization.as_ref(),
                     &body,
+                    &mut cork,
                 )
                 .await;
                 failed_auth += u32::from(answer.auth_failed);
@@ -429,14 +445,39 @@ where
                     };
                 let response = http::json_with(answer.status, &answer.body, !keep_alive, extra);
                 answered(&state, &label, &response);
-                within(&runtime, deadline, http::write_all(&mut stream, &response)).await?;
+                answers.extend_from_slice(&response);
                 if !keep_alive {
+                    settle(&runtime, deadline, &mut stream, &mut cork, &mut answers).await?;
                     return Err(io::Error::other("answered over plain HTTP"));
+                }
+                if answers.len() >= MAX_ANSWERS_HELD {
+                    settle(&runtime, deadline, &mut stream, &mut cork, &mut answers).await?;
                 }
                 deadline = runtime.now() + timeout;
             }
         }
     }
+}
+
+/// Bytes of answers to pipelined publishes held at most before they are written.
+const MAX_ANSWERS_HELD: usize = 16 * 1024;
+
+/// Before an HTTP connection waits: writes what its publishes left in `cork`, then the
+/// answers held in `answers`, so that a `200` is read only after its deliveries were
+/// written or queued. (Should the connection fail first, dropping the cork writes them.)
+async fn settle<S: AsyncWrite + Unpin>(
+    runtime: &dyn Runtime,
+    deadline: Instant,
+    stream: &mut Wire<S>,
+    cork: &mut Cork,
+    answers: &mut Vec<u8>,
+) -> io::Result<()> {
+    cork.flush();
+    if !answers.is_empty() {
+        within(runtime, deadline, http::write_all(stream, answers)).await?;
+        answers.clear();
+    }
+    Ok(())
 }
 
 /// What the HTTP front hands to the WebSocket: the stream, the socket when it may be

@@ -120,6 +120,20 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     }
 }
 
+/// Whether [`read_head`] answers from `buf` alone, without reading: it holds a whole
+/// request head, or bytes that cannot start one.
+pub(crate) fn holds_head(buf: &[u8]) -> bool {
+    if buf.is_empty() {
+        return false;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let partial = matches!(
+        httparse::Request::new(&mut headers).parse(buf),
+        Ok(httparse::Status::Partial)
+    );
+    !partial || buf.len() >= MAX_HEAD_BYTES
+}
+
 enum Parsed {
     Complete(Box<Head>),
     Partial,

@@ -341,9 +341,14 @@ impl Hub {
         }
     }
 
-    /// Runs `f` on the Rocket engine and dispatches what it queued, as for any input;
-    /// `None`, doing nothing, on a custom protocol.
-    pub(crate) fn with_engine<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> Option<T> {
+    /// Runs `f` on the Rocket engine and dispatches what it queued, as for any input,
+    /// leaving what is to be written in `cork` (see [`Cork`]: the caller flushes it before
+    /// it waits); `None`, doing nothing, on a custom protocol.
+    pub(crate) fn with_engine<T>(
+        &self,
+        cork: &mut Cork,
+        f: impl FnOnce(&mut Engine) -> T,
+    ) -> Option<T> {
         let mut result = None;
         let started = self.run_with(
             None,
@@ -352,7 +357,7 @@ impl Hub {
                     result = Some(f(engine));
                 }
             },
-            &mut Cork::default(),
+            cork,
         );
         debug_assert!(started.is_none(), "a publish starts no client operation");
         result
