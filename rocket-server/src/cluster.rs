@@ -872,20 +872,31 @@ impl Backplane {
     /// their deliveries are written when the run is over, in one system call per
     /// connection, or by the connections' tasks when the run piles up several messages per
     /// connection (`hub.rs`, `Cork`). A quiet node's runs are one message long.
+    ///
+    /// A panic while handing a push over (a bug) is logged and the task goes on: ended, it
+    /// would leave every later message from the other nodes undelivered on this node.
     async fn deliver(backplane: Weak<Self>, arrived: async_channel::Receiver<(u64, PushInfo)>) {
         while let Ok(first) = arrived.recv().await {
             let Some(b) = backplane.upgrade() else {
                 return;
             };
-            let mut cork = Cork::default();
-            b.handle_push(first, &mut cork);
-            for _ in 1..PUSH_RUN {
-                let Ok(next) = arrived.try_recv() else {
-                    break;
-                };
-                b.handle_push(next, &mut cork);
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut cork = Cork::default();
+                b.handle_push(first, &mut cork);
+                for _ in 1..PUSH_RUN {
+                    let Ok(next) = arrived.try_recv() else {
+                        break;
+                    };
+                    b.handle_push(next, &mut cork);
+                }
+                // The cork is flushed as it drops, outside every lock.
+            }));
+            if run.is_err() {
+                tracing::error!(
+                    "the cluster's delivery task panicked handing over a message from another \
+                     node; it goes on"
+                );
             }
-            // The cork is flushed as it drops, outside every lock.
         }
     }
 
