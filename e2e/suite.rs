@@ -1766,14 +1766,17 @@ pub async fn pipelined_publishes_over_http_are_answered_and_delivered_in_order<F
     }
     let mut tcp = TcpStream::connect(s.addr).await.unwrap();
     let mut buf = Vec::new();
-    let auth = {
+    let basic = |credentials: &str| {
         use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode("backend:secret")
+        base64::engine::general_purpose::STANDARD.encode(credentials)
     };
+    let (plain, hashed) = (basic("backend:secret"), basic("hashed:open sesame"));
     for round in 0..ROUNDS {
         let last = round + 1 == ROUNDS;
-        // One write: a run of publishes with a malformed one and a probe among them; the
-        // last round ends with `Connection: close`.
+        // One write: a run of publishes with a malformed one and a probe among them, a few
+        // by a user whose PHC secret is verified off the connection's task (the connection
+        // waits for that in the middle of the run); the last round ends with
+        // `Connection: close`.
         let mut requests = String::new();
         let mut expected = Vec::new();
         for i in 0..PER_ROUND {
@@ -1785,6 +1788,7 @@ pub async fn pipelined_publishes_over_http_are_answered_and_delivered_in_order<F
             } else {
                 ""
             };
+            let auth = if i % 7 == 3 { &hashed } else { &plain };
             requests += &format!(
                 "POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n{close}Content-Length: {}\r\n\r\n{body}",
                 body.len()
