@@ -486,10 +486,15 @@ pub async fn pongs_never_split_a_broadcast<F: Frontend>() {
 /// A publisher that pipelines a burst of broadcasts (read by its connection in a row,
 /// before the hub writes any of them through) does not make a subscriber that reads
 /// everything a slow consumer: 64 broadcasts in one write, against a send queue of 8
-/// messages, all arrive.
+/// messages, all arrive, to each of three subscribers (the hub joins broadcasts in a row
+/// to the same subscribers into one entry of their queues, and a run longer than the queue
+/// is queued message by message, written through as the queue fills).
 pub async fn a_pipelined_burst_does_not_make_a_reader_slow<F: Frontend>() {
     let s = start::<F>(r#""SendQueueMessages": 8"#);
-    let mut sub = Client::subscriber(s.addr, "burst").await;
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        subs.push(Client::subscriber(s.addr, "burst").await);
+    }
     let mut publisher = Client::login(s.addr, "backend", "secret").await;
     for i in 0..64 {
         let m = json!({"broadcast": {"event": "n", "channel": "burst", "data": i}});
@@ -500,18 +505,22 @@ pub async fn a_pipelined_burst_does_not_make_a_reader_slow<F: Frontend>() {
             .expect("feed");
     }
     publisher.ws.flush().await.expect("flush"); // one write: the server reads them in a row
-    for i in 0..64 {
-        assert_eq!(
-            sub.recv().await["data"],
-            json!(i),
-            "every broadcast, in order"
-        );
+    for sub in &mut subs {
+        for i in 0..64 {
+            assert_eq!(
+                sub.recv().await["data"],
+                json!(i),
+                "every broadcast, in order"
+            );
+        }
     }
     for _ in 0..64 {
         assert_eq!(publisher.recv().await, json!({"broadcasted": "burst"}));
     }
-    sub.quiet().await; // not closed
-    assert_eq!(s.service.hub("/echo").unwrap().connection_count(), 2);
+    for sub in &mut subs {
+        sub.quiet().await; // not closed
+    }
+    assert_eq!(s.service.hub("/echo").unwrap().connection_count(), 4);
 }
 
 /// Bursts to many small channels (a publisher's broadcasts read in a row, about one per

@@ -40,7 +40,8 @@ use crate::writers::{Batch, SHARE_MIN, Writers};
 pub struct Hub {
     path: String,
     state: Mutex<State>,
-    peers: Mutex<Peers>,
+    /// Shared with the corks that left a run in it (see [`Run`]).
+    peers: Arc<Mutex<Peers>>,
     next_id: AtomicU64,
     /// Wakes the timer task when the protocol's timeout moved earlier; closed at shutdown.
     wake: async_channel::Sender<()>,
@@ -105,6 +106,77 @@ struct Peers {
     /// of a fan-out's server CPU).
     outboxes: Outboxes,
     outputs: Vec<Output>,
+    /// Broadcasts dispatched and not yet queued.
+    run: Run,
+    /// The recipients of the broadcast being dispatched (kept for its allocation).
+    recipients: Vec<ClientId>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers")
+            .field("outboxes", &self.outboxes.len())
+            .field("run", &self.run.frames.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peers {
+    /// Queues the run to its recipients, if there is one (see [`Run`]).
+    fn end_run(&mut self, cork: &mut Cork) {
+        self.run.queue(&self.outboxes, cork);
+    }
+}
+
+/// Broadcasts to the same recipients in a row, dispatched but not yet queued: one
+/// channel's messages, read in a burst from its publishers (flat out, the hub reads up to
+/// 32 in a row from one connection).
+///
+/// Queued one by one, each message of a burst to 1,000 subscribers cost 1,000 locks of
+/// their outboxes and 1,000 increments of its bytes' shared count on one thread, 1,000
+/// decrements on the threads that wrote them, and a copy into each recipient's write:
+/// the hub's largest costs of its own. Their frames are the same bytes for every
+/// recipient, so the run is joined once ([`Frame::join`]) and queued to each recipient as
+/// one entry, when the run ends: when a message goes to other recipients, or to one of the
+/// run's recipients alone, or a connection is closed; when the run is [`Run::MAX`]
+/// messages long; and at the latest when a cork that added to it is flushed (the hub's
+/// locks are not held meanwhile). Every recipient gets the run's messages where they
+/// would have been queued one by one: nothing queued to one of them by anyone passes the
+/// run before it ends (a message to a single connection outside the run does, which no
+/// recipient can tell), and the outbox takes a run that does not fit its bounds message
+/// by message, as if queued one by one (`Outbox::push_by`).
+#[derive(Debug, Default)]
+struct Run {
+    /// The recipients of each of its messages, in the order the protocol gave them.
+    clients: Vec<ClientId>,
+    frames: Vec<Frame>,
+}
+
+impl Run {
+    /// Messages in a run at most; a longer one is queued and another begun.
+    const MAX: usize = 64;
+    /// A run's recipient list that kept more entries than this gives its memory back when
+    /// the run is queued.
+    const KEEP: usize = 16 * 1024;
+
+    /// Queues the run's messages, joined, to each recipient still connected, into `cork`.
+    fn queue(&mut self, outboxes: &Outboxes, cork: &mut Cork) {
+        if self.frames.is_empty() {
+            return;
+        }
+        let frame = Frame::join(&self.frames);
+        self.frames.clear();
+        for client in &self.clients {
+            if let Some(outbox) = outboxes.get(client) {
+                // On overflow the connection's driver closes it and logs why.
+                let _ = cork.push(outbox, frame.clone());
+            }
+        }
+        self.clients.clear();
+        if self.clients.capacity() > Self::KEEP {
+            self.clients = Vec::new();
+        }
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -145,7 +217,7 @@ impl Hub {
                 protocol,
                 armed: None,
             }),
-            peers: Mutex::default(),
+            peers: Arc::default(),
             next_id: AtomicU64::new(1),
             wake,
             woken,
@@ -306,7 +378,12 @@ impl Hub {
 
     /// Asks every connection to flush and close with `code` and `reason`.
     pub fn close_all(&self, code: u16, reason: &'static str) {
-        for outbox in lock(&self.peers).outboxes.values() {
+        // Declared first, so flushed when it drops, after the lock below is released.
+        let mut cork = Cork::default();
+        let mut peers = lock(&self.peers);
+        // What was accepted goes before the close.
+        peers.end_run(&mut cork);
+        for outbox in peers.outboxes.values() {
             outbox.close(code, reason);
         }
     }
@@ -551,17 +628,19 @@ impl Hub {
         cork: &mut Cork,
     ) -> Option<(OpId, Operation)> {
         let mut peers = lock(&self.peers);
-        let Peers { outboxes, outputs } = &mut *peers;
-        state.protocol.get().drain_outputs(outputs);
+        state.protocol.get().drain_outputs(&mut peers.outputs);
         drop(state);
-        dispatch(
+        let started = dispatch(
             &self.path,
             self.cluster.as_deref(),
             caller,
-            outboxes,
-            outputs,
+            &mut peers,
             cork,
-        )
+        );
+        if !peers.run.frames.is_empty() {
+            cork.left_run(&self.peers);
+        }
+        started
     }
 }
 
@@ -615,6 +694,8 @@ pub(crate) struct Cork {
     /// Messages those inputs queued, to any connection, but for those queued behind a
     /// flush that another cork (or the writer threads) owes.
     messages: usize,
+    /// The hubs where a dispatch into this cork left a [`Run`]: ended when it is flushed.
+    runs: Vec<Arc<Mutex<Peers>>>,
 }
 
 impl Default for Cork {
@@ -625,6 +706,7 @@ impl Default for Cork {
             hand_over: false,
             inputs: 0,
             messages: 0,
+            runs: Vec::new(),
         }
     }
 }
@@ -659,16 +741,25 @@ impl Cork {
     /// Pushes `frame` to `outbox`, keeping the outbox to flush if it asks for it. An
     /// overflow is the connection's driver's to report (it closes the connection).
     fn push(&mut self, outbox: &Arc<Outbox>, frame: Frame) -> Result<Pushed, Overflow> {
+        let messages = frame.messages();
         let pushed = outbox.push_by(frame, self.id);
         match pushed {
             Ok(Pushed::Flush) => {
-                self.messages += 1;
+                self.messages += messages;
                 self.outboxes.push(Arc::clone(outbox));
             }
-            Ok(Pushed::Queued) | Err(Overflow) => self.messages += 1,
+            Ok(Pushed::Queued) | Err(Overflow) => self.messages += messages,
             Ok(Pushed::Behind) => {}
         }
         pushed
+    }
+
+    /// A dispatch into this cork left a run in `peers`: it ends, at the latest, when this
+    /// cork is flushed.
+    fn left_run(&mut self, peers: &Arc<Mutex<Peers>>) {
+        if !self.runs.iter().any(|p| Arc::ptr_eq(p, peers)) {
+            self.runs.push(Arc::clone(peers));
+        }
     }
 
     /// Writes every corked outbox through, or leaves them to the writer threads, or hands
@@ -681,6 +772,11 @@ impl Cork {
     /// they may take part (the process's are started on first use); `None`: no other
     /// thread writes.
     fn flush_with<'w>(&mut self, writers: impl FnOnce() -> Option<&'w Writers>) {
+        for peers in std::mem::take(&mut self.runs) {
+            // Somebody else may have ended it, and another begun: ending that early is
+            // harmless.
+            lock(&peers).end_run(self);
+        }
         let inputs = std::mem::take(&mut self.inputs);
         let messages = std::mem::take(&mut self.messages);
         let burst = inputs > 1;
@@ -728,44 +824,64 @@ impl Drop for Cork {
     }
 }
 
-/// Carries out `outputs`; returns the operation started on behalf of `caller`, whose
-/// driver runs it. Cluster outputs go to `cluster` in order (they are dropped on a hub
-/// outside a cluster, whose engine produces none).
+/// Carries out the outputs in `peers`; returns the operation started on behalf of
+/// `caller`, whose driver runs it. Cluster outputs go to `cluster` in order (they are
+/// dropped on a hub outside a cluster, whose engine produces none).
 fn dispatch(
     hub: &str,
     cluster: Option<&Backplane>,
     caller: Option<ClientId>,
-    peers: &Outboxes,
-    outputs: &mut Vec<Output>,
+    peers: &mut Peers,
     cork: &mut Cork,
 ) -> Option<(OpId, Operation)> {
     let mut started = None;
-    // Consecutive sends of one broadcast share a payload: frame it once, and share the
-    // frame's bytes.
-    let mut last: Option<(Payload, Frame)> = None;
-    for output in outputs.drain(..) {
+    let Peers {
+        outboxes,
+        outputs,
+        run,
+        recipients,
+    } = peers;
+    let mut outputs = outputs.drain(..).peekable();
+    while let Some(output) = outputs.next() {
         match output {
             Output::Send { client, payload } => {
-                let Some(outbox) = peers.get(&client) else {
-                    continue;
-                };
-                let frame = match &last {
-                    Some((p, f)) if same_bytes(p, &payload) => f.clone(),
-                    _ => {
-                        let f = Frame::message(&payload);
-                        last = Some((payload, f.clone()));
-                        f
+                // A broadcast is consecutive sends of one payload: frame it once.
+                recipients.clear();
+                recipients.push(client);
+                while let Some(Output::Send { client, payload: p }) = outputs.peek()
+                    && same_bytes(p, &payload)
+                {
+                    recipients.push(*client);
+                    outputs.next();
+                }
+                let frame = Frame::message(&payload);
+                if let [client] = recipients[..] {
+                    if run.clients.contains(&client) {
+                        run.queue(outboxes, cork);
                     }
-                };
-                // On overflow the connection's driver closes it and logs why.
-                let _ = cork.push(outbox, frame);
+                    if let Some(outbox) = outboxes.get(&client) {
+                        // On overflow the connection's driver closes it and logs why.
+                        let _ = cork.push(outbox, frame);
+                    }
+                } else if !run.frames.is_empty()
+                    && run.frames.len() < Run::MAX
+                    && run.clients == *recipients
+                {
+                    run.frames.push(frame);
+                } else {
+                    run.queue(outboxes, cork);
+                    std::mem::swap(&mut run.clients, recipients);
+                    run.frames.push(frame);
+                }
             }
             Output::Close {
                 client,
                 code,
                 reason,
             } => {
-                if let Some(outbox) = peers.get(&client) {
+                // What the run holds for it goes before the close.
+                run.queue(outboxes, cork);
+                if let Some(outbox) = outboxes.get(&client) {
                     outbox.close(code.0, reason);
                 }
             }
@@ -951,10 +1067,145 @@ pub(crate) mod tests {
     pub(crate) fn received(outbox: &Outbox) -> Vec<String> {
         match outbox.poll_next(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Next::Batch(batch)) => {
-                batch.into_iter().map(|frame| frame.to_text()).collect()
+                batch.iter().flat_map(|queued| queued.texts()).collect()
             }
             Poll::Pending => Vec::new(),
             Poll::Ready(other) => panic!("{other:?}"),
+        }
+    }
+
+    /// A protocol that does what each message says: `all X` sends X to every other
+    /// connection (one payload: a broadcast), `to N X` sends X to the N-th connection
+    /// alone, `close N` closes the N-th connection.
+    #[derive(Default)]
+    struct Script {
+        clients: Vec<ClientId>,
+        out: VecDeque<Output>,
+    }
+
+    impl Protocol for Script {
+        fn handle_connect(&mut self, client: ClientId, _: Token) -> Result<(), ConnectError> {
+            self.clients.push(client);
+            Ok(())
+        }
+        fn handle_message(&mut self, from: ClientId, frame: Message<'_>) {
+            let Message::Text(t) = frame else { return };
+            let words: Vec<&str> = t.split(' ').collect();
+            match words[..] {
+                ["all", text] => {
+                    let payload = Payload::text(text.to_owned());
+                    for &client in self.clients.iter().filter(|&&c| c != from) {
+                        let payload = payload.clone();
+                        self.out.push_back(Output::Send { client, payload });
+                    }
+                }
+                ["to", n, text] => self.out.push_back(Output::Send {
+                    client: self.clients[n.parse::<usize>().unwrap()],
+                    payload: Payload::text(text.to_owned()),
+                }),
+                ["close", n] => self.out.push_back(Output::Close {
+                    client: self.clients[n.parse::<usize>().unwrap()],
+                    code: rocket_proto::CloseCode::NORMAL,
+                    reason: "bye".into(),
+                }),
+                _ => panic!("{t}"),
+            }
+        }
+        fn handle_disconnect(&mut self, client: ClientId) {
+            self.clients.retain(|&c| c != client);
+        }
+        fn poll_output(&mut self) -> Option<Output> {
+            self.out.pop_front()
+        }
+    }
+
+    /// Broadcasts to the same recipients in a row are queued to each as one entry, and
+    /// every connection still gets every message where it would have, queued one by one:
+    /// a message to one of the run's recipients, from any cork, a close, and a shutdown
+    /// come after the run; the publisher's answers (outside the run) need not wait.
+    #[test]
+    fn broadcasts_in_a_row_are_queued_joined_and_in_order() {
+        let hub = Hub::custom("/script", Script::default());
+        let outboxes: Vec<Arc<Outbox>> = (0..4)
+            .map(|_| Arc::new(Outbox::new(2 * Run::MAX, 1 << 20, None)))
+            .collect();
+        let ids: Vec<ClientId> = outboxes
+            .iter()
+            .map(|o| {
+                hub.connect(Token::from_bytes([1; 16]), Arc::clone(o))
+                    .unwrap()
+            })
+            .collect();
+        let say = |from: usize, text: &str, cork: &mut Cork| {
+            let started = hub.handle_message(ids[from], Message::Text(text), cork);
+            assert!(started.is_none());
+        };
+        let entries = |o: &Outbox| match o.poll_next(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Next::Batch(batch)) => {
+                batch.iter().map(crate::wire::Queued::texts).collect()
+            }
+            Poll::Pending => Vec::new(),
+            Poll::Ready(other) => panic!("{other:?}"),
+        };
+        let (mut a, mut b) = (Cork::default(), Cork::default());
+
+        // Connection 0 publishes twice; its answers do not wait for the run.
+        say(0, "all m1", &mut a);
+        say(0, "to 0 ok1", &mut a);
+        say(0, "all m2", &mut a);
+        say(0, "to 0 ok2", &mut a);
+        assert_eq!(received(&outboxes[0]), ["ok1", "ok2"]);
+        // Another connection's message to one of the run's recipients comes after it.
+        say(1, "to 2 direct", &mut b);
+        assert_eq!(entries(&outboxes[2]), [vec!["m1", "m2"], vec!["direct"]]);
+        // Ended for every recipient, as one entry each.
+        for o in [&outboxes[1], &outboxes[3]] {
+            assert_eq!(entries(o), [vec!["m1", "m2"]]);
+        }
+
+        // A broadcast to other recipients ends the run, whichever cork it comes from.
+        say(0, "all m3", &mut a);
+        say(0, "all m4", &mut a);
+        say(1, "all x", &mut b);
+        say(0, "all m5", &mut a);
+        assert_eq!(entries(&outboxes[2]), [vec!["m3", "m4"], vec!["x"]]);
+        assert_eq!(entries(&outboxes[1]), [vec!["m3", "m4"]]);
+        assert_eq!(received(&outboxes[0]), ["x"]);
+        assert_eq!(
+            received(&outboxes[2]),
+            Vec::<String>::new(),
+            "m5 waits for a flush"
+        );
+        // Any cork that left a run in the hub ends the run there when it is flushed.
+        b.flush();
+        for o in &outboxes[1..3] {
+            assert_eq!(received(o), ["m5"]);
+        }
+        assert_eq!(received(&outboxes[3]), ["m3", "m4", "x", "m5"]);
+
+        // A close comes after the run.
+        let poll = |o: &Outbox| o.poll_next(&mut Context::from_waker(Waker::noop()));
+        say(0, "all m6", &mut a);
+        say(0, "close 3", &mut a);
+        assert_eq!(received(&outboxes[3]), ["m6"]);
+        assert!(matches!(poll(&outboxes[3]), Poll::Ready(Next::Finish(_))));
+        for o in &outboxes[1..3] {
+            assert_eq!(received(o), ["m6"]);
+        }
+
+        // A run is `Run::MAX` messages at most; what was accepted goes out before a
+        // shutdown's close.
+        for i in 0..=Run::MAX {
+            say(0, &format!("all n{i}"), &mut a);
+        }
+        hub.close_all(1001, "shutting down");
+        let expected: Vec<String> = (0..=Run::MAX).map(|i| format!("n{i}")).collect();
+        for o in &outboxes[1..3] {
+            let entries = entries(o);
+            let lengths: Vec<usize> = entries.iter().map(Vec::len).collect();
+            assert_eq!(lengths, [Run::MAX, 1]);
+            assert_eq!(entries.concat(), expected);
+            assert!(matches!(poll(o), Poll::Ready(Next::Finish(_))));
         }
     }
 

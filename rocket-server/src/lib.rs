@@ -32,6 +32,8 @@
 //! lock the outboxes; protocol.drain_outputs(buffer); unlock the protocol
 //! for output in buffer, in order, never waiting on a client:
 //!     Send       => outbox.push(message)    // the same bytes for every recipient;
+//!                   broadcasts in a row to the same recipients are joined and queued
+//!                   to each once (`hub.rs`, `Run`);
 //!                   an idle connection's task is not woken: the message is written
 //!                   through to its socket after the dispatch, by the dispatching
 //!                   thread and, for a large channel or a burst of messages, writer

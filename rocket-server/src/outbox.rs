@@ -29,7 +29,9 @@
 //! Bytes count from the push until they are handed to the socket: a batch the driver took
 //! but has not written to the socket yet still counts ([`Outbox::handed_over`] releases
 //! each message's bytes once it is written whole).
-//! One message is always accepted into an empty queue, whatever its size.
+//! One message is always accepted into an empty queue, whatever its size. A run of
+//! broadcasts joined into one entry (`hub::Run`) counts as its messages and their bytes;
+//! one that does not fit whole is queued message by message, as if each had come alone.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -112,6 +114,8 @@ pub(crate) enum Pushed {
 #[derive(Default)]
 struct State {
     queue: VecDeque<Queued>,
+    /// Messages in `queue` (an entry may hold several, `Frame::join`).
+    messages: usize,
     /// Bytes of the messages in `queue`.
     queued_bytes: usize,
     /// Bytes the driver took with the last batches and has not yet handed to the socket.
@@ -132,7 +136,7 @@ struct State {
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
-            .field("queued", &self.queue.len())
+            .field("queued", &self.messages)
             .field("queued_bytes", &self.queued_bytes)
             .field("taken_bytes", &self.taken_bytes)
             .field("end", &self.end)
@@ -181,30 +185,62 @@ impl Outbox {
     /// [`Pushed::Flush`] asks the caller to [`flush`](Self::flush) once its dispatch is
     /// over: the task was not woken. [`Pushed::Behind`] tells a message that another
     /// pusher's flush will write.
+    ///
+    /// A run of messages joined into one ([`Frame::join`]) is queued whole when all of it
+    /// fits; else message by message, as if each had been pushed alone (what fits goes in,
+    /// the rest overflows).
     pub(crate) fn push_by(&self, message: Frame, by: u64) -> Result<Pushed, Overflow> {
         let mut s = self.lock();
         if s.end.is_some() {
             return Ok(Pushed::Queued);
         }
-        let len = message.payload_len();
+        if message.messages() > 1 {
+            if !self.takes(&s, &message) && s.hub_writes() {
+                write_through(&mut s);
+            }
+            if !self.takes(&s, &message) {
+                let mut first = None;
+                for one in message.split() {
+                    let pushed = self.push_locked(&mut s, one, by)?;
+                    first.get_or_insert(pushed);
+                }
+                return Ok(first.unwrap_or(Pushed::Queued));
+            }
+        }
+        self.push_locked(&mut s, message, by)
+    }
+
+    /// Whether every message of `message` fits in the queue as it is: then queuing them
+    /// one by one would take them all too.
+    fn takes(&self, s: &State, message: &Frame) -> bool {
+        let pending = s.queued_bytes + s.taken_bytes;
+        s.messages + message.messages() <= self.max_messages
+            && pending + message.payload_len() <= self.max_bytes
+    }
+
+    fn push_locked(&self, s: &mut State, message: Frame, by: u64) -> Result<Pushed, Overflow> {
+        let (len, count) = (message.payload_len(), message.messages());
         let full = |s: &State| {
             let pending = s.queued_bytes + s.taken_bytes;
-            s.queue.len() >= self.max_messages || (pending > 0 && pending + len > self.max_bytes)
+            (s.messages > 0 && s.messages + count > self.max_messages)
+                || (pending > 0 && pending + len > self.max_bytes)
         };
-        if full(&s) && s.hub_writes() {
+        if full(s) && s.hub_writes() {
             // What waits is the hub's to write, not the client's to read: write it first.
-            write_through(&mut s);
+            write_through(s);
         }
-        if full(&s) {
+        if full(s) {
             // The rest of a frame begun on the wire stays: the close frame follows it.
             let rest = s.queue.pop_front().filter(|_| s.partial);
             s.queued_bytes = rest.as_ref().map_or(0, |rest| rest.counted);
+            s.messages = rest.as_ref().map_or(0, |rest| rest.messages);
             s.queue = rest.into_iter().collect();
             s.end = Some(Finish::SlowConsumer);
-            wake(&mut s);
+            wake(s);
             return Err(Overflow);
         }
         s.queued_bytes += len;
+        s.messages += count;
         s.queue.push_back(Queued::frame(message));
         if s.queue.len() > 1 {
             // Whoever was told of the first one (the task, or a flush) takes this one too.
@@ -217,7 +253,7 @@ impl Outbox {
             s.flush_by = by;
             return Ok(Pushed::Flush);
         }
-        wake(&mut s);
+        wake(s);
         Ok(Pushed::Queued)
     }
 
@@ -270,6 +306,7 @@ impl Outbox {
         }
         if !s.queue.is_empty() {
             s.taken_bytes += std::mem::take(&mut s.queued_bytes);
+            s.messages = 0;
             s.task_writes = true;
             s.partial = false;
             // The driver writes this batch without polling again first: the next push must
@@ -293,6 +330,7 @@ impl Outbox {
         let rest = if std::mem::take(&mut s.partial) {
             let rest = s.queue.pop_front().expect("a partial frame is queued");
             s.queued_bytes -= rest.counted;
+            s.messages -= rest.messages;
             s.taken_bytes += rest.counted;
             Some(rest)
         } else {
@@ -334,7 +372,7 @@ impl Outbox {
     /// Messages queued now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().queue.len()
+        self.lock().messages
     }
 
     /// Bytes counted against `SendQueueBytes` now: queued, or taken and not yet handed over.
@@ -383,6 +421,7 @@ fn write_through(s: &mut State) {
         n -= front.bytes.len();
         let counted = front.counted;
         s.queued_bytes -= counted;
+        s.messages -= front.messages;
         s.partial = false;
         s.queue.pop_front();
     }
@@ -447,6 +486,57 @@ pub(crate) mod tests {
             "reported once"
         );
         assert_eq!(poll(&o), Poll::Ready(Next::Finish(Finish::SlowConsumer)));
+    }
+
+    /// A run of messages joined into one entry is queued whole when all of it fits, and
+    /// else exactly as its messages pushed one by one would be: what fits goes in, then
+    /// the overflow, in messages and in bytes.
+    #[test]
+    fn a_joined_run_is_queued_whole_or_message_by_message() {
+        let texts = |n: usize, len: usize| -> Vec<Frame> {
+            (0..n)
+                .map(|i| Frame::text(i.to_string().repeat(len)))
+                .collect()
+        };
+        // (SendQueueMessages, SendQueueBytes, messages queued before, the run's messages,
+        // each run message's bytes)
+        for (max, bytes, before, run, len) in [
+            (4, 1 << 20, 1, 3, 1), // fits whole
+            (4, 1 << 20, 2, 3, 1), // the third overflows
+            (4, 1 << 20, 0, 6, 1), // longer than the queue, into an empty queue
+            (16, 10, 0, 2, 8),     // the first always fits an empty queue, the second not
+            (16, 20, 1, 2, 8),     // fits whole in bytes
+            (16, 20, 1, 3, 6),     // the third is over the bytes
+        ] {
+            let case = format!("{max} messages, {bytes} bytes, {before} queued, a run of {run}");
+            let (joined, one_by_one) =
+                (Outbox::new(max, bytes, None), Outbox::new(max, bytes, None));
+            for o in [&joined, &one_by_one] {
+                o.push(Frame::text("q")).unwrap();
+                assert!(matches!(poll(o), Poll::Ready(Next::Batch(_))), "{case}");
+                for frame in texts(before, 1) {
+                    o.push(frame).unwrap();
+                }
+            }
+            let frames = texts(run, len);
+            let whole = Frame::join(&frames);
+            assert_eq!(whole.messages(), run, "{case}");
+            let expected = frames
+                .into_iter()
+                .map(|frame| one_by_one.push(frame))
+                .find(Result::is_err)
+                .unwrap_or(Ok(Pushed::Queued));
+            assert_eq!(joined.push(whole).is_err(), expected.is_err(), "{case}");
+            assert_eq!(joined.len(), one_by_one.len(), "{case}: messages queued");
+            assert_eq!(joined.pending_bytes(), one_by_one.pending_bytes(), "{case}");
+            let texts_of = |o: &Outbox| match poll(o) {
+                Poll::Ready(Next::Batch(batch)) => {
+                    batch.iter().flat_map(Queued::texts).collect::<Vec<_>>()
+                }
+                other => vec![format!("{other:?}")],
+            };
+            assert_eq!(texts_of(&joined), texts_of(&one_by_one), "{case}");
+        }
     }
 
     #[test]

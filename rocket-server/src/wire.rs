@@ -2,12 +2,13 @@
 //!
 //! A server's WebSocket frame is not masked, so its bytes (header and payload) are the same
 //! for every recipient. The hub frames a broadcast once ([`Frame`]) and queues the shared
-//! bytes to each subscriber; the connection's driver hands them to its [`Wire`], which
-//! writes whatever is queued with one system call, without framing per recipient: small
-//! frames copied together into the writing thread's buffer (one slice, which the kernel
-//! copies faster than many small ones), a large frame straight from the shared bytes
-//! ([`gather`]). Under TLS the shared bytes are encrypted per recipient, but still framed
-//! once.
+//! bytes to each subscriber (a run of broadcasts to the same subscribers is joined once,
+//! [`Frame::join`], and queued to each as one entry); the connection's driver hands them
+//! to its [`Wire`], which writes whatever is queued with one system call, without framing
+//! per recipient: small frames copied together into the writing thread's buffer (one
+//! slice, which the kernel copies faster than many small ones), a large frame straight
+//! from the shared bytes ([`gather`]). Under TLS the shared bytes are encrypted per
+//! recipient, but still framed once.
 //!
 //! tungstenite keeps the read side (unmasking, UTF-8, control frames) and writes its own
 //! control frames (pongs, close) through the same [`Wire`], which accepts each of its
@@ -32,10 +33,16 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::outbox::Outbox;
 
-/// One complete, unmasked WebSocket frame as it goes on the wire. Cloning shares the
-/// bytes.
+/// One complete, unmasked WebSocket frame as it goes on the wire, or several in a row
+/// ([`Frame::join`]). Cloning shares the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Frame(Bytes);
+pub(crate) struct Frame {
+    bytes: Bytes,
+    /// Bytes of its messages, without the frame headers (what `SendQueueBytes` counts).
+    counted: usize,
+    /// Messages in it (what `SendQueueMessages` counts).
+    messages: usize,
+}
 
 impl Frame {
     /// The frame of a protocol payload: a text frame for a text payload, else binary.
@@ -57,6 +64,48 @@ impl Frame {
         Self::format(WsFrame::ping(Bytes::new()))
     }
 
+    /// `frames` one after the other, as one: a run of broadcasts to the same recipients is
+    /// joined once and queued to each of them as one entry (`hub.rs`, `Run`).
+    pub(crate) fn join(frames: &[Frame]) -> Self {
+        if let [one] = frames {
+            return one.clone();
+        }
+        let mut bytes = Vec::with_capacity(frames.iter().map(|f| f.bytes.len()).sum());
+        for frame in frames {
+            bytes.extend_from_slice(&frame.bytes);
+        }
+        Self {
+            bytes: bytes.into(),
+            counted: frames.iter().map(|f| f.counted).sum(),
+            messages: frames.iter().map(|f| f.messages).sum(),
+        }
+    }
+
+    /// The frames of a joined frame, one by one, sharing its bytes (a single frame: itself).
+    pub(crate) fn split(&self) -> impl Iterator<Item = Frame> + use<> {
+        let mut rest = self.bytes.clone();
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            // The hub framed these: an unmasked header (RFC 6455, 5.2), then the payload.
+            let (header, len) = match rest[1] & 0x7f {
+                126 => (4, u64::from(u16::from_be_bytes([rest[2], rest[3]]))),
+                127 => (
+                    10,
+                    u64::from_be_bytes(rest[2..10].try_into().expect("8 bytes")),
+                ),
+                short => (2, u64::from(short)),
+            };
+            let len = usize::try_from(len).expect("a frame the hub made fits in memory");
+            Some(Frame {
+                bytes: rest.split_to(header + len),
+                counted: len,
+                messages: 1,
+            })
+        })
+    }
+
     /// A text frame, for tests.
     #[cfg(test)]
     pub(crate) fn text(text: impl Into<String>) -> Self {
@@ -67,43 +116,66 @@ impl Frame {
         ))
     }
 
-    /// The payload of a data frame as text, for tests.
+    /// The payload of a single data frame as text, for tests.
     #[cfg(test)]
     pub(crate) fn to_text(&self) -> String {
-        let mut cursor = io::Cursor::new(&self.0[..]);
-        let (header, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cursor)
-            .expect("a well-formed frame")
-            .expect("a complete header");
-        let start = cursor.position() as usize;
-        assert_eq!(start as u64 + len, self.0.len() as u64, "one whole frame");
-        assert!(header.is_final && header.mask.is_none());
-        String::from_utf8(self.0[start..].to_vec()).expect("a text payload")
+        let [text] = <[String; 1]>::try_from(texts(&self.bytes)).expect("one frame");
+        text
     }
 
     fn format(frame: WsFrame) -> Self {
         let mut bytes = Vec::with_capacity(frame.len());
         // Writing to a vector cannot fail.
         frame.format(&mut bytes).expect("framing into memory");
-        Self(bytes.into())
-    }
-
-    /// Bytes on the wire, header included.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Bytes of the message, without the frame header (what `SendQueueBytes` counts).
-    pub(crate) fn payload_len(&self) -> usize {
         // An unmasked server frame's header is 2 bytes, with 2 or 8 more for a 16- or
         // 64-bit length (RFC 6455, 5.2).
-        let header = match self.0[1] & 0x7f {
+        let header = match bytes[1] & 0x7f {
             126 => 4,
             127 => 10,
             _ => 2,
         };
-        self.0.len() - header
+        Self {
+            counted: bytes.len() - header,
+            bytes: bytes.into(),
+            messages: 1,
+        }
     }
+
+    /// Bytes on the wire, headers included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Bytes of the messages, without the frame headers (what `SendQueueBytes` counts).
+    pub(crate) fn payload_len(&self) -> usize {
+        self.counted
+    }
+
+    /// Messages in it: one, or those of a run joined together.
+    pub(crate) fn messages(&self) -> usize {
+        self.messages
+    }
+}
+
+/// The payloads of the whole, unmasked, final text frames `bytes` holds, in order, for
+/// tests.
+#[cfg(test)]
+pub(crate) fn texts(bytes: &[u8]) -> Vec<String> {
+    let mut cursor = io::Cursor::new(bytes);
+    let mut texts = Vec::new();
+    while (cursor.position() as usize) < bytes.len() {
+        let (header, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cursor)
+            .expect("a well-formed frame")
+            .expect("a complete header");
+        assert!(header.is_final && header.mask.is_none());
+        let start = cursor.position() as usize;
+        let end = start + len as usize;
+        assert!(end <= bytes.len(), "whole frames");
+        texts.push(String::from_utf8(bytes[start..end].to_vec()).expect("a text payload"));
+        cursor.set_position(end as u64);
+    }
+    texts
 }
 
 /// How many frames one vectored write takes at most (Linux's `IOV_MAX` is 1,024; beyond a
@@ -200,21 +272,24 @@ pub(crate) struct Queued {
     pub(crate) bytes: Bytes,
     /// Its message bytes counted against `SendQueueBytes` (0 for tungstenite's).
     pub(crate) counted: usize,
+    /// Its messages counted against `SendQueueMessages` (0 for tungstenite's).
+    pub(crate) messages: usize,
 }
 
 impl Queued {
     /// A whole frame from the send queue.
     pub(crate) fn frame(frame: Frame) -> Self {
         Self {
-            counted: frame.payload_len(),
-            bytes: frame.0,
+            counted: frame.counted,
+            messages: frame.messages,
+            bytes: frame.bytes,
         }
     }
 
-    /// The payload of a whole data frame as text, for tests.
+    /// The payloads of its whole data frames as text, for tests.
     #[cfg(test)]
-    pub(crate) fn to_text(&self) -> String {
-        Frame(self.bytes.clone()).to_text()
+    pub(crate) fn texts(&self) -> Vec<String> {
+        texts(&self.bytes)
     }
 }
 
@@ -393,6 +468,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
             this.queue.push_back(Queued {
                 bytes: Bytes::copy_from_slice(&buf[n..]),
                 counted: 0,
+                messages: 0,
             });
         }
         Poll::Ready(Ok(buf.len()))
@@ -473,7 +549,7 @@ mod tests {
     fn frames(texts: &[&str]) -> Vec<u8> {
         texts
             .iter()
-            .flat_map(|t| Frame::text(*t).0.to_vec())
+            .flat_map(|t| Frame::text(*t).bytes.to_vec())
             .collect()
     }
 
@@ -484,9 +560,30 @@ mod tests {
         })
     }
 
+    /// A joined run splits back into its frames, whatever their header's length field
+    /// (7, 16 and 64 bits), and counts their messages and bytes.
+    #[test]
+    fn a_joined_run_splits_back_into_its_frames() {
+        let frames: Vec<Frame> = [5, 200, 70_000, 0]
+            .iter()
+            .map(|&n| Frame::text("x".repeat(n)))
+            .collect();
+        let joined = Frame::join(&frames);
+        assert_eq!(joined.messages(), 4);
+        assert_eq!(joined.payload_len(), 70_205);
+        assert_eq!(joined.len(), frames.iter().map(Frame::len).sum::<usize>());
+        assert_eq!(joined.split().collect::<Vec<_>>(), frames);
+        assert_eq!(
+            Frame::join(&frames[..1]),
+            frames[0],
+            "one frame stays itself"
+        );
+        assert_eq!(frames[1].split().collect::<Vec<_>>(), [frames[1].clone()]);
+    }
+
     #[test]
     fn small_frames_are_joined_into_one_slice_up_to_the_limit() {
-        let small = Frame::text("x".repeat(100)).0;
+        let small = Frame::text("x".repeat(100)).bytes;
         let fit = JOIN_MAX / small.len();
         let queue = vec![small.clone(); fit + 3];
         assert_eq!(gathered(&queue), [small.repeat(fit)], "in order, what fits");
@@ -507,8 +604,8 @@ mod tests {
 
     #[test]
     fn a_large_frame_goes_as_it_is_first_and_waits_for_the_next_write_after_small_ones() {
-        let large = Frame::text("y".repeat(JOIN_MAX)).0;
-        let small = Frame::text("z").0;
+        let large = Frame::text("y".repeat(JOIN_MAX)).bytes;
+        let small = Frame::text("z").bytes;
         let queue = [large.clone(), small.clone(), small.clone(), large.clone()];
         gather(queue.iter().map(|b| &b[..]), true, |slices| {
             assert_eq!(slices.len(), 4, "one slice per frame");
@@ -574,7 +671,7 @@ mod tests {
         );
         assert_eq!(w.take_released(), 0);
         let mut out = frames(&["hello", "world"]);
-        out.extend_from_slice(&Frame::ping().0);
+        out.extend_from_slice(&Frame::ping().bytes);
         assert_eq!(w.inner.out, out);
     }
 
@@ -582,7 +679,7 @@ mod tests {
     fn a_write_from_tungstenite_waits_for_the_queue_and_is_taken_whole() {
         let mut w = wire(4, 6);
         w.push(Frame::text("queued"));
-        let close = Frame::text("close frame").0;
+        let close = Frame::text("close frame").bytes;
         let mut wp = Pin::new(&mut w);
         assert!(wp.as_mut().poll_write(&mut cx(), &close).is_pending());
         wp.inner.budget = 100;
@@ -613,7 +710,7 @@ mod tests {
         let mut sent = Vec::new();
         let _ = theirs.read_to_end(&mut sent); // WouldBlock once drained
         assert!(
-            !sent.is_empty() && sent.len() < big.0.len(),
+            !sent.is_empty() && sent.len() < big.bytes.len(),
             "a partial write"
         );
         // The task's own socket handle here is the test socket, which takes everything.
@@ -626,7 +723,7 @@ mod tests {
             Poll::Ready(Ok(2))
         ));
         assert!(wp.as_mut().poll_flush(&mut cx()).is_ready());
-        let mut expected = big.0[sent.len()..].to_vec();
+        let mut expected = big.bytes[sent.len()..].to_vec();
         expected.extend_from_slice(&pong);
         assert!(
             w.inner.out == expected,
@@ -667,6 +764,6 @@ mod tests {
         for len in [0, 125, 126, 65_535, 65_536] {
             assert_eq!(Frame::text("y".repeat(len)).payload_len(), len);
         }
-        assert_eq!(Frame::ping().0.as_ref(), [0x89, 0x00]);
+        assert_eq!(Frame::ping().bytes.as_ref(), [0x89, 0x00]);
     }
 }
