@@ -418,22 +418,20 @@ pub fn data_text(kind: u8) -> Option<String> {
 /// Replays `data` as events against a fresh engine, panicking when the engine breaks its
 /// contract (see the module docs).
 pub fn run(data: &[u8]) {
-    let mut world = World::new();
-    let mut reader = Reader { data };
-    while !reader.data.is_empty() {
-        let event = Event::decode(&mut reader);
-        world.apply(&event);
-    }
-    world.finish();
+    run_events(&Event::decode_all(data));
 }
 
-/// Replays already decoded events, like [`run`].
+/// Replays already decoded events, like [`run`]: twice, with broadcasts as one
+/// `Output::Send` per recipient and as one `Output::Broadcast` each
+/// (`Engine::set_whole_broadcasts`), which must look the same to every client.
 pub fn run_events(events: &[Event]) {
-    let mut world = World::new();
-    for event in events {
-        world.apply(event);
+    for whole in [false, true] {
+        let mut world = World::new(whole);
+        for event in events {
+            world.apply(event);
+        }
+        world.finish();
     }
-    world.finish();
 }
 
 /// What the model knows about one live connection, learnt from the engine's replies.
@@ -525,9 +523,10 @@ struct World {
 }
 
 impl World {
-    fn new() -> Self {
+    fn new(whole_broadcasts: bool) -> Self {
         let config = EngineConfig::from_json(CONFIG).expect("the fuzz config is valid");
-        let engine = Engine::new(&config, HashSeed([1, 2, 3, 4]));
+        let mut engine = Engine::new(&config, HashSeed([1, 2, 3, 4]));
+        engine.set_whole_broadcasts(whole_broadcasts);
         assert_eq!(
             config.limits.max_subscriptions_per_client,
             MAX_SUBSCRIPTIONS
@@ -570,9 +569,10 @@ impl World {
         self.slots.iter_mut().flatten().find(|c| c.id == id)
     }
 
+    /// The engine's outputs, a whole broadcast as a send to each of its clients.
     fn drain(&mut self) -> Vec<Output> {
         self.engine.drain_outputs(&mut self.outputs);
-        std::mem::take(&mut self.outputs)
+        self.outputs.drain(..).flat_map(Output::split).collect()
     }
 
     fn apply(&mut self, event: &Event) {

@@ -207,6 +207,9 @@ pub struct Engine {
     tokens: Map<Token, ClientId>,
     /// Channel name to its subscribers. A channel exists while it has a subscriber.
     channels: Map<Arc<str>, Vec<ClientId>>,
+    /// A broadcast to several clients is one [`Output::Broadcast`], not one
+    /// [`Output::Send`] each ([`Engine::set_whole_broadcasts`]).
+    whole_broadcasts: bool,
     /// Operations started and not yet completed (or forgotten with their client).
     pending: Map<OpId, Pending>,
     /// The next operation's id.
@@ -315,6 +318,7 @@ impl Engine {
             clients: Map::with_hasher(hasher.clone()),
             tokens: Map::with_hasher(hasher.clone()),
             channels: Map::with_hasher(hasher.clone()),
+            whole_broadcasts: false,
             pending: Map::with_hasher(hasher.clone()),
             next_op: 1,
             max_subscriptions: config.limits.max_subscriptions_per_client,
@@ -335,6 +339,14 @@ impl Engine {
             outputs: VecDeque::new(),
             stats: Counters::default(),
         }
+    }
+
+    /// Whether a broadcast to several clients comes out as one [`Output::Broadcast`]
+    /// naming them all (`true`), or as one [`Output::Send`] per client (`false`, the
+    /// default). A driver that handles `Output::Broadcast` turns it on: a fan-out to
+    /// 1,000 subscribers is then one output instead of 1,000.
+    pub fn set_whole_broadcasts(&mut self, whole: bool) {
+        self.whole_broadcasts = whole;
     }
 
     /// Totals and current counts, for metrics.
@@ -592,7 +604,7 @@ impl Engine {
             Topic::Channel(channel) => {
                 if let Some(members) = self.channels.get(&**channel) {
                     self.stats.deliveries += members.len() as u64;
-                    Self::fan_out(&mut self.outputs, members, &payload);
+                    Self::fan_out(&mut self.outputs, self.whole_broadcasts, members, &payload);
                 }
             }
             Topic::Client(token) => {
@@ -612,14 +624,13 @@ impl Engine {
             return;
         };
         let skip = self.tokens.get(&about).copied();
-        let outputs = &mut self.outputs;
-        for &client in members.iter().filter(|&&id| Some(id) != skip) {
-            self.stats.deliveries += 1;
-            outputs.push_back(Output::Send {
-                client,
-                payload: payload.clone(),
-            });
-        }
+        let others: Vec<ClientId> = members
+            .iter()
+            .copied()
+            .filter(|&id| Some(id) != skip)
+            .collect();
+        self.stats.deliveries += others.len() as u64;
+        Self::fan_out(&mut self.outputs, self.whole_broadcasts, &others, &payload);
     }
 
     /// The hub's configuration was reloaded: `config`'s users and limits replace the
@@ -922,7 +933,12 @@ impl Engine {
                 self.stats.broadcasts += 1;
                 if let Some(members) = members {
                     self.stats.deliveries += members.len() as u64;
-                    Self::fan_out(&mut self.outputs, members, &publication.payload);
+                    Self::fan_out(
+                        &mut self.outputs,
+                        self.whole_broadcasts,
+                        members,
+                        &publication.payload,
+                    );
                 }
                 Ok(reply::keyed("broadcasted", channel))
             }
@@ -1140,7 +1156,7 @@ impl Engine {
         };
         self.stats.broadcasts += 1;
         self.stats.deliveries += members.len() as u64;
-        Self::fan_out(&mut self.outputs, members, &payload);
+        Self::fan_out(&mut self.outputs, self.whole_broadcasts, members, &payload);
         if self.cluster {
             let topic = Topic::Channel(Arc::clone(name));
             self.outputs
@@ -1204,7 +1220,7 @@ impl Engine {
                     let user = &client.session.as_ref().expect("a session").user;
                     let join = reply::join_leave("join", channel, &client.token, user);
                     self.stats.deliveries += members.len() as u64;
-                    Self::fan_out(&mut self.outputs, members, &join);
+                    Self::fan_out(&mut self.outputs, self.whole_broadcasts, members, &join);
                 }
                 client
                     .subscriptions
@@ -1418,7 +1434,7 @@ impl Engine {
             let members = &self.channels[name];
             let leave = reply::join_leave("leave", name, token, user);
             self.stats.deliveries += members.len() as u64;
-            Self::fan_out(&mut self.outputs, members, &leave);
+            Self::fan_out(&mut self.outputs, self.whole_broadcasts, members, &leave);
         }
     }
 
@@ -1500,7 +1516,21 @@ impl Engine {
             .is_some_and(|s| s.permission.contains(needed))
     }
 
-    fn fan_out(outputs: &mut VecDeque<Output>, members: &[ClientId], payload: &Payload) {
+    /// `payload` to every one of `members`: one [`Output::Broadcast`] if `whole` and they
+    /// are several, else one [`Output::Send`] each.
+    fn fan_out(
+        outputs: &mut VecDeque<Output>,
+        whole: bool,
+        members: &[ClientId],
+        payload: &Payload,
+    ) {
+        if whole && members.len() > 1 {
+            outputs.push_back(Output::Broadcast {
+                clients: members.into(),
+                payload: payload.clone(),
+            });
+            return;
+        }
         outputs.reserve(members.len());
         outputs.extend(members.iter().map(|&client| Output::Send {
             client,

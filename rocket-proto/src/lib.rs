@@ -16,7 +16,9 @@
 //! - The **[`Engine`]** (one per hub) owns users, sessions, channels and the routing of
 //!   messages. Inputs are `handle_*` calls; outputs queue inside the engine until drained.
 //! - Payloads fan out without copies: a broadcast is encoded **once** into a [`Payload`],
-//!   and each recipient's [`Output::Send`] holds a reference-counted clone of the same bytes.
+//!   and each recipient's [`Output::Send`] holds a reference-counted clone of the same bytes;
+//!   a driver that asks for it ([`Engine::set_whole_broadcasts`]) gets one
+//!   [`Output::Broadcast`] naming every recipient instead.
 //!
 //! ## The driver loop
 //! Feed one input, drain every output, then ask when the engine next needs the time, before
@@ -35,6 +37,10 @@
 //! for output in outputs.drain(..) {
 //!     match output {
 //!         Output::Send { client, payload } => { /* queue payload on client's socket */ }
+//!         Output::Broadcast { clients, payload } => {
+//!             /* only after engine.set_whole_broadcasts(true): queue payload on each of
+//!                clients' sockets, in order, as a Send each */
+//!         }
 //!         Output::Close { client, code, reason } => { /* flush, then close with code */ }
 //!         Output::Start { client, op, operation } => match *operation {
 //!             Operation::VerifySecret(v) => {
@@ -64,8 +70,8 @@
 //!   order in which the engine accepted the broadcasts. A frontend that keeps per-client
 //!   order when writing keeps the whole guarantee.
 //! - **At most once.** A broadcast answered with `broadcasted` yields exactly one
-//!   [`Output::Send`] for each client subscribed at that moment, the sender included if
-//!   subscribed; a `direct` answered with `directSent` yields one to its target. The engine
+//!   [`Output::Send`] for each client subscribed at that moment (or one
+//!   [`Output::Broadcast`] naming each once), the sender included if subscribed; a `direct` answered with `directSent` yields one to its target. The engine
 //!   never retries, and stores messages only as a History hub's bounded history: a frontend that cannot deliver (a full queue, a dead
 //!   socket) must close that client, never skip a message silently.
 //! - **Replies.** Every request gets exactly one reply (`{"err":…}` or its success reply),

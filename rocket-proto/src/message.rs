@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -103,8 +104,11 @@ impl CloseCode {
 /// What the engine asks its frontend to do. Drained in order with
 /// [`Protocol::poll_output`](crate::Protocol::poll_output).
 ///
-/// A broadcast is one [`Output::Send`] per recipient, so the enum is kept small (56 bytes
-/// on 64-bit targets): the rare, large variants' contents are boxed.
+/// A broadcast is one [`Output::Send`] per recipient, or, for a driver that asked for it
+/// ([`Engine::set_whole_broadcasts`](crate::Engine::set_whole_broadcasts)), one
+/// [`Output::Broadcast`] naming them all ([`Output::split`] takes it apart). Outputs are
+/// moved one by one, so the enum is kept small (56 bytes on 64-bit targets): the rare,
+/// large variants' contents are boxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
@@ -113,6 +117,18 @@ pub enum Output {
         /// Recipient.
         client: ClientId,
         /// The message; shared with the other recipients of the same broadcast.
+        payload: Payload,
+    },
+    /// Queue `payload` to each of `clients`, in that order, each after everything queued
+    /// to it before: the same as one [`Output::Send`] per client, made once. The engine
+    /// makes these only when asked to
+    /// ([`Engine::set_whole_broadcasts`](crate::Engine::set_whole_broadcasts)); a custom
+    /// protocol may make them too. A client may appear more than once (then it gets the
+    /// payload that many times).
+    Broadcast {
+        /// Recipients, in order.
+        clients: Arc<[ClientId]>,
+        /// The message, the same for every recipient.
         payload: Payload,
     },
     /// Flush what is queued to `client`, then close it with `code` and `reason`. The engine
@@ -166,6 +182,36 @@ pub enum Output {
     },
 }
 
-// A fan-out moves one `Output` per recipient: keep it small (see the enum's docs).
+// Outputs are moved one by one: keep them small (see the enum's docs).
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Output>() <= 56);
+
+impl Output {
+    /// This output as a driver that queues per recipient sees it: an
+    /// [`Output::Broadcast`] as one [`Output::Send`] per client, in order; any other
+    /// output as it is.
+    ///
+    /// ```
+    /// use rocket_proto::{ClientId, Output, Payload};
+    /// let broadcast = Output::Broadcast {
+    ///     clients: [ClientId(1), ClientId(2)].into(),
+    ///     payload: Payload::text("hi"),
+    /// };
+    /// let sends: Vec<Output> = broadcast.split().collect();
+    /// assert_eq!(sends.len(), 2);
+    /// assert!(matches!(&sends[1], Output::Send { client: ClientId(2), .. }));
+    /// ```
+    pub fn split(self) -> impl Iterator<Item = Output> {
+        let (one, each) = match self {
+            Output::Broadcast { clients, payload } => (None, Some((clients, payload))),
+            other => (Some(other), None),
+        };
+        let sends = each.into_iter().flat_map(|(clients, payload)| {
+            (0..clients.len()).map(move |i| Output::Send {
+                client: clients[i],
+                payload: payload.clone(),
+            })
+        });
+        one.into_iter().chain(sends)
+    }
+}

@@ -376,8 +376,15 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn the_cluster_boundary_follows_the_model(steps in prop::collection::vec(step(), 1..80)) {
+    fn the_cluster_boundary_follows_the_model(
+        steps in prop::collection::vec(step(), 1..80),
+        whole in any::<bool>(),
+    ) {
         let mut world = World::new();
+        if whole {
+            // Broadcasts as one output each: the inboxes must not differ.
+            world.sim.whole_broadcasts();
+        }
         for step in &steps {
             world.apply(step);
         }

@@ -1925,3 +1925,58 @@ fn stats_count_what_happened() {
     assert_eq!(stats.auth_failures, 1);
     assert_eq!(stats.messages_received, 3 + 3 + 2 + 1);
 }
+
+/// With `set_whole_broadcasts`, a broadcast to several subscribers is one
+/// `Output::Broadcast` naming them in the order they subscribed, and splits into exactly
+/// the sends the engine makes without it; a broadcast to one subscriber stays a send.
+#[test]
+fn a_whole_broadcast_is_one_output_with_the_same_sends_inside() {
+    let outputs = |whole: bool, channel: &str| -> Vec<Output> {
+        let mut engine = Engine::new(&support::demo(), HashSeed::default());
+        engine.set_whole_broadcasts(whole);
+        let mut out = Vec::new();
+        for n in 1..=4 {
+            let id = ClientId(n);
+            engine.handle_connect(id, token_for(n)).unwrap();
+            let text = authenticate("backend", "secret").to_string();
+            engine.handle_message(id, Message::Text(&text));
+        }
+        for n in [3, 1, 2] {
+            let text = subscribe("many").to_string();
+            engine.handle_message(ClientId(n), Message::Text(&text));
+        }
+        let text = subscribe("one").to_string();
+        engine.handle_message(ClientId(2), Message::Text(&text));
+        engine.drain_outputs(&mut out);
+        out.clear();
+        let text = broadcast("e", channel, json!(1)).to_string();
+        engine.handle_message(ClientId(4), Message::Text(&text));
+        engine.drain_outputs(&mut out);
+        out
+    };
+    let whole = outputs(true, "many");
+    let [
+        Output::Broadcast { clients, payload },
+        Output::Send { client, .. },
+    ] = &whole[..]
+    else {
+        panic!("one broadcast, then the reply: {whole:?}")
+    };
+    assert_eq!(clients[..], [ClientId(3), ClientId(1), ClientId(2)]);
+    assert_eq!(*client, ClientId(4));
+    assert!(payload.as_text().unwrap().starts_with(r#"{"event":"e""#));
+    let split: Vec<Output> = whole.into_iter().flat_map(Output::split).collect();
+    assert_eq!(split, outputs(false, "many"));
+    let one = outputs(true, "one");
+    assert!(matches!(
+        &one[..],
+        [
+            Output::Send {
+                client: ClientId(2),
+                ..
+            },
+            Output::Send { .. }
+        ]
+    ));
+    assert_eq!(one, outputs(false, "one"));
+}

@@ -209,7 +209,11 @@ impl Hub {
         Self::new(path.into(), protocol.expect("the protocol was in the slot"))
     }
 
-    fn new(path: String, protocol: HubProtocol) -> Self {
+    fn new(path: String, mut protocol: HubProtocol) -> Self {
+        if let HubProtocol::Rocket(engine) = &mut protocol {
+            // The dispatch takes a broadcast whole (see `deliver`).
+            engine.set_whole_broadcasts(true);
+        }
         let (wake, woken) = async_channel::bounded(1);
         Self {
             path,
@@ -845,7 +849,7 @@ fn dispatch(
     while let Some(output) = outputs.next() {
         match output {
             Output::Send { client, payload } => {
-                // A broadcast is consecutive sends of one payload: frame it once.
+                // Consecutive sends of one payload are a broadcast too.
                 recipients.clear();
                 recipients.push(client);
                 while let Some(Output::Send { client, payload: p }) = outputs.peek()
@@ -854,25 +858,10 @@ fn dispatch(
                     recipients.push(*client);
                     outputs.next();
                 }
-                let frame = Frame::message(&payload);
-                if let [client] = recipients[..] {
-                    if run.clients.contains(&client) {
-                        run.queue(outboxes, cork);
-                    }
-                    if let Some(outbox) = outboxes.get(&client) {
-                        // On overflow the connection's driver closes it and logs why.
-                        let _ = cork.push(outbox, frame);
-                    }
-                } else if !run.frames.is_empty()
-                    && run.frames.len() < Run::MAX
-                    && run.clients == *recipients
-                {
-                    run.frames.push(frame);
-                } else {
-                    run.queue(outboxes, cork);
-                    std::mem::swap(&mut run.clients, recipients);
-                    run.frames.push(frame);
-                }
+                deliver(outboxes, run, recipients, &payload, cork);
+            }
+            Output::Broadcast { clients, payload } => {
+                deliver(outboxes, run, &clients, &payload, cork);
             }
             Output::Close {
                 client,
@@ -929,6 +918,42 @@ fn dispatch(
         }
     }
     started
+}
+
+/// Queues `payload`, framed once, to each of `recipients` in order: alone to a single
+/// one (ending the run first if it is one of the run's), else by adding it to the run when
+/// the recipients are the run's, or by ending the run and beginning another.
+fn deliver(
+    outboxes: &Outboxes,
+    run: &mut Run,
+    recipients: &[ClientId],
+    payload: &Payload,
+    cork: &mut Cork,
+) {
+    let frame = Frame::message(payload);
+    match recipients {
+        [] => {}
+        [client] => {
+            if run.clients.contains(client) {
+                run.queue(outboxes, cork);
+            }
+            if let Some(outbox) = outboxes.get(client) {
+                // On overflow the connection's driver closes it and logs why.
+                let _ = cork.push(outbox, frame);
+            }
+        }
+        _ if !run.frames.is_empty()
+            && run.frames.len() < Run::MAX
+            && run.clients[..] == *recipients =>
+        {
+            run.frames.push(frame);
+        }
+        _ => {
+            run.queue(outboxes, cork);
+            run.clients.extend_from_slice(recipients);
+            run.frames.push(frame);
+        }
+    }
 }
 
 fn same_bytes(a: &Payload, b: &Payload) -> bool {
@@ -1075,10 +1100,12 @@ pub(crate) mod tests {
     }
 
     /// A protocol that does what each message says: `all X` sends X to every other
-    /// connection (one payload: a broadcast), `to N X` sends X to the N-th connection
-    /// alone, `close N` closes the N-th connection.
+    /// connection (a broadcast: one payload in a send each, or one `Output::Broadcast` if
+    /// `whole`), `to N X` sends X to the N-th connection alone, `close N` closes the N-th
+    /// connection.
     #[derive(Default)]
     struct Script {
+        whole: bool,
         clients: Vec<ClientId>,
         out: VecDeque<Output>,
     }
@@ -1094,9 +1121,15 @@ pub(crate) mod tests {
             match words[..] {
                 ["all", text] => {
                     let payload = Payload::text(text.to_owned());
-                    for &client in self.clients.iter().filter(|&&c| c != from) {
-                        let payload = payload.clone();
-                        self.out.push_back(Output::Send { client, payload });
+                    let others = self.clients.iter().copied().filter(|&c| c != from);
+                    if self.whole {
+                        let clients = others.collect();
+                        self.out.push_back(Output::Broadcast { clients, payload });
+                    } else {
+                        for client in others {
+                            let payload = payload.clone();
+                            self.out.push_back(Output::Send { client, payload });
+                        }
                     }
                 }
                 ["to", n, text] => self.out.push_back(Output::Send {
@@ -1125,7 +1158,16 @@ pub(crate) mod tests {
     /// come after the run; the publisher's answers (outside the run) need not wait.
     #[test]
     fn broadcasts_in_a_row_are_queued_joined_and_in_order() {
-        let hub = Hub::custom("/script", Script::default());
+        broadcasts_in_a_row(false);
+        broadcasts_in_a_row(true);
+    }
+
+    fn broadcasts_in_a_row(whole: bool) {
+        let script = Script {
+            whole,
+            ..Script::default()
+        };
+        let hub = Hub::custom("/script", script);
         let outboxes: Vec<Arc<Outbox>> = (0..4)
             .map(|_| Arc::new(Outbox::new(2 * Run::MAX, 1 << 20, None)))
             .collect();

@@ -31,7 +31,8 @@
 //! if protocol.poll_timeout() moved earlier: wake the hub's timer task
 //! lock the outboxes; protocol.drain_outputs(buffer); unlock the protocol
 //! for output in buffer, in order, never waiting on a client:
-//!     Send       => outbox.push(message)    // the same bytes for every recipient;
+//!     Send, Broadcast (the engine's, one output for all its recipients)
+//!                => outbox.push(message)    // the same bytes for every recipient;
 //!                   broadcasts in a row to the same recipients are joined and queued
 //!                   to each once (`hub.rs`, `Run`);
 //!                   an idle connection's task is not woken: the message is written

@@ -134,6 +134,12 @@ impl Sim {
         }
     }
 
+    /// Has the engine make each broadcast to several clients one `Output::Broadcast`
+    /// (`Engine::set_whole_broadcasts`); the inboxes get the same either way.
+    pub fn whole_broadcasts(&mut self) {
+        self.engine.set_whole_broadcasts(true);
+    }
+
     /// Answers the last operation started for `id` (a PHC verification) as a frontend
     /// does; when none was ever started for `id`, answers an id the engine never gave.
     pub fn verified(&mut self, id: ClientId, ok: bool) {
@@ -288,7 +294,8 @@ impl Sim {
             self.engine.poll_output().is_none(),
             "drain_outputs left an output behind"
         );
-        for output in self.buf.drain(..) {
+        // A whole broadcast (`whole_broadcasts`) is a send to each of its clients.
+        for output in self.buf.drain(..).flat_map(Output::split) {
             let (client, received) = match output {
                 Output::Send { client, payload } => {
                     let received = match payload.as_text() {
