@@ -138,9 +138,11 @@ impl Peers {
 /// the hub's largest costs of its own. Their frames are the same bytes for every
 /// recipient, so the run is joined once ([`Frame::join`]) and queued to each recipient as
 /// one entry, when the run ends: when a message goes to other recipients, or to one of the
-/// run's recipients alone, or a connection is closed; when the run is [`Run::MAX`]
-/// messages long; and at the latest when a cork that added to it is flushed (the hub's
-/// locks are not held meanwhile). Every recipient gets the run's messages where they
+/// run's recipients alone, or a connection is closed, or the hub closes them all
+/// ([`Hub::close_all`]); when the run is [`Run::MAX`] messages long; and at the latest
+/// when a cork that added to it is flushed (the hub's locks are not held meanwhile). The
+/// recipients come as one [`Output::Broadcast`] from the Rocket engine (which the hub asks
+/// for), or as consecutive [`Output::Send`]s of one payload from a custom protocol. Every recipient gets the run's messages where they
 /// would have been queued one by one: nothing queued to one of them by anyone passes the
 /// run before it ends (a message to a single connection outside the run does, which no
 /// recipient can tell), and the outbox takes a run that does not fit its bounds message
